@@ -1,0 +1,136 @@
+package stack
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// Issuer is the service-account issuer the API server uses.
+const Issuer = "https://kubernetes.default.svc.cluster.local"
+
+// KubeAPIServer is a kube-apiserver on loopback with RBAC, a static admin
+// token (group system:masters) and a Metadata-level audit log.
+type KubeAPIServer struct {
+	URL          string // https://127.0.0.1:PORT
+	Port         int
+	AdminToken   string
+	AuditLogPath string
+	PKI          *PKI
+	Dir          string
+	Proc         *Process
+}
+
+const auditPolicy = `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+- level: Metadata
+`
+
+func startKubeAPIServer(ctx context.Context, bin, dir, etcdURL string) (*KubeAPIServer, error) {
+	pki, err := newPKI(filepath.Join(dir, "pki"))
+	if err != nil {
+		return nil, fmt.Errorf("pki: %w", err)
+	}
+	port, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	tok := make([]byte, 24)
+	if _, err := rand.Read(tok); err != nil {
+		return nil, err
+	}
+	k := &KubeAPIServer{
+		URL:          "https://127.0.0.1:" + strconv.Itoa(port),
+		Port:         port,
+		AdminToken:   hex.EncodeToString(tok),
+		AuditLogPath: filepath.Join(dir, "audit.log"),
+		PKI:          pki,
+		Dir:          dir,
+	}
+	tokenFile := filepath.Join(dir, "tokens.csv")
+	if err := os.WriteFile(tokenFile, []byte(k.AdminToken+`,admin,admin-uid,"system:masters"`+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	policyFile := filepath.Join(dir, "audit-policy.yaml")
+	if err := os.WriteFile(policyFile, []byte(auditPolicy), 0o644); err != nil {
+		return nil, err
+	}
+	k.Proc, err = StartProcess("kube-apiserver", filepath.Join(dir, "kube-apiserver.log"), nil, bin,
+		"--etcd-servers="+etcdURL,
+		"--bind-address=127.0.0.1",
+		"--advertise-address=127.0.0.1",
+		"--secure-port="+strconv.Itoa(port),
+		"--tls-cert-file="+pki.CertFile,
+		"--tls-private-key-file="+pki.KeyFile,
+		"--cert-dir="+filepath.Join(dir, "certs"),
+		"--service-account-issuer="+Issuer,
+		"--service-account-key-file="+pki.SAKeyFile,
+		"--service-account-signing-key-file="+pki.SAKeyFile,
+		"--authorization-mode=RBAC",
+		"--token-auth-file="+tokenFile,
+		"--service-cluster-ip-range=10.0.0.0/24",
+		"--audit-policy-file="+policyFile,
+		"--audit-log-path="+k.AuditLogPath,
+		"--audit-log-format=json",
+		"--audit-log-mode=blocking",
+		"--v=1",
+	)
+	if err != nil {
+		return nil, err
+	}
+	_, err = Poll(ctx, 120*time.Second, 500*time.Millisecond, func() (bool, error) {
+		if exited, werr := k.Proc.Exited(); exited {
+			return false, fmt.Errorf("kube-apiserver exited: %v", werr)
+		}
+		code, _, err := k.Get(ctx, "/readyz", k.AdminToken)
+		if err != nil {
+			return false, err
+		}
+		return code == http.StatusOK, nil
+	})
+	if err != nil {
+		k.Proc.Stop(5 * time.Second)
+		return nil, fmt.Errorf("kube-apiserver not ready: %w\n%s", err, k.Proc.Tail(40))
+	}
+	return k, nil
+}
+
+// HTTPClient returns a client that trusts the cluster CA.
+func (k *KubeAPIServer) HTTPClient() *http.Client {
+	return &http.Client{
+		Timeout: 15 * time.Second,
+		Transport: &http.Transport{
+			TLSClientConfig:   &tls.Config{RootCAs: k.PKI.CertPool},
+			DisableKeepAlives: true,
+		},
+	}
+}
+
+// Get performs GET path with a bearer token (none if empty) and returns the
+// status code and body.
+func (k *KubeAPIServer) Get(ctx context.Context, path, token string) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, k.URL+path, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := k.HTTPClient().Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, body, err
+}

@@ -1,0 +1,110 @@
+package stack
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+)
+
+// Names used by the shipped manifests (deploy/) and the default setup.
+const (
+	ScannerNamespace   = "scanner-namespace"
+	ScannerSA          = "scanner-sa"
+	RequesterNamespace = "vault-plugin-scanner"
+	RequesterSA        = "vault-plugin-scanner"
+	RequesterRole      = "vault-plugin-scanner-token-requester"
+	ManagedByLabel     = "app.kubernetes.io/managed-by=vault-plugin-scanner"
+	RoleAnnotation     = "vault-plugin-scanner/role"
+)
+
+// KubeconfigYAML returns a kubeconfig for this API server authenticating
+// with a bearer token, with a context in namespace ns.
+func (k *KubeAPIServer) KubeconfigYAML(user, token, ns string) ([]byte, error) {
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["local"] = &clientcmdapi.Cluster{Server: k.URL, CertificateAuthorityData: k.PKI.CAPEM}
+	cfg.AuthInfos[user] = &clientcmdapi.AuthInfo{Token: token}
+	cfg.Contexts[user] = &clientcmdapi.Context{Cluster: "local", AuthInfo: user, Namespace: ns}
+	cfg.CurrentContext = user
+	return clientcmd.Write(*cfg)
+}
+
+// WriteKubeconfig writes a token kubeconfig to path with mode 0600.
+func (k *KubeAPIServer) WriteKubeconfig(path, user, token, ns string) error {
+	b, err := k.KubeconfigYAML(user, token, ns)
+	if err != nil {
+		return err
+	}
+	return WriteFile0600(path, b)
+}
+
+// WriteFile0600 writes data to path with mode 0600 (also when it existed).
+func WriteFile0600(path string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		return err
+	}
+	return os.Chmod(path, 0o600)
+}
+
+// AdminClient returns a client-go clientset with the admin token.
+func (k *KubeAPIServer) AdminClient() (*kubernetes.Clientset, error) {
+	return kubernetes.NewForConfig(k.RESTConfig(k.AdminToken))
+}
+
+// RESTConfig returns a client-go config with a bearer token.
+func (k *KubeAPIServer) RESTConfig(token string) *rest.Config {
+	return &rest.Config{
+		Host:            k.URL,
+		BearerToken:     token,
+		TLSClientConfig: rest.TLSClientConfig{CAData: k.PKI.CAPEM},
+		QPS:             50,
+		Burst:           100,
+	}
+}
+
+// Kubectl runs kubectl with the given kubeconfig file.
+func (s *Stack) Kubectl(ctx context.Context, kubeconfig string, args ...string) (CmdResult, error) {
+	return Run(ctx, []string{"KUBECONFIG=" + kubeconfig, "HOME=" + s.Dir}, "", s.Tools.Kubectl, append([]string{"--kubeconfig=" + kubeconfig}, args...)...)
+}
+
+// KubectlAdmin runs kubectl as the cluster admin.
+func (s *Stack) KubectlAdmin(ctx context.Context, args ...string) (CmdResult, error) {
+	return s.Kubectl(ctx, s.AdminKubeconfig, args...)
+}
+
+// ManagedSecrets lists the plugin's bound Secrets in the scanner namespace;
+// with role != "" only those annotated with that role.
+func (s *Stack) ManagedSecrets(ctx context.Context, role string) ([]corev1.Secret, error) {
+	cs, err := s.Kube.AdminClient()
+	if err != nil {
+		return nil, err
+	}
+	list, err := cs.CoreV1().Secrets(ScannerNamespace).List(ctx, metav1.ListOptions{LabelSelector: ManagedByLabel})
+	if err != nil {
+		return nil, fmt.Errorf("list secrets: %w", err)
+	}
+	var out []corev1.Secret
+	for _, sec := range list.Items {
+		if role == "" || sec.Annotations[RoleAnnotation] == role {
+			out = append(out, sec)
+		}
+	}
+	return out, nil
+}
+
+// TokenStatus returns the HTTP status of listing pods in the scanner
+// namespace with token: 200 while valid, 401 once rejected.
+func (s *Stack) TokenStatus(ctx context.Context, token string) (int, error) {
+	code, _, err := s.Kube.Get(ctx, "/api/v1/namespaces/"+ScannerNamespace+"/pods", token)
+	return code, err
+}

@@ -1,0 +1,80 @@
+package stack
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"time"
+)
+
+// Logger is satisfied by *testing.T and by StderrLogger.
+type Logger interface {
+	Logf(format string, args ...any)
+}
+
+// StderrLogger prints timestamped lines (seconds since start) to stderr.
+type StderrLogger struct {
+	Prefix string
+	start  time.Time
+	once   sync.Once
+}
+
+func (l *StderrLogger) Logf(format string, args ...any) {
+	l.once.Do(func() { l.start = time.Now() })
+	fmt.Fprintf(os.Stderr, "%s[%6.1fs] %s\n", l.Prefix, time.Since(l.start).Seconds(), fmt.Sprintf(format, args...))
+}
+
+var (
+	portMu    sync.Mutex
+	usedPorts = map[int]bool{}
+)
+
+// FreePort returns a free TCP port on 127.0.0.1 not handed out before by
+// this process.
+func FreePort() (int, error) {
+	portMu.Lock()
+	defer portMu.Unlock()
+	for i := 0; i < 50; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if !usedPorts[port] {
+			usedPorts[port] = true
+			return port, nil
+		}
+	}
+	return 0, fmt.Errorf("no free port found")
+}
+
+// Poll calls f every interval until it returns true, an error, or timeout
+// passes. It returns how long it took.
+func Poll(ctx context.Context, timeout, interval time.Duration, f func() (bool, error)) (time.Duration, error) {
+	start := time.Now()
+	deadline := start.Add(timeout)
+	var lastErr error
+	for {
+		ok, err := f()
+		if err != nil {
+			lastErr = err
+		}
+		if ok {
+			return time.Since(start), nil
+		}
+		if time.Now().After(deadline) {
+			if lastErr != nil {
+				return time.Since(start), fmt.Errorf("timed out after %s: last error: %w", timeout, lastErr)
+			}
+			return time.Since(start), fmt.Errorf("timed out after %s", timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return time.Since(start), ctx.Err()
+		case <-time.After(interval):
+		}
+	}
+}
