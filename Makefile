@@ -1,0 +1,64 @@
+# vault-plugin-scanner. `make demo` runs the main job on a local Vault +
+# Kubernetes API; `make test` runs every test (what .ci/run calls).
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+PLUGIN  := vault-plugin-scanner
+VERSION ?= v0.1.0
+BIN     := $(CURDIR)/bin/$(PLUGIN)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+GO_BUILD := CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)"
+PLATFORMS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64
+
+# Loads the pinned Vault, kube-apiserver, kubectl and etcd (built and cached
+# on first use) into the environment of the recipe line that uses it.
+WITH_TOOLS := set -a; eval "$$(scripts/build-tools.sh)"; PLUGIN_BINARY=$(BIN); PLUGIN_VERSION=$(VERSION); set +a;
+
+.PHONY: all build test unit acceptance fuzz tools demo dev bench fmt vet lint release clean
+
+all: build
+
+build:
+	$(GO_BUILD) -o $(BIN) ./cmd/$(PLUGIN)
+
+test: lint unit acceptance
+
+lint:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	go vet ./...
+
+unit:
+	go test -race -count=1 ./...
+
+tools:
+	scripts/build-tools.sh >/dev/null
+
+acceptance: build
+	$(WITH_TOOLS) cd tests/acceptance && go vet ./... && go test -count=1 -timeout 60m ./...
+
+demo: build
+	$(WITH_TOOLS) cd tests/acceptance && go run ./cmd/demo
+
+dev: build
+	$(WITH_TOOLS) cd tests/acceptance && go run ./cmd/demo -keep
+
+bench: build
+	go test -run '^$$' -bench . -benchmem ./backend/
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+vet:
+	go vet ./...
+
+release:
+	rm -rf dist && mkdir -p dist
+	for p in $(PLATFORMS); do \
+		os=$${p%/*}; arch=$${p#*/}; \
+		GOOS=$$os GOARCH=$$arch $(GO_BUILD) -o dist/$(PLUGIN)_$(VERSION)_$${os}_$${arch} ./cmd/$(PLUGIN); \
+	done
+	cd dist && sha256sum $(PLUGIN)_* > SHA256SUMS && cat SHA256SUMS
+
+clean:
+	rm -rf bin dist

@@ -1,0 +1,67 @@
+package backend
+
+import (
+	"crypto/rand"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+const (
+	managedByLabel    = "app.kubernetes.io/managed-by"
+	managedByValue    = "vault-plugin-scanner"
+	managedBySelector = managedByLabel + "=" + managedByValue
+
+	annotationPrefix     = "vault-plugin-scanner/"
+	roleAnnotation       = annotationPrefix + "role"
+	clusterAnnotation    = annotationPrefix + "cluster"
+	expiresAtAnnotation  = annotationPrefix + "expires-at"
+	boundSecretNameStart = "vault-scanner-"
+)
+
+func isReservedLabel(key string) bool { return key == managedByLabel }
+
+func isReservedAnnotation(key string) bool { return strings.HasPrefix(key, annotationPrefix) }
+
+// randomSecretName returns a DNS-1123 name no other lease will pick. It is
+// chosen before the Secret exists so the WAL entry can name it.
+func randomSecretName() string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	const n = 16 // 36^16 ≈ 8e24: collisions are not a concern.
+	buf := make([]byte, n)
+	_, _ = rand.Read(buf) // crypto/rand.Read never returns an error.
+	for i, c := range buf {
+		buf[i] = alphabet[int(c)%len(alphabet)]
+	}
+	return boundSecretNameStart + string(buf)
+}
+
+// boundSecret is the per-lease object the token is bound to; deleting it
+// invalidates the token.
+func boundSecret(name, roleName string, role *roleEntry, expiresAt time.Time) *corev1.Secret {
+	labels := map[string]string{}
+	for k, v := range role.ExtraLabels {
+		labels[k] = v
+	}
+	labels[managedByLabel] = managedByValue
+	annotations := map[string]string{}
+	for k, v := range role.ExtraAnnotations {
+		annotations[k] = v
+	}
+	annotations[roleAnnotation] = roleName
+	annotations[clusterAnnotation] = role.Cluster
+	annotations[expiresAtAnnotation] = expiresAt.UTC().Format(time.RFC3339)
+	immutable := true
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:        name,
+			Namespace:   role.ServiceAccountNamespace,
+			Labels:      labels,
+			Annotations: annotations,
+		},
+		Type:      corev1.SecretTypeOpaque,
+		Immutable: &immutable,
+	}
+}

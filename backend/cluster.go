@@ -1,0 +1,175 @@
+package backend
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+	"k8s.io/client-go/rest"
+)
+
+const (
+	clusterStoragePrefix = "clusters/"
+
+	defaultQPS   = 500
+	defaultBurst = 1000
+	maxQPS       = 100000
+	maxBurst     = 100000
+
+	// requestTimeout bounds every call to the API server so a hung server
+	// fails an issue quickly instead of holding the Vault request.
+	requestTimeout = 15 * time.Second
+)
+
+// clusterConfig is how the plugin reaches one Kubernetes API server.
+type clusterConfig struct {
+	Host             string  `json:"kubernetes_host,omitempty"`
+	CACert           string  `json:"kubernetes_ca_cert,omitempty"`
+	JWT              string  `json:"service_account_jwt,omitempty"`
+	TLSServerName    string  `json:"tls_server_name,omitempty"`
+	ProxyURL         string  `json:"proxy_url,omitempty"`
+	KubeconfigHost   string  `json:"kubeconfig_host,omitempty"`
+	KubeconfigCACert string  `json:"kubeconfig_ca_cert,omitempty"`
+	QPS              float32 `json:"qps,omitempty"`
+	Burst            int     `json:"burst,omitempty"`
+}
+
+// inClusterEnv locates the pod's own credentials; a field so tests can point
+// it at temporary files.
+type inClusterEnv struct {
+	TokenPath string
+	CAPath    string
+	Getenv    func(string) string
+}
+
+func defaultInClusterEnv() inClusterEnv {
+	return inClusterEnv{
+		TokenPath: "/var/run/secrets/kubernetes.io/serviceaccount/token",
+		CAPath:    "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
+		Getenv:    os.Getenv,
+	}
+}
+
+func (e inClusterEnv) host() (string, error) {
+	host, port := e.Getenv("KUBERNETES_SERVICE_HOST"), e.Getenv("KUBERNETES_SERVICE_PORT")
+	if host == "" || port == "" {
+		return "", fmt.Errorf("kubernetes_host is not set and Vault does not run in a Kubernetes pod (KUBERNETES_SERVICE_HOST/PORT are unset)")
+	}
+	return "https://" + net.JoinHostPort(host, port), nil
+}
+
+// endpoint is what the plugin and the issued kubeconfigs use for one cluster,
+// with the in-cluster defaults resolved.
+type endpoint struct {
+	Host             string
+	CACert           string
+	KubeconfigHost   string
+	KubeconfigCACert string
+	TLSServerName    string
+	restConfig       *rest.Config
+}
+
+func (c *clusterConfig) resolve(env inClusterEnv, userAgent string) (*endpoint, error) {
+	ep := &endpoint{Host: c.Host, CACert: c.CACert, TLSServerName: c.TLSServerName}
+	rc := &rest.Config{
+		QPS:       c.QPS,
+		Burst:     c.Burst,
+		Timeout:   requestTimeout,
+		UserAgent: userAgent,
+	}
+	if ep.Host == "" {
+		host, err := env.host()
+		if err != nil {
+			return nil, err
+		}
+		ep.Host = host
+		if ep.CACert == "" {
+			ca, err := os.ReadFile(env.CAPath)
+			if err != nil {
+				return nil, fmt.Errorf("reading the pod's CA certificate: %w", err)
+			}
+			ep.CACert = string(ca)
+		}
+	}
+	if c.JWT != "" {
+		rc.BearerToken = c.JWT
+	} else {
+		// client-go re-reads this file periodically, so the pod's projected
+		// token is picked up after kubelet rotates it.
+		rc.BearerTokenFile = env.TokenPath
+	}
+	rc.Host = ep.Host
+	rc.TLSClientConfig = rest.TLSClientConfig{CAData: []byte(ep.CACert), ServerName: c.TLSServerName}
+	if rc.QPS == 0 {
+		rc.QPS = defaultQPS
+	}
+	if rc.Burst == 0 {
+		rc.Burst = defaultBurst
+	}
+	if c.ProxyURL != "" {
+		proxy, err := url.Parse(c.ProxyURL)
+		if err != nil {
+			return nil, fmt.Errorf("parsing proxy_url: %w", err)
+		}
+		rc.Proxy = http.ProxyURL(proxy)
+	}
+	ep.restConfig = rc
+
+	ep.KubeconfigHost, ep.KubeconfigCACert = c.KubeconfigHost, c.KubeconfigCACert
+	if ep.KubeconfigHost == "" {
+		ep.KubeconfigHost = ep.Host
+	} else {
+		// A different address for users: the name Vault needs may not apply.
+		ep.TLSServerName = ""
+	}
+	if ep.KubeconfigCACert == "" {
+		ep.KubeconfigCACert = ep.CACert
+	}
+	return ep, nil
+}
+
+func getCluster(ctx context.Context, s logical.Storage, name string) (*clusterConfig, error) {
+	entry, err := s.Get(ctx, clusterStoragePrefix+name)
+	if err != nil {
+		return nil, fmt.Errorf("reading cluster %q: %w", name, err)
+	}
+	if entry == nil {
+		return nil, nil
+	}
+	var cfg clusterConfig
+	if err := entry.DecodeJSON(&cfg); err != nil {
+		return nil, fmt.Errorf("decoding cluster %q: %w", name, err)
+	}
+	return &cfg, nil
+}
+
+func putCluster(ctx context.Context, s logical.Storage, name string, cfg *clusterConfig) error {
+	entry, err := logical.StorageEntryJSON(clusterStoragePrefix+name, cfg)
+	if err != nil {
+		return fmt.Errorf("encoding cluster %q: %w", name, err)
+	}
+	if err := s.Put(ctx, entry); err != nil {
+		return fmt.Errorf("storing cluster %q: %w", name, err)
+	}
+	return nil
+}
+
+// hostsEqual compares API server URLs ignoring a trailing slash and the
+// case of scheme and host, so re-sending the same host is not a "change".
+func hostsEqual(a, b string) bool {
+	norm := func(s string) string {
+		u, err := url.Parse(strings.TrimRight(s, "/"))
+		if err != nil {
+			return s
+		}
+		u.Scheme, u.Host = strings.ToLower(u.Scheme), strings.ToLower(u.Host)
+		return u.String()
+	}
+	return norm(a) == norm(b)
+}

@@ -1,0 +1,120 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+)
+
+// kubeAPI is the narrow slice of the Kubernetes API the plugin uses. The real
+// implementation wraps a clientset; tests wrap client-go's fake clientset.
+type kubeAPI interface {
+	CreateSecret(ctx context.Context, secret *corev1.Secret) (*corev1.Secret, error)
+	GetSecret(ctx context.Context, namespace, name string) (*corev1.Secret, error)
+	// DeleteSecret deletes the Secret only if it still has the given UID. A
+	// missing Secret, or one replaced by another object, counts as deleted.
+	DeleteSecret(ctx context.Context, namespace, name string, uid types.UID) error
+	ListManagedSecrets(ctx context.Context, namespace string) ([]corev1.Secret, error)
+	CreateToken(ctx context.Context, namespace, serviceAccount string, req *authenticationv1.TokenRequest) (*authenticationv1.TokenRequest, error)
+	ServerVersion(ctx context.Context) (string, error)
+	// Allowed asks the API server whether the plugin's own credential may do
+	// what attrs describe (SelfSubjectAccessReview).
+	Allowed(ctx context.Context, attrs authorizationv1.ResourceAttributes) (bool, error)
+}
+
+// clientsetAPI implements kubeAPI on top of a client-go clientset.
+type clientsetAPI struct {
+	clientset kubernetes.Interface
+}
+
+var _ kubeAPI = clientsetAPI{}
+
+func (c clientsetAPI) CreateSecret(ctx context.Context, secret *corev1.Secret) (*corev1.Secret, error) {
+	return c.clientset.CoreV1().Secrets(secret.Namespace).Create(ctx, secret, metav1.CreateOptions{})
+}
+
+func (c clientsetAPI) GetSecret(ctx context.Context, namespace, name string) (*corev1.Secret, error) {
+	return c.clientset.CoreV1().Secrets(namespace).Get(ctx, name, metav1.GetOptions{})
+}
+
+func (c clientsetAPI) DeleteSecret(ctx context.Context, namespace, name string, uid types.UID) error {
+	opts := metav1.DeleteOptions{}
+	if uid != "" {
+		opts.Preconditions = &metav1.Preconditions{UID: &uid}
+	}
+	err := c.clientset.CoreV1().Secrets(namespace).Delete(ctx, name, opts)
+	// Conflict means the UID precondition failed: the Secret we bound the
+	// token to is gone and a different object now has its name.
+	if err == nil || apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+		return nil
+	}
+	return err
+}
+
+func (c clientsetAPI) ListManagedSecrets(ctx context.Context, namespace string) ([]corev1.Secret, error) {
+	list, err := c.clientset.CoreV1().Secrets(namespace).List(ctx, metav1.ListOptions{LabelSelector: managedBySelector})
+	if err != nil {
+		return nil, err
+	}
+	return list.Items, nil
+}
+
+func (c clientsetAPI) CreateToken(ctx context.Context, namespace, serviceAccount string, req *authenticationv1.TokenRequest) (*authenticationv1.TokenRequest, error) {
+	return c.clientset.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, serviceAccount, req, metav1.CreateOptions{})
+}
+
+func (c clientsetAPI) ServerVersion(ctx context.Context) (string, error) {
+	info, err := c.clientset.Discovery().ServerVersion()
+	if err != nil {
+		return "", err
+	}
+	return info.GitVersion, nil
+}
+
+func (c clientsetAPI) Allowed(ctx context.Context, attrs authorizationv1.ResourceAttributes) (bool, error) {
+	review := &authorizationv1.SelfSubjectAccessReview{
+		Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &attrs},
+	}
+	out, err := c.clientset.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, review, metav1.CreateOptions{})
+	if err != nil {
+		return false, err
+	}
+	return out.Status.Allowed, nil
+}
+
+// newClientsetAPI builds the real client for one cluster.
+func newClientsetAPI(cfg *rest.Config) (kubeAPI, error) {
+	if cfg.Insecure {
+		return nil, errors.New("refusing a Kubernetes client without TLS verification")
+	}
+	u, err := url.Parse(cfg.Host)
+	if err != nil || u.Scheme != "https" {
+		return nil, fmt.Errorf("kubernetes host must be an https:// URL")
+	}
+	httpClient, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("building HTTP client: %w", err)
+	}
+	// The bearer token is added by a round tripper to every request it sees,
+	// including redirected ones, so never follow a redirect: it could carry
+	// the plugin's credential to another host. The API never redirects these calls.
+	httpClient.CheckRedirect = func(*http.Request, []*http.Request) error {
+		return http.ErrUseLastResponse
+	}
+	clientset, err := kubernetes.NewForConfigAndClient(cfg, httpClient)
+	if err != nil {
+		return nil, fmt.Errorf("building Kubernetes client: %w", err)
+	}
+	return clientsetAPI{clientset: clientset}, nil
+}

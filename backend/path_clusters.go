@@ -1,0 +1,308 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+const (
+	clustersHelpSynopsis    = "Configure how the plugin reaches a Kubernetes API server."
+	clustersHelpDescription = `
+A cluster holds the API server's https:// address and CA, and the plugin's own
+token-requester credential (service_account_jwt, write-only). Leave
+kubernetes_host, kubernetes_ca_cert and service_account_jwt unset when Vault
+runs in a pod of that cluster: the pod's own service account is used and its
+rotated token re-read. Changing kubernetes_host requires sending
+service_account_jwt again, so a stored credential never travels to a new host.
+`
+	clustersListHelpSynopsis = "List the configured clusters."
+)
+
+func clusterFields() map[string]*framework.FieldSchema {
+	return map[string]*framework.FieldSchema{
+		"name": {
+			Type:        framework.TypeString,
+			Description: "Name of the cluster.",
+			Required:    true,
+		},
+		"kubernetes_host": {
+			Type:        framework.TypeString,
+			Description: "https:// URL of the Kubernetes API server as the plugin reaches it. Unset: the in-cluster address (KUBERNETES_SERVICE_HOST/PORT).",
+			DisplayAttrs: &framework.DisplayAttributes{
+				Name: "Kubernetes host",
+			},
+		},
+		"kubernetes_ca_cert": {
+			Type:        framework.TypeString,
+			Description: "PEM bundle of the CA(s) that sign the API server's certificate. Unset with an unset host: the pod's ca.crt. Unset with a host: the system roots.",
+			DisplayAttrs: &framework.DisplayAttributes{
+				Name: "Kubernetes CA certificate",
+			},
+		},
+		"service_account_jwt": {
+			Type:        framework.TypeString,
+			Description: "The plugin's token-requester JWT. Write-only. Required with kubernetes_host; unset with an unset host: the pod's own token.",
+			DisplayAttrs: &framework.DisplayAttributes{
+				Name:      "Service account JWT",
+				Sensitive: true,
+			},
+		},
+		"tls_server_name": {
+			Type:        framework.TypeString,
+			Description: "Name to verify the API server's certificate against, when it differs from the host in kubernetes_host.",
+		},
+		"proxy_url": {
+			Type:        framework.TypeString,
+			Description: "Proxy (http, https or socks5 URL) through which the plugin reaches the API server.",
+		},
+		"kubeconfig_host": {
+			Type:        framework.TypeString,
+			Description: "https:// URL that issued kubeconfigs carry, when users reach the API server differently from Vault. Default: kubernetes_host.",
+		},
+		"kubeconfig_ca_cert": {
+			Type:        framework.TypeString,
+			Description: "PEM CA bundle that issued kubeconfigs carry. Default: kubernetes_ca_cert.",
+		},
+		"qps": {
+			Type:        framework.TypeFloat,
+			Description: fmt.Sprintf("Requests per second the plugin may send to this API server (client-side limit). Default %d.", defaultQPS),
+		},
+		"burst": {
+			Type:        framework.TypeInt,
+			Description: fmt.Sprintf("Burst above qps the plugin may send to this API server. Default %d.", defaultBurst),
+		},
+	}
+}
+
+func pathClusters(b *backend) []*framework.Path {
+	return []*framework.Path{
+		{
+			Pattern: "clusters/" + namePathPattern,
+			DisplayAttrs: &framework.DisplayAttributes{
+				OperationPrefix: operationPrefix,
+				OperationSuffix: "cluster",
+			},
+			Fields:         clusterFields(),
+			ExistenceCheck: b.clusterExists,
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.CreateOperation: &framework.PathOperation{
+					Callback:                    b.clusterWrite,
+					Summary:                     "Configure a cluster.",
+					DisplayAttrs:                &framework.DisplayAttributes{OperationVerb: "configure"},
+					ForwardPerformanceStandby:   true,
+					ForwardPerformanceSecondary: true,
+				},
+				logical.UpdateOperation: &framework.PathOperation{
+					Callback:                    b.clusterWrite,
+					Summary:                     "Update a cluster.",
+					DisplayAttrs:                &framework.DisplayAttributes{OperationVerb: "configure"},
+					ForwardPerformanceStandby:   true,
+					ForwardPerformanceSecondary: true,
+				},
+				logical.ReadOperation: &framework.PathOperation{
+					Callback:     b.clusterRead,
+					Summary:      "Read a cluster's configuration (never the JWT).",
+					DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "read"},
+				},
+				logical.DeleteOperation: &framework.PathOperation{
+					Callback:                    b.clusterDelete,
+					Summary:                     "Delete a cluster no role uses.",
+					DisplayAttrs:                &framework.DisplayAttributes{OperationVerb: "delete"},
+					ForwardPerformanceStandby:   true,
+					ForwardPerformanceSecondary: true,
+				},
+			},
+			HelpSynopsis:    clustersHelpSynopsis,
+			HelpDescription: clustersHelpDescription,
+		},
+		{
+			Pattern: "clusters/?$",
+			DisplayAttrs: &framework.DisplayAttributes{
+				OperationPrefix: operationPrefix,
+				OperationSuffix: "clusters",
+			},
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.ListOperation: &framework.PathOperation{
+					Callback:     b.clusterList,
+					Summary:      "List clusters.",
+					DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "list"},
+				},
+			},
+			HelpSynopsis:    clustersListHelpSynopsis,
+			HelpDescription: clustersListHelpSynopsis,
+		},
+		pathClusterCheck(b),
+	}
+}
+
+func (b *backend) clusterExists(ctx context.Context, req *logical.Request, d *framework.FieldData) (bool, error) {
+	name := d.Get("name").(string)
+	if validateVaultName("cluster", name) != nil {
+		return false, nil
+	}
+	cfg, err := getCluster(ctx, req.Storage, name)
+	return cfg != nil, err
+}
+
+func (b *backend) clusterWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	if err := unknownFields(d); err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
+	name := d.Get("name").(string)
+	if err := validateVaultName("cluster", name); err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
+	old, err := getCluster(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
+	cfg := &clusterConfig{}
+	if old != nil {
+		*cfg = *old
+	}
+	if err := applyClusterFields(cfg, old, d); err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
+	if err := putCluster(ctx, req.Storage, name, cfg); err != nil {
+		return nil, err
+	}
+	b.resetClient(name)
+	return nil, nil
+}
+
+// applyClusterFields merges the request into cfg and validates the result.
+func applyClusterFields(cfg, old *clusterConfig, d *framework.FieldData) error {
+	str := func(field string, dst *string) {
+		if v, ok := d.GetOk(field); ok {
+			*dst = strings.TrimSpace(v.(string))
+		}
+	}
+	str("kubernetes_host", &cfg.Host)
+	str("kubernetes_ca_cert", &cfg.CACert)
+	str("tls_server_name", &cfg.TLSServerName)
+	str("proxy_url", &cfg.ProxyURL)
+	str("kubeconfig_host", &cfg.KubeconfigHost)
+	str("kubeconfig_ca_cert", &cfg.KubeconfigCACert)
+	_, jwtSent := d.GetOk("service_account_jwt")
+	str("service_account_jwt", &cfg.JWT)
+	if v, ok := d.GetOk("qps"); ok {
+		cfg.QPS = float32(v.(float64))
+	}
+	if v, ok := d.GetOk("burst"); ok {
+		cfg.Burst = v.(int)
+	}
+
+	if old != nil && !jwtSent && old.JWT != "" && !hostsEqual(old.Host, cfg.Host) {
+		return errors.New("kubernetes_host changed: send service_account_jwt again with it, so the stored credential is never sent to a new host")
+	}
+	if cfg.Host != "" {
+		if err := validateHTTPSURL("kubernetes_host", cfg.Host); err != nil {
+			return err
+		}
+		if cfg.JWT == "" {
+			return errors.New("service_account_jwt is required when kubernetes_host is set; leave both unset to use the pod's own credentials")
+		}
+	}
+	if cfg.JWT != "" {
+		if err := validateJWTShape(cfg.JWT); err != nil {
+			return err
+		}
+	}
+	for field, v := range map[string]string{"kubernetes_ca_cert": cfg.CACert, "kubeconfig_ca_cert": cfg.KubeconfigCACert} {
+		if v != "" {
+			if err := validateCACertPEM(field, v); err != nil {
+				return err
+			}
+		}
+	}
+	if cfg.KubeconfigHost != "" {
+		if err := validateHTTPSURL("kubeconfig_host", cfg.KubeconfigHost); err != nil {
+			return err
+		}
+	}
+	if cfg.ProxyURL != "" {
+		if err := validateProxyURL(cfg.ProxyURL); err != nil {
+			return err
+		}
+	}
+	if cfg.TLSServerName != "" {
+		if errs := validateDNSName(cfg.TLSServerName); errs != nil {
+			return errs
+		}
+	}
+	if cfg.QPS < 0 || cfg.QPS > maxQPS {
+		return fmt.Errorf("qps must be between 0 (default %d) and %d", defaultQPS, maxQPS)
+	}
+	if cfg.Burst < 0 || cfg.Burst > maxBurst {
+		return fmt.Errorf("burst must be between 0 (default %d) and %d", defaultBurst, maxBurst)
+	}
+	return nil
+}
+
+func (b *backend) clusterRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get("name").(string)
+	if err := validateVaultName("cluster", name); err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
+	cfg, err := getCluster(ctx, req.Storage, name)
+	if err != nil || cfg == nil {
+		return nil, err
+	}
+	return &logical.Response{Data: map[string]interface{}{
+		"kubernetes_host":         cfg.Host,
+		"kubernetes_ca_cert":      cfg.CACert,
+		"service_account_jwt_set": cfg.JWT != "",
+		"tls_server_name":         cfg.TLSServerName,
+		"proxy_url":               cfg.ProxyURL,
+		"kubeconfig_host":         cfg.KubeconfigHost,
+		"kubeconfig_ca_cert":      cfg.KubeconfigCACert,
+		"qps":                     effectiveQPS(cfg.QPS),
+		"burst":                   effectiveBurst(cfg.Burst),
+	}}, nil
+}
+
+func effectiveQPS(q float32) float32 {
+	if q == 0 {
+		return defaultQPS
+	}
+	return q
+}
+
+func effectiveBurst(b int) int {
+	if b == 0 {
+		return defaultBurst
+	}
+	return b
+}
+
+func (b *backend) clusterDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get("name").(string)
+	if err := validateVaultName("cluster", name); err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
+	users, err := rolesUsingCluster(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
+	if len(users) > 0 {
+		return logical.ErrorResponse("cluster %q is used by role(s) %s; delete or move them first (outstanding leases need the cluster to be revoked)", name, strings.Join(sortedKeys(users), ", ")), nil
+	}
+	if err := req.Storage.Delete(ctx, clusterStoragePrefix+name); err != nil {
+		return nil, fmt.Errorf("deleting cluster %q: %w", name, err)
+	}
+	b.resetClient(name)
+	return nil, nil
+}
+
+func (b *backend) clusterList(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	names, err := req.Storage.List(ctx, clusterStoragePrefix)
+	if err != nil {
+		return nil, fmt.Errorf("listing clusters: %w", err)
+	}
+	return logical.ListResponse(names), nil
+}

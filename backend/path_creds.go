@@ -1,0 +1,162 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+const (
+	credsHelpSynopsis    = "Issue a short-lived service-account token and kubeconfig."
+	credsHelpDescription = `
+Reading (GET) or writing (POST/PUT) creds/<role> requests a token for the
+role's service account with the TokenRequest API, bound to a per-lease Secret,
+and returns it with a ready kubeconfig as a non-renewable lease. Revoking the
+lease, or its expiry, deletes the Secret and so invalidates the token, also
+for leases shorter than Kubernetes' 10-minute token minimum. Optional
+parameters (query string on GET, body on write): ttl, audiences.
+`
+)
+
+func pathCreds(b *backend) []*framework.Path {
+	op := func(summary string) *framework.PathOperation {
+		return &framework.PathOperation{
+			Callback:                    b.credsIssue,
+			Summary:                     summary,
+			DisplayAttrs:                &framework.DisplayAttributes{OperationVerb: "generate"},
+			ForwardPerformanceStandby:   true,
+			ForwardPerformanceSecondary: true,
+		}
+	}
+	return []*framework.Path{{
+		Pattern: "creds/" + namePathPattern,
+		DisplayAttrs: &framework.DisplayAttributes{
+			OperationPrefix: operationPrefix,
+			OperationSuffix: "credentials",
+		},
+		Fields: map[string]*framework.FieldSchema{
+			"name": {Type: framework.TypeString, Description: "Name of the role.", Required: true},
+			"ttl": {
+				Type:        framework.TypeDurationSecond,
+				Description: "Lease TTL. Default: the role's ttl; capped (with a warning) by the role's max_ttl and the mount's max lease TTL.",
+			},
+			"audiences": {
+				Type:        framework.TypeCommaStringSlice,
+				Description: "Token audiences; a subset of the role's when the role sets them. Default: the role's.",
+			},
+		},
+		Operations: map[logical.Operation]framework.OperationHandler{
+			// GET works because Vault Agent, vault-action, GitLab and Jenkins only read.
+			logical.ReadOperation:   op("Issue a credential (GET)."),
+			logical.UpdateOperation: op("Issue a credential."),
+		},
+		HelpSynopsis:    credsHelpSynopsis,
+		HelpDescription: credsHelpDescription,
+	}}
+}
+
+// issueRequest is a validated request for one credential.
+type issueRequest struct {
+	roleName  string
+	role      *roleEntry
+	ttl       time.Duration
+	audiences []string
+	warnings  []string
+}
+
+func (b *backend) credsIssue(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	if err := unknownFields(d); err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
+	name := d.Get("name").(string)
+	if err := validateVaultName("role", name); err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
+	role, err := getRole(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
+	if role == nil {
+		return logical.ErrorResponse("role %q does not exist", name), nil
+	}
+	ir, err := parseIssueRequest(name, role, d, b.System().MaxLeaseTTL())
+	if err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
+	client, err := b.client(ctx, req.Storage, ir.role.Cluster)
+	var notFound errClusterNotFound
+	if errors.As(err, &notFound) {
+		return logical.ErrorResponse("role %q uses cluster %q, which is not configured", ir.roleName, ir.role.Cluster), nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	cred, err := b.issue(ctx, req, client, ir)
+	if err != nil {
+		return nil, err
+	}
+	return b.credentialResponse(req, ir, client, cred)
+}
+
+// parseIssueRequest validates the request against the role; its errors are
+// the caller's to fix.
+func parseIssueRequest(name string, role *roleEntry, d *framework.FieldData, mountMax time.Duration) (*issueRequest, error) {
+	ir := &issueRequest{roleName: name, role: role, ttl: role.TTL, audiences: role.Audiences}
+
+	if v, ok := d.GetOk("ttl"); ok {
+		requested := time.Duration(v.(int)) * time.Second
+		if requested < 0 {
+			return nil, errors.New("ttl must not be negative")
+		}
+		if requested > 0 {
+			ir.ttl = requested
+		}
+	}
+	if ir.ttl > role.MaxTTL {
+		ir.warnings = append(ir.warnings, fmt.Sprintf("ttl %s is above the role's max_ttl; capped at %s", ir.ttl, role.MaxTTL))
+		ir.ttl = role.MaxTTL
+	}
+	if mountMax > 0 && ir.ttl > mountMax {
+		ir.warnings = append(ir.warnings, fmt.Sprintf("ttl %s is above the mount's max lease TTL; capped at %s", ir.ttl, mountMax))
+		ir.ttl = mountMax
+	}
+
+	if v, ok := d.GetOk("audiences"); ok {
+		requested := v.([]string)
+		if err := validateAudiences(requested); err != nil {
+			return nil, err
+		}
+		if len(role.Audiences) > 0 {
+			allowed := map[string]bool{}
+			for _, a := range role.Audiences {
+				allowed[a] = true
+			}
+			for _, a := range requested {
+				if !allowed[a] {
+					return nil, fmt.Errorf("audience %q is not allowed by role %q (allowed: %v)", a, name, role.Audiences)
+				}
+			}
+		}
+		if len(requested) > 0 {
+			ir.audiences = requested
+		}
+	}
+	return ir, nil
+}
+
+// tokenExpirationSeconds is what the plugin asks TokenRequest for: the lease
+// plus a margin, and never below Kubernetes' 10-minute minimum. Shorter
+// leases are enforced by deleting the bound Secret.
+func tokenExpirationSeconds(ttl time.Duration) int64 {
+	const minimum = 600
+	s := int64(math.Ceil((ttl + tokenExpirySkew).Seconds()))
+	if s < minimum {
+		return minimum
+	}
+	return s
+}

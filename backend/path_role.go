@@ -1,0 +1,365 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+const (
+	roleStoragePrefix = "roles/"
+
+	defaultRoleTTL    = 15 * time.Minute
+	defaultRoleMaxTTL = time.Hour
+	// maxTokenLifetime is TokenRequest's own upper bound (2^32 seconds);
+	// anything longer is a typo, not a policy.
+	maxTokenLifetime = (1 << 32) * time.Second
+
+	rolesHelpSynopsis    = "Map a role name to a cluster and an existing service account."
+	rolesHelpDescription = `
+A role names the cluster, the existing service account (and its namespace)
+whose RBAC defines what issued tokens may do, the default and maximum lease
+TTL, the token audiences, the namespace of the kubeconfig's context, and extra
+labels and annotations for the per-lease Secret the token is bound to.
+`
+	rolesListHelpSynopsis = "List the roles."
+)
+
+type roleEntry struct {
+	Cluster                 string            `json:"cluster"`
+	ServiceAccountName      string            `json:"service_account_name"`
+	ServiceAccountNamespace string            `json:"service_account_namespace"`
+	TTL                     time.Duration     `json:"ttl"`
+	MaxTTL                  time.Duration     `json:"max_ttl"`
+	Audiences               []string          `json:"audiences,omitempty"`
+	KubeconfigNamespace     string            `json:"kubeconfig_namespace,omitempty"`
+	ExtraLabels             map[string]string `json:"extra_labels,omitempty"`
+	ExtraAnnotations        map[string]string `json:"extra_annotations,omitempty"`
+}
+
+func (r *roleEntry) kubeconfigNamespace() string {
+	if r.KubeconfigNamespace != "" {
+		return r.KubeconfigNamespace
+	}
+	return r.ServiceAccountNamespace
+}
+
+func roleFields() map[string]*framework.FieldSchema {
+	return map[string]*framework.FieldSchema{
+		"name":                      {Type: framework.TypeString, Description: "Name of the role.", Required: true},
+		"cluster":                   {Type: framework.TypeString, Description: "Required. Name of a clusters/ entry."},
+		"service_account_name":      {Type: framework.TypeString, Description: "Required. An existing service account whose RBAC defines what issued tokens may do."},
+		"service_account_namespace": {Type: framework.TypeString, Description: "Required. Namespace of the service account; the per-lease Secret is created there."},
+		"ttl": {
+			Type:        framework.TypeDurationSecond,
+			Description: "Default lease TTL; may be below Kubernetes' 10-minute token minimum. Default 15m.",
+		},
+		"max_ttl": {
+			Type:        framework.TypeDurationSecond,
+			Description: "Upper bound for a request's ttl (also capped by the mount's max lease TTL). Default 1h.",
+		},
+		"audiences": {
+			Type:        framework.TypeCommaStringSlice,
+			Description: "Token audiences. Default: the API server's own. Requests may ask for a subset.",
+		},
+		"kubeconfig_namespace": {
+			Type:        framework.TypeString,
+			Description: "Namespace of the kubeconfig's context. Default: service_account_namespace.",
+		},
+		"extra_labels": {
+			Type:        framework.TypeKVPairs,
+			Description: "Labels added to the per-lease bound Secret.",
+		},
+		"extra_annotations": {
+			Type:        framework.TypeKVPairs,
+			Description: "Annotations added to the per-lease bound Secret.",
+		},
+	}
+}
+
+func pathRoles(b *backend) []*framework.Path {
+	return []*framework.Path{
+		{
+			Pattern: "roles/" + namePathPattern,
+			DisplayAttrs: &framework.DisplayAttributes{
+				OperationPrefix: operationPrefix,
+				OperationSuffix: "role",
+			},
+			Fields:         roleFields(),
+			ExistenceCheck: b.roleExists,
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.CreateOperation: &framework.PathOperation{
+					Callback:     b.roleWrite,
+					Summary:      "Create a role.",
+					DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "write"},
+				},
+				logical.UpdateOperation: &framework.PathOperation{
+					Callback:     b.roleWrite,
+					Summary:      "Update a role.",
+					DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "write"},
+				},
+				logical.ReadOperation: &framework.PathOperation{
+					Callback:     b.roleRead,
+					Summary:      "Read a role.",
+					DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "read"},
+				},
+				logical.DeleteOperation: &framework.PathOperation{
+					Callback:     b.roleDelete,
+					Summary:      "Delete a role. Outstanding leases stay revocable.",
+					DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "delete"},
+				},
+			},
+			HelpSynopsis:    rolesHelpSynopsis,
+			HelpDescription: rolesHelpDescription,
+		},
+		{
+			Pattern: "roles/?$",
+			DisplayAttrs: &framework.DisplayAttributes{
+				OperationPrefix: operationPrefix,
+				OperationSuffix: "roles",
+			},
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.ListOperation: &framework.PathOperation{
+					Callback:     b.roleList,
+					Summary:      "List roles.",
+					DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "list"},
+				},
+			},
+			HelpSynopsis:    rolesListHelpSynopsis,
+			HelpDescription: rolesListHelpSynopsis,
+		},
+	}
+}
+
+func getRole(ctx context.Context, s logical.Storage, name string) (*roleEntry, error) {
+	entry, err := s.Get(ctx, roleStoragePrefix+name)
+	if err != nil {
+		return nil, fmt.Errorf("reading role %q: %w", name, err)
+	}
+	if entry == nil {
+		return nil, nil
+	}
+	var role roleEntry
+	if err := entry.DecodeJSON(&role); err != nil {
+		return nil, fmt.Errorf("decoding role %q: %w", name, err)
+	}
+	return &role, nil
+}
+
+// rolesUsingCluster returns the roles that point at cluster, by name.
+func rolesUsingCluster(ctx context.Context, s logical.Storage, cluster string) (map[string]*roleEntry, error) {
+	names, err := s.List(ctx, roleStoragePrefix)
+	if err != nil {
+		return nil, fmt.Errorf("listing roles: %w", err)
+	}
+	users := map[string]*roleEntry{}
+	for _, name := range names {
+		role, err := getRole(ctx, s, name)
+		if err != nil {
+			return nil, err
+		}
+		if role != nil && role.Cluster == cluster {
+			users[name] = role
+		}
+	}
+	return users, nil
+}
+
+func (b *backend) roleExists(ctx context.Context, req *logical.Request, d *framework.FieldData) (bool, error) {
+	name := d.Get("name").(string)
+	if validateVaultName("role", name) != nil {
+		return false, nil
+	}
+	role, err := getRole(ctx, req.Storage, name)
+	return role != nil, err
+}
+
+func (b *backend) roleWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	if err := unknownFields(d); err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
+	name := d.Get("name").(string)
+	if err := validateVaultName("role", name); err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
+	role, err := getRole(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
+	if role == nil {
+		role = &roleEntry{TTL: defaultRoleTTL, MaxTTL: defaultRoleMaxTTL}
+	}
+	if err := applyRoleFields(role, d); err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
+	cluster, err := getCluster(ctx, req.Storage, role.Cluster)
+	if err != nil {
+		return nil, err
+	}
+	if cluster == nil {
+		return logical.ErrorResponse("cluster %q is not configured; write clusters/%s first", role.Cluster, role.Cluster), nil
+	}
+
+	var resp *logical.Response
+	if mountMax := b.System().MaxLeaseTTL(); mountMax > 0 && role.MaxTTL > mountMax {
+		resp = &logical.Response{}
+		resp.AddWarning(fmt.Sprintf("max_ttl %s is above the mount's max lease TTL %s; leases will be capped at %s", role.MaxTTL, mountMax, mountMax))
+	}
+	entry, err := logical.StorageEntryJSON(roleStoragePrefix+name, role)
+	if err != nil {
+		return nil, fmt.Errorf("encoding role %q: %w", name, err)
+	}
+	if err := req.Storage.Put(ctx, entry); err != nil {
+		return nil, fmt.Errorf("storing role %q: %w", name, err)
+	}
+	return resp, nil
+}
+
+// applyRoleFields merges the request into role and validates the result.
+func applyRoleFields(role *roleEntry, d *framework.FieldData) error {
+	str := func(field string, dst *string) {
+		if v, ok := d.GetOk(field); ok {
+			*dst = strings.TrimSpace(v.(string))
+		}
+	}
+	str("cluster", &role.Cluster)
+	str("service_account_name", &role.ServiceAccountName)
+	str("service_account_namespace", &role.ServiceAccountNamespace)
+	str("kubeconfig_namespace", &role.KubeconfigNamespace)
+	if v, ok := d.GetOk("ttl"); ok {
+		role.TTL = time.Duration(v.(int)) * time.Second
+	}
+	if v, ok := d.GetOk("max_ttl"); ok {
+		role.MaxTTL = time.Duration(v.(int)) * time.Second
+	}
+	if v, ok := d.GetOk("audiences"); ok {
+		role.Audiences = v.([]string)
+	}
+	if v, ok := d.GetOk("extra_labels"); ok {
+		role.ExtraLabels = v.(map[string]string)
+	}
+	if v, ok := d.GetOk("extra_annotations"); ok {
+		role.ExtraAnnotations = v.(map[string]string)
+	}
+
+	switch {
+	case role.Cluster == "":
+		return errors.New("cluster is required")
+	case role.ServiceAccountName == "":
+		return errors.New("service_account_name is required")
+	case role.ServiceAccountNamespace == "":
+		return errors.New("service_account_namespace is required")
+	}
+	if err := validateVaultName("cluster", role.Cluster); err != nil {
+		return err
+	}
+	if err := validateServiceAccountName("service_account_name", role.ServiceAccountName); err != nil {
+		return err
+	}
+	if err := validateNamespaceName("service_account_namespace", role.ServiceAccountNamespace); err != nil {
+		return err
+	}
+	if role.KubeconfigNamespace != "" {
+		if err := validateNamespaceName("kubeconfig_namespace", role.KubeconfigNamespace); err != nil {
+			return err
+		}
+	}
+	if err := validateRoleTTLs(role.TTL, role.MaxTTL); err != nil {
+		return err
+	}
+	if err := validateAudiences(role.Audiences); err != nil {
+		return err
+	}
+	if err := validateLabels("extra_labels", role.ExtraLabels, isReservedLabel); err != nil {
+		return err
+	}
+	return validateLabels("extra_annotations", role.ExtraAnnotations, isReservedAnnotation)
+}
+
+func validateRoleTTLs(ttl, maxTTL time.Duration) error {
+	switch {
+	case ttl <= 0:
+		return errors.New("ttl must be positive")
+	case maxTTL <= 0:
+		return errors.New("max_ttl must be positive")
+	case maxTTL > maxTokenLifetime:
+		return fmt.Errorf("max_ttl %s is longer than a Kubernetes token can live (%s)", maxTTL, maxTokenLifetime)
+	case ttl > maxTTL:
+		return fmt.Errorf("ttl %s is greater than max_ttl %s", ttl, maxTTL)
+	}
+	return nil
+}
+
+func validateAudiences(audiences []string) error {
+	seen := map[string]bool{}
+	for _, a := range audiences {
+		if a == "" {
+			return errors.New("audiences must not contain an empty value")
+		}
+		if seen[a] {
+			return fmt.Errorf("audience %q is listed twice", a)
+		}
+		seen[a] = true
+	}
+	return nil
+}
+
+func (b *backend) roleRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get("name").(string)
+	if err := validateVaultName("role", name); err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
+	role, err := getRole(ctx, req.Storage, name)
+	if err != nil || role == nil {
+		return nil, err
+	}
+	return &logical.Response{Data: map[string]interface{}{
+		"cluster":                   role.Cluster,
+		"service_account_name":      role.ServiceAccountName,
+		"service_account_namespace": role.ServiceAccountNamespace,
+		"ttl":                       int64(role.TTL.Seconds()),
+		"max_ttl":                   int64(role.MaxTTL.Seconds()),
+		"audiences":                 nonNil(role.Audiences),
+		"kubeconfig_namespace":      role.kubeconfigNamespace(),
+		"extra_labels":              nonNilMap(role.ExtraLabels),
+		"extra_annotations":         nonNilMap(role.ExtraAnnotations),
+	}}, nil
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func nonNilMap(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
+}
+
+func (b *backend) roleDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get("name").(string)
+	if err := validateVaultName("role", name); err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
+	if err := req.Storage.Delete(ctx, roleStoragePrefix+name); err != nil {
+		return nil, fmt.Errorf("deleting role %q: %w", name, err)
+	}
+	return nil, nil
+}
+
+func (b *backend) roleList(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	names, err := req.Storage.List(ctx, roleStoragePrefix)
+	if err != nil {
+		return nil, fmt.Errorf("listing roles: %w", err)
+	}
+	return logical.ListResponse(names), nil
+}

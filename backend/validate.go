@@ -1,0 +1,176 @@
+package backend
+
+import (
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"net/url"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// vaultNamePattern is what clusters/ and roles/ names may look like: a single
+// Vault path segment that is also safe in Kubernetes annotation values.
+var vaultNamePattern = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$`)
+
+const maxVaultNameLength = 128
+
+// namePathPattern matches one path segment; the handler validates it so that
+// a bad name gets a 400 explaining the rule instead of a 404.
+const namePathPattern = `(?P<name>[^/]+)`
+
+func validateVaultName(kind, name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("%s name is required", kind)
+	case len(name) > maxVaultNameLength:
+		return fmt.Errorf("%s name is %d characters long; at most %d are allowed", kind, len(name), maxVaultNameLength)
+	case strings.Contains(name, ".."), !vaultNamePattern.MatchString(name):
+		return fmt.Errorf("%s name %q is invalid: use letters, digits, '-', '_' and '.', starting and ending with a letter or digit, without '..'", kind, name)
+	}
+	return nil
+}
+
+func validateNamespaceName(field, value string) error {
+	if errs := validation.IsDNS1123Label(value); len(errs) > 0 {
+		return fmt.Errorf("%s %q is not a valid Kubernetes namespace name: %s", field, value, strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+func validateServiceAccountName(field, value string) error {
+	if errs := validation.IsDNS1123Subdomain(value); len(errs) > 0 {
+		return fmt.Errorf("%s %q is not a valid Kubernetes service account name: %s", field, value, strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// validateHTTPSURL accepts only https URLs with a host, so neither the
+// plugin's credential nor a user's token is ever sent in clear text.
+func validateHTTPSURL(field, value string) error {
+	u, err := url.Parse(value)
+	if err != nil {
+		return fmt.Errorf("%s is not a valid URL: %v", field, err)
+	}
+	if u.Scheme != "https" {
+		return fmt.Errorf("%s must start with https:// (got scheme %q); plain HTTP is refused", field, u.Scheme)
+	}
+	if u.Host == "" {
+		return fmt.Errorf("%s %q has no host", field, value)
+	}
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("%s must not carry user info, a query or a fragment", field)
+	}
+	return nil
+}
+
+func validateProxyURL(value string) error {
+	u, err := url.Parse(value)
+	if err != nil {
+		return fmt.Errorf("proxy_url is not a valid URL: %v", err)
+	}
+	switch u.Scheme {
+	case "http", "https", "socks5":
+	default:
+		return fmt.Errorf("proxy_url must use http, https or socks5 (got %q)", u.Scheme)
+	}
+	if u.Host == "" {
+		return fmt.Errorf("proxy_url %q has no host", value)
+	}
+	return nil
+}
+
+// validateCACertPEM requires at least one certificate and nothing else, and
+// says so plainly when a private key was pasted by mistake.
+func validateCACertPEM(field, value string) error {
+	rest := []byte(value)
+	certs := 0
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if strings.Contains(block.Type, "PRIVATE KEY") {
+			return fmt.Errorf("%s contains a private key; paste the CA certificate (-----BEGIN CERTIFICATE-----) instead and keep the key secret", field)
+		}
+		if block.Type != "CERTIFICATE" {
+			return fmt.Errorf("%s contains a PEM block of type %q; only CERTIFICATE blocks are accepted", field, block.Type)
+		}
+		if _, err := x509.ParseCertificate(block.Bytes); err != nil {
+			return fmt.Errorf("%s contains a certificate that does not parse: %v", field, err)
+		}
+		certs++
+	}
+	if certs == 0 {
+		return fmt.Errorf("%s must be a PEM bundle with at least one certificate (-----BEGIN CERTIFICATE-----)", field)
+	}
+	if strings.TrimSpace(string(rest)) != "" {
+		return fmt.Errorf("%s has trailing data that is not PEM", field)
+	}
+	return nil
+}
+
+// validateJWTShape checks the three dot-separated parts without echoing the
+// value, so a typo never puts the credential into an error message.
+var jwtShape = regexp.MustCompile(`^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$`)
+
+func validateJWTShape(value string) error {
+	if !jwtShape.MatchString(value) {
+		return fmt.Errorf("service_account_jwt does not look like a JWT (three base64url parts separated by dots)")
+	}
+	return nil
+}
+
+func validateLabels(field string, labels map[string]string, reservedKey func(string) bool) error {
+	for _, k := range sortedKeys(labels) {
+		if errs := validation.IsQualifiedName(k); len(errs) > 0 {
+			return fmt.Errorf("%s key %q is invalid: %s", field, k, strings.Join(errs, "; "))
+		}
+		if reservedKey(k) {
+			return fmt.Errorf("%s key %q is reserved for the plugin", field, k)
+		}
+		if field == "extra_labels" {
+			if errs := validation.IsValidLabelValue(labels[k]); len(errs) > 0 {
+				return fmt.Errorf("%s value for %q is invalid: %s", field, k, strings.Join(errs, "; "))
+			}
+		}
+	}
+	return nil
+}
+
+// unknownFields names request parameters the path does not define. The
+// framework only warns about them; a typo in a security setting must fail.
+func unknownFields(d *framework.FieldData) error {
+	var unknown []string
+	for k := range d.Raw {
+		if _, ok := d.Schema[k]; !ok {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) == 0 {
+		return nil
+	}
+	sort.Strings(unknown)
+	return fmt.Errorf("unknown field(s) %s; valid fields are %s", strings.Join(unknown, ", "), strings.Join(sortedKeys(d.Schema), ", "))
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func validateDNSName(value string) error {
+	if errs := validation.IsDNS1123Subdomain(strings.ToLower(value)); len(errs) > 0 {
+		return fmt.Errorf("tls_server_name %q is not a valid DNS name: %s", value, strings.Join(errs, "; "))
+	}
+	return nil
+}
