@@ -1,0 +1,298 @@
+package backend
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/hashicorp/vault/sdk/logical"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/rest"
+	k8stesting "k8s.io/client-go/testing"
+)
+
+const (
+	testCluster   = "cluster-a"
+	testRole      = "cluster-a"
+	testSA        = "scanner-sa"
+	testNamespace = "scanner-namespace"
+	testHost      = "https://127.0.0.1:6443"
+	// testRequesterJWT is the plugin's own credential in tests; no output may contain it.
+	testRequesterJWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJyZXF1ZXN0ZXIifQ.c2lnbmF0dXJlLXJlcXVlc3Rlcg"
+)
+
+// fakeKube imitates the parts of the API server the plugin uses: Secrets get
+// UIDs, deletes honour UID preconditions, and TokenRequest checks the service
+// account, the bound Secret and the 10-minute minimum like the real one.
+type fakeKube struct {
+	clientset *fake.Clientset
+
+	mu        sync.Mutex
+	issued    []authenticationv1.TokenRequest // requests as received
+	tokenErr  error                           // returned by TokenRequest when set
+	maxExpiry time.Duration                   // imitates --service-account-max-token-expiration
+	noJTI     bool
+
+	built      atomic.Int32 // clients built by the backend's factory
+	lastConfig atomic.Pointer[rest.Config]
+}
+
+func newFakeKube(t *testing.T) *fakeKube {
+	t.Helper()
+	fk := &fakeKube{clientset: fake.NewClientset(
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: testNamespace}},
+		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: testSA, Namespace: testNamespace, UID: "sa-uid"}},
+	)}
+	fk.clientset.PrependReactor("create", "secrets", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		secret := action.(k8stesting.CreateAction).GetObject().(*corev1.Secret)
+		if secret.UID == "" {
+			secret.UID = types.UID(uuid.NewString())
+		}
+		return false, nil, nil
+	})
+	fk.clientset.PrependReactor("delete", "secrets", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		del := action.(k8stesting.DeleteActionImpl)
+		pre := del.DeleteOptions.Preconditions
+		if pre == nil || pre.UID == nil {
+			return false, nil, nil
+		}
+		obj, err := fk.clientset.Tracker().Get(schema.GroupVersionResource{Version: "v1", Resource: "secrets"}, del.Namespace, del.Name)
+		if err != nil {
+			return true, nil, err
+		}
+		if obj.(*corev1.Secret).UID != *pre.UID {
+			return true, nil, apierrors.NewConflict(schema.GroupResource{Resource: "secrets"}, del.Name, fmt.Errorf("precondition failed: UID in precondition: %s, UID in object meta: %s", *pre.UID, obj.(*corev1.Secret).UID))
+		}
+		return false, nil, nil
+	})
+	fk.clientset.PrependReactor("create", "serviceaccounts", fk.tokenRequestReactor)
+	return fk
+}
+
+func (fk *fakeKube) tokenRequestReactor(action k8stesting.Action) (bool, runtime.Object, error) {
+	create := action.(k8stesting.CreateAction)
+	if create.GetSubresource() != "token" {
+		return false, nil, nil
+	}
+	tr := create.GetObject().(*authenticationv1.TokenRequest)
+	fk.mu.Lock()
+	fk.issued = append(fk.issued, *tr.DeepCopy())
+	tokenErr, maxExpiry, noJTI := fk.tokenErr, fk.maxExpiry, fk.noJTI
+	fk.mu.Unlock()
+	if tokenErr != nil {
+		return true, nil, tokenErr
+	}
+	ns, saName := create.GetNamespace(), action.(k8stesting.CreateActionImpl).Name
+	if _, err := fk.clientset.Tracker().Get(schema.GroupVersionResource{Version: "v1", Resource: "serviceaccounts"}, ns, saName); err != nil {
+		return true, nil, err
+	}
+	if secs := tr.Spec.ExpirationSeconds; secs == nil || *secs < 600 {
+		return true, nil, apierrors.NewInvalid(schema.GroupKind{Group: "authentication.k8s.io", Kind: "TokenRequest"}, saName, nil)
+	}
+	ref := tr.Spec.BoundObjectRef
+	if ref == nil || ref.Kind != "Secret" {
+		return true, nil, fmt.Errorf("test expects every token bound to a Secret")
+	}
+	obj, err := fk.clientset.Tracker().Get(schema.GroupVersionResource{Version: "v1", Resource: "secrets"}, ns, ref.Name)
+	if err != nil {
+		return true, nil, err
+	}
+	if obj.(*corev1.Secret).UID != ref.UID {
+		return true, nil, apierrors.NewConflict(schema.GroupResource{Resource: "secrets"}, ref.Name, fmt.Errorf("the UID in the bound object reference does not match"))
+	}
+	lifetime := time.Duration(*tr.Spec.ExpirationSeconds) * time.Second
+	if maxExpiry > 0 && lifetime > maxExpiry {
+		lifetime = maxExpiry
+	}
+	exp := time.Now().Add(lifetime)
+	claims := map[string]interface{}{
+		"aud": tr.Spec.Audiences,
+		"exp": exp.Unix(),
+		"sub": "system:serviceaccount:" + ns + ":" + saName,
+		"kubernetes.io": map[string]interface{}{
+			"namespace": ns,
+			"secret":    map[string]string{"name": ref.Name, "uid": string(ref.UID)},
+		},
+	}
+	if !noJTI {
+		claims["jti"] = uuid.NewString()
+	}
+	out := tr.DeepCopy()
+	out.Status = authenticationv1.TokenRequestStatus{Token: fakeJWT(claims), ExpirationTimestamp: metav1.NewTime(exp)}
+	return true, out, nil
+}
+
+func (fk *fakeKube) setTokenErr(err error) {
+	fk.mu.Lock()
+	defer fk.mu.Unlock()
+	fk.tokenErr = err
+}
+
+func (fk *fakeKube) tokenRequests() []authenticationv1.TokenRequest {
+	fk.mu.Lock()
+	defer fk.mu.Unlock()
+	return append([]authenticationv1.TokenRequest(nil), fk.issued...)
+}
+
+// managedSecrets lists the Secrets the plugin created, in all namespaces.
+func (fk *fakeKube) managedSecrets(t *testing.T) []corev1.Secret {
+	t.Helper()
+	list, err := fk.clientset.CoreV1().Secrets("").List(context.Background(), metav1.ListOptions{LabelSelector: managedBySelector})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return list.Items
+}
+
+func fakeJWT(claims map[string]interface{}) string {
+	payload, _ := json.Marshal(claims)
+	enc := base64.RawURLEncoding.EncodeToString
+	return enc([]byte(`{"alg":"RS256","kid":"test"}`)) + "." + enc(payload) + "." + enc([]byte("signature"))
+}
+
+// newTestBackend returns a configured backend whose clients talk to fk.
+func newTestBackend(t *testing.T) (*backend, logical.Storage, *fakeKube) {
+	t.Helper()
+	fk := newFakeKube(t)
+	config := logical.TestBackendConfig()
+	config.StorageView = &logical.InmemStorage{}
+	config.System = &logical.StaticSystemView{DefaultLeaseTTLVal: time.Hour, MaxLeaseTTLVal: 24 * time.Hour}
+	b := newBackend("v0.0.0-test")
+	b.newKubeAPI = func(cfg *rest.Config) (kubeAPI, error) {
+		fk.built.Add(1)
+		fk.lastConfig.Store(cfg)
+		return clientsetAPI{clientset: fk.clientset}, nil
+	}
+	if err := b.Setup(context.Background(), config); err != nil {
+		t.Fatal(err)
+	}
+	return b, config.StorageView, fk
+}
+
+// request runs one request through the framework like Vault would.
+func request(t *testing.T, b *backend, s logical.Storage, op logical.Operation, path string, data map[string]interface{}) (*logical.Response, error) {
+	t.Helper()
+	req := &logical.Request{Operation: op, Path: path, Storage: s, Data: data, ID: uuid.NewString()}
+	return b.HandleRequest(context.Background(), req)
+}
+
+// mustOK fails the test unless the request succeeded without an error response.
+func mustOK(t *testing.T, b *backend, s logical.Storage, op logical.Operation, path string, data map[string]interface{}) *logical.Response {
+	t.Helper()
+	resp, err := request(t, b, s, op, path, data)
+	if err != nil {
+		t.Fatalf("%s %s: %v", op, path, err)
+	}
+	if resp != nil && resp.IsError() {
+		t.Fatalf("%s %s: error response: %v", op, path, resp.Error())
+	}
+	return resp
+}
+
+// mustBadRequest fails the test unless the request got a 400 whose message
+// contains want.
+func mustBadRequest(t *testing.T, b *backend, s logical.Storage, op logical.Operation, path string, data map[string]interface{}, want string) {
+	t.Helper()
+	resp, err := request(t, b, s, op, path, data)
+	if err != nil {
+		t.Fatalf("%s %s: want a 400, got internal error %v", op, path, err)
+	}
+	if resp == nil || !resp.IsError() {
+		t.Fatalf("%s %s: want a 400, got %#v", op, path, resp)
+	}
+	msg := resp.Error().Error()
+	if !containsFold(msg, want) {
+		t.Fatalf("%s %s: error %q does not mention %q", op, path, msg, want)
+	}
+}
+
+func configureCluster(t *testing.T, b *backend, s logical.Storage) {
+	t.Helper()
+	mustOK(t, b, s, logical.CreateOperation, "clusters/"+testCluster, map[string]interface{}{
+		"kubernetes_host":     testHost,
+		"kubernetes_ca_cert":  testCAPEM(t),
+		"service_account_jwt": testRequesterJWT,
+	})
+}
+
+func configureRole(t *testing.T, b *backend, s logical.Storage, extra map[string]interface{}) {
+	t.Helper()
+	data := map[string]interface{}{
+		"cluster":                   testCluster,
+		"service_account_name":      testSA,
+		"service_account_namespace": testNamespace,
+	}
+	for k, v := range extra {
+		data[k] = v
+	}
+	mustOK(t, b, s, logical.CreateOperation, "roles/"+testRole, data)
+}
+
+// newConfiguredBackend has cluster-a and role cluster-a written.
+func newConfiguredBackend(t *testing.T) (*backend, logical.Storage, *fakeKube) {
+	t.Helper()
+	b, s, fk := newTestBackend(t)
+	configureCluster(t, b, s)
+	configureRole(t, b, s, nil)
+	return b, s, fk
+}
+
+var (
+	testCAOnce sync.Once
+	testCA     string
+	testKeyPEM string
+)
+
+// testCAPEM is a self-signed CA certificate; testPrivateKeyPEM its key.
+func testCAPEM(t *testing.T) string {
+	t.Helper()
+	testCAOnce.Do(func() {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			panic(err)
+		}
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test-ca"},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+			IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+		if err != nil {
+			panic(err)
+		}
+		testCA = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+		keyDER, _ := x509.MarshalECPrivateKey(key)
+		testKeyPEM = string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}))
+	})
+	return testCA
+}
+
+func testPrivateKeyPEM(t *testing.T) string {
+	testCAPEM(t)
+	return testKeyPEM
+}
+
+func containsFold(s, sub string) bool {
+	return strings.Contains(strings.ToLower(s), strings.ToLower(sub))
+}
