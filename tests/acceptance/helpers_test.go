@@ -1,0 +1,245 @@
+package acceptance
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	vaultapi "github.com/hashicorp/vault/api"
+
+	"github.com/vault-plugin-scanner/vault-plugin-scanner/tests/acceptance/stack"
+)
+
+// step logs the start of a step and returns a function that logs its end
+// with the time it took.
+func step(t *testing.T, format string, args ...any) func() {
+	t.Helper()
+	name := fmt.Sprintf(format, args...)
+	t.Logf("▶ %s", name)
+	start := time.Now()
+	return func() {
+		t.Helper()
+		t.Logf("✔ %s (%s)", name, time.Since(start).Round(time.Millisecond))
+	}
+}
+
+func testCtx(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func vaultClient(t *testing.T) *vaultapi.Client {
+	t.Helper()
+	c, err := st.Vault.Client()
+	if err != nil {
+		t.Fatalf("vault client: %v", err)
+	}
+	return c
+}
+
+// creds is a parsed creds/<role> response.
+type creds struct {
+	LeaseID       string
+	LeaseDuration int
+	Renewable     bool
+	Warnings      []string
+	Data          map[string]any
+
+	Token, Kubeconfig, KubeconfigJSON, CredentialID, ExpiresAt string
+	// Issued is when the request was sent.
+	Issued time.Time
+}
+
+func (c *creds) str(key string) string {
+	s, _ := c.Data[key].(string)
+	return s
+}
+
+func credsFromSecret(t *testing.T, sec *vaultapi.Secret, issued time.Time) *creds {
+	t.Helper()
+	if sec == nil {
+		t.Fatalf("creds: empty response")
+	}
+	c := &creds{
+		LeaseID: sec.LeaseID, LeaseDuration: sec.LeaseDuration, Renewable: sec.Renewable,
+		Warnings: sec.Warnings, Data: sec.Data, Issued: issued,
+	}
+	c.Token = c.str("service_account_token")
+	c.Kubeconfig = c.str("kubeconfig")
+	c.KubeconfigJSON = c.str("kubeconfig_json")
+	c.CredentialID = c.str("credential_id")
+	c.ExpiresAt = c.str("expires_at")
+	if c.Token == "" || c.LeaseID == "" {
+		t.Fatalf("creds: no token or no lease id in response: lease_id=%q data keys=%v", c.LeaseID, keys(sec.Data))
+	}
+	return c
+}
+
+func keys(m map[string]any) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// readCreds GETs scanner/creds/<role> (query parameters optional) and
+// revokes the lease when the test ends.
+func readCreds(t *testing.T, role string, query url.Values) *creds {
+	t.Helper()
+	ctx := testCtx(t, time.Minute)
+	issued := time.Now()
+	sec, err := vaultClient(t).Logical().ReadWithDataWithContext(ctx, stack.Mount+"/creds/"+role, query)
+	if err != nil {
+		t.Fatalf("read %s/creds/%s %v: %v", stack.Mount, role, query, err)
+	}
+	c := credsFromSecret(t, sec, issued)
+	revokeAtEnd(t, c.LeaseID)
+	return c
+}
+
+// revokeAtEnd revokes a lease in t.Cleanup (a lease already gone is fine).
+func revokeAtEnd(t *testing.T, leaseID string) {
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := vaultClient(t).Sys().RevokeWithContext(ctx, leaseID); err != nil {
+			t.Logf("cleanup: revoke %s: %v", leaseID, err)
+		}
+	})
+}
+
+// waitTokenStatus polls the API server with token until it answers want
+// (200 or 401); it returns the time from `from` until then.
+func waitTokenStatus(t *testing.T, token string, want int, timeout time.Duration, from time.Time) time.Duration {
+	t.Helper()
+	ctx := testCtx(t, timeout+30*time.Second)
+	last := 0
+	_, err := stack.Poll(ctx, timeout, 500*time.Millisecond, func() (bool, error) {
+		code, err := st.TokenStatus(ctx, token)
+		last = code
+		return code == want, err
+	})
+	if err != nil {
+		t.Fatalf("token never got HTTP %d within %s (last status %d): %v", want, timeout, last, err)
+	}
+	return time.Since(from)
+}
+
+func tokenStatus(t *testing.T, token string) int {
+	t.Helper()
+	code, err := st.TokenStatus(testCtx(t, 30*time.Second), token)
+	if err != nil {
+		t.Fatalf("GET pods with token: %v", err)
+	}
+	return code
+}
+
+// secretCount counts bound Secrets of a role.
+func secretCount(t *testing.T, role string) int {
+	t.Helper()
+	secs, err := st.ManagedSecrets(testCtx(t, 30*time.Second), role)
+	if err != nil {
+		t.Fatalf("list bound Secrets: %v", err)
+	}
+	return len(secs)
+}
+
+// waitSecretCount polls until role has n bound Secrets.
+func waitSecretCount(t *testing.T, role string, n int, timeout time.Duration) {
+	t.Helper()
+	ctx := testCtx(t, timeout+30*time.Second)
+	got := -1
+	_, err := stack.Poll(ctx, timeout, 500*time.Millisecond, func() (bool, error) {
+		secs, err := st.ManagedSecrets(ctx, role)
+		got = len(secs)
+		return err == nil && got == n, err
+	})
+	if err != nil {
+		t.Fatalf("role %s: want %d bound Secrets, have %d: %v", role, n, got, err)
+	}
+}
+
+// kubectl runs kubectl with a kubeconfig file.
+func kubectl(t *testing.T, kubeconfig string, args ...string) stack.CmdResult {
+	t.Helper()
+	res, err := st.Kubectl(testCtx(t, time.Minute), kubeconfig, args...)
+	if err != nil {
+		t.Fatalf("kubectl %v: %v", args, err)
+	}
+	return res
+}
+
+// vaultCLI runs the vault CLI as root.
+func vaultCLI(t *testing.T, args ...string) stack.CmdResult {
+	t.Helper()
+	res, err := st.Vault.CLI(testCtx(t, 2*time.Minute), args...)
+	if err != nil {
+		t.Fatalf("vault %v: %v", args, err)
+	}
+	return res
+}
+
+func mustVault(t *testing.T, args ...string) stack.CmdResult {
+	t.Helper()
+	res := vaultCLI(t, args...)
+	if res.ExitCode != 0 {
+		t.Fatalf("vault %s: %s", strings.Join(args, " "), res)
+	}
+	return res
+}
+
+// assertMode checks a file's permission bits.
+func assertMode(t *testing.T, path string, want os.FileMode) {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatalf("stat %s: %v", path, err)
+	}
+	if got := fi.Mode().Perm(); got != want {
+		t.Fatalf("%s: mode %04o, want %04o", path, got, want)
+	}
+}
+
+// jwtClaims decodes a JWT's payload (no verification).
+func jwtClaims(t *testing.T, token string) map[string]any {
+	t.Helper()
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		t.Fatalf("token is not a JWT: %d parts", len(parts))
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatalf("JWT payload: %v", err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatalf("JWT payload: %v", err)
+	}
+	return m
+}
+
+// writeRole writes a role on cluster-a for scanner-sa and deletes it when
+// the test ends.
+func writeRole(t *testing.T, name string, extra ...string) {
+	t.Helper()
+	if err := st.WriteRole(testCtx(t, time.Minute), name, extra...); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if res, err := st.Vault.CLI(ctx, "delete", stack.Mount+"/roles/"+name); err != nil || res.ExitCode != 0 {
+			t.Logf("cleanup: delete role %s: %v %s", name, err, res)
+		}
+	})
+}
+
+func secs(d time.Duration) string { return fmt.Sprintf("%.1fs", d.Seconds()) }

@@ -1,0 +1,71 @@
+package acceptance
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/vault-plugin-scanner/vault-plugin-scanner/tests/acceptance/stack"
+)
+
+// st is the stack shared by all tests. Tests that change it (RBAC, Vault
+// restart) restore it before they return.
+var st *stack.Stack
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if f := flag.Lookup("test.list"); f != nil && f.Value.String() != "" {
+		os.Exit(m.Run())
+	}
+	log := &stack.StderrLogger{Prefix: "stack: "}
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	s, err := stack.Start(ctx, stack.Options{Log: log})
+	cancel()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "FAIL: starting the stack: %v\n", err)
+		os.Exit(1)
+	}
+	st = s
+	log.Logf("stack ready in %s; running tests", time.Since(start).Round(time.Millisecond))
+
+	code := m.Run()
+
+	if code == 0 {
+		if err := finalCheck(); err != nil {
+			fmt.Fprintf(os.Stderr, "FAIL: final check: %v\n", err)
+			code = 1
+		}
+	}
+	if code != 0 {
+		s.DumpLogs(60)
+	}
+	s.Stop(code != 0)
+	log.Logf("acceptance suite done in %s (exit %d)", time.Since(start).Round(time.Second), code)
+	os.Exit(code)
+}
+
+// finalCheck revokes every remaining lease of the mount and checks that no
+// bound Secret is left behind.
+func finalCheck() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res, err := st.Vault.CLI(ctx, "lease", "revoke", "-prefix", stack.Mount+"/")
+	if err != nil || res.ExitCode != 0 {
+		return fmt.Errorf("vault lease revoke -prefix %s/: %v\n%s", stack.Mount, err, res)
+	}
+	var left int
+	_, err = stack.Poll(ctx, 30*time.Second, time.Second, func() (bool, error) {
+		secs, err := st.ManagedSecrets(ctx, "")
+		left = len(secs)
+		return err == nil && left == 0, err
+	})
+	if err != nil {
+		return fmt.Errorf("%d bound Secrets left after revoking all leases: %w", left, err)
+	}
+	st.Logf("final check: all leases revoked, 0 bound Secrets left")
+	return nil
+}
