@@ -296,3 +296,23 @@ func testPrivateKeyPEM(t *testing.T) string {
 func containsFold(s, sub string) bool {
 	return strings.Contains(strings.ToLower(s), strings.ToLower(sub))
 }
+
+func timeNow() time.Time { return time.Now() }
+
+func names(secrets []corev1.Secret) []string {
+	out := make([]string, 0, len(secrets))
+	for _, s := range secrets {
+		out = append(out, s.Name)
+	}
+	return out
+}
+
+// assertNoSecretIn fails if text contains the token or the plugin's own JWT.
+func assertNoSecretIn(t *testing.T, text, token string) {
+	t.Helper()
+	for _, secret := range []string{token, testRequesterJWT} {
+		if secret != "" && strings.Contains(text, secret) {
+			t.Errorf("a credential leaked into %q", text)
+		}
+	}
+}

@@ -183,11 +183,16 @@ func applyClusterFields(cfg, old *clusterConfig, d *framework.FieldData) error {
 		}
 	}
 	str("kubernetes_host", &cfg.Host)
-	str("kubernetes_ca_cert", &cfg.CACert)
+	pemField := func(field string, dst *string) {
+		if v, ok := d.GetOk(field); ok {
+			*dst = v.(string) // kept byte for byte: issued kubeconfigs carry it
+		}
+	}
+	pemField("kubernetes_ca_cert", &cfg.CACert)
 	str("tls_server_name", &cfg.TLSServerName)
 	str("proxy_url", &cfg.ProxyURL)
 	str("kubeconfig_host", &cfg.KubeconfigHost)
-	str("kubeconfig_ca_cert", &cfg.KubeconfigCACert)
+	pemField("kubeconfig_ca_cert", &cfg.KubeconfigCACert)
 	_, jwtSent := d.GetOk("service_account_jwt")
 	str("service_account_jwt", &cfg.JWT)
 	if v, ok := d.GetOk("qps"); ok {
@@ -235,7 +240,7 @@ func applyClusterFields(cfg, old *clusterConfig, d *framework.FieldData) error {
 			return errs
 		}
 	}
-	if cfg.QPS < 0 || cfg.QPS > maxQPS {
+	if !(cfg.QPS >= 0 && cfg.QPS <= maxQPS) { // also refuses NaN
 		return fmt.Errorf("qps must be between 0 (default %d) and %d", defaultQPS, maxQPS)
 	}
 	if cfg.Burst < 0 || cfg.Burst > maxBurst {

@@ -1,0 +1,268 @@
+package backend
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+func TestCredsIssue(t *testing.T) {
+	for _, op := range []logical.Operation{logical.ReadOperation, logical.UpdateOperation} {
+		t.Run(string(op), func(t *testing.T) {
+			b, s, fk := newConfiguredBackend(t)
+			before := time.Now()
+			resp := mustOK(t, b, s, op, "creds/"+testRole, nil)
+
+			if resp.Secret == nil {
+				t.Fatal("response carries no lease")
+			}
+			if resp.Secret.Renewable {
+				t.Error("lease is renewable; it must not be")
+			}
+			if resp.Secret.TTL != defaultRoleTTL {
+				t.Errorf("lease TTL = %s, want the role default %s", resp.Secret.TTL, defaultRoleTTL)
+			}
+
+			secrets := fk.managedSecrets(t)
+			if len(secrets) != 1 {
+				t.Fatalf("bound Secrets = %d, want 1", len(secrets))
+			}
+			secret := secrets[0]
+			assertBoundSecret(t, secret, before)
+
+			trs := fk.tokenRequests()
+			if len(trs) != 1 {
+				t.Fatalf("TokenRequests = %d, want 1", len(trs))
+			}
+			ref := trs[0].Spec.BoundObjectRef
+			if ref.Kind != "Secret" || ref.APIVersion != "v1" || ref.Name != secret.Name || ref.UID != secret.UID {
+				t.Errorf("boundObjectRef = %+v, want Secret %s uid %s", ref, secret.Name, secret.UID)
+			}
+			if got := *trs[0].Spec.ExpirationSeconds; got != 930 {
+				t.Errorf("expirationSeconds = %d, want 930 (15m lease + 30s skew)", got)
+			}
+			if trs[0].Spec.Audiences != nil {
+				t.Errorf("audiences = %v, want none (the API server's own)", trs[0].Spec.Audiences)
+			}
+
+			token := resp.Data["service_account_token"].(string)
+			claims, err := parseTokenClaims(token)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if claims.JTI == "" || resp.Data["credential_id"] != "JTI="+claims.JTI {
+				t.Errorf("credential_id = %v, want JTI=%s", resp.Data["credential_id"], claims.JTI)
+			}
+			for field, want := range map[string]string{
+				"cluster":                   testCluster,
+				"service_account_name":      testSA,
+				"service_account_namespace": testNamespace,
+				"kubernetes_host":           testHost,
+				"kubernetes_ca_cert":        testCAPEM(t),
+			} {
+				if resp.Data[field] != want {
+					t.Errorf("%s = %v, want %v", field, resp.Data[field], want)
+				}
+			}
+			expiresAt, err := time.Parse(time.RFC3339, resp.Data["expires_at"].(string))
+			if err != nil {
+				t.Fatalf("expires_at: %v", err)
+			}
+			if d := expiresAt.Sub(before.Add(defaultRoleTTL)); d < -time.Second || d > 5*time.Second {
+				t.Errorf("expires_at %s is %s away from issue time + 15m", expiresAt, d)
+			}
+			for _, reserved := range []string{"data", "lease_id", "lease_duration", "renewable", "request_id", "refresh_interval"} {
+				if _, ok := resp.Data[reserved]; ok {
+					t.Errorf("response data uses the reserved key %q", reserved)
+				}
+			}
+
+			internal := resp.Secret.InternalData
+			if internal["secret_name"] != secret.Name || internal["secret_uid"] != string(secret.UID) || internal["cluster"] != testCluster {
+				t.Errorf("internal data %v does not name the bound Secret", internal)
+			}
+			if strings.Contains(mustJSON(t, internal), token) {
+				t.Error("internal data holds the token")
+			}
+			assertKubeconfig(t, resp.Data["kubeconfig"].(string), token)
+			assertKubeconfig(t, resp.Data["kubeconfig_json"].(string), token)
+			if strings.Contains(resp.Data["kubeconfig_json"].(string), "\n") {
+				t.Error("kubeconfig_json spans several lines")
+			}
+			if !json.Valid([]byte(resp.Data["kubeconfig_json"].(string))) {
+				t.Error("kubeconfig_json is not JSON")
+			}
+			if wals, _ := framework.ListWAL(t.Context(), s); len(wals) != 0 {
+				t.Errorf("WAL entries left after a successful issue: %d", len(wals))
+			}
+		})
+	}
+}
+
+func assertBoundSecret(t *testing.T, secret corev1.Secret, issued time.Time) {
+	t.Helper()
+	if secret.Namespace != testNamespace {
+		t.Errorf("Secret namespace = %s, want %s", secret.Namespace, testNamespace)
+	}
+	if !strings.HasPrefix(secret.Name, boundSecretNameStart) || len(secret.Name) != len(boundSecretNameStart)+16 {
+		t.Errorf("Secret name %q is not a random plugin name", secret.Name)
+	}
+	if secret.Labels[managedByLabel] != managedByValue {
+		t.Errorf("labels = %v", secret.Labels)
+	}
+	if secret.Annotations[roleAnnotation] != testRole || secret.Annotations[clusterAnnotation] != testCluster {
+		t.Errorf("annotations = %v", secret.Annotations)
+	}
+	exp, err := time.Parse(time.RFC3339, secret.Annotations[expiresAtAnnotation])
+	if err != nil || exp.Before(issued.Add(defaultRoleTTL-time.Second)) || exp.After(issued.Add(defaultRoleTTL+5*time.Second)) {
+		t.Errorf("expires-at annotation %q is not issue time + ttl", secret.Annotations[expiresAtAnnotation])
+	}
+	if len(secret.Data) != 0 || len(secret.StringData) != 0 {
+		t.Error("bound Secret carries data; it must stay empty")
+	}
+}
+
+// assertKubeconfig parses a kubeconfig the way kubectl does.
+func assertKubeconfig(t *testing.T, raw, token string) {
+	t.Helper()
+	cfg, err := clientcmd.Load([]byte(raw))
+	if err != nil {
+		t.Fatalf("kubeconfig does not load: %v", err)
+	}
+	if cfg.CurrentContext != testCluster {
+		t.Fatalf("current-context = %q", cfg.CurrentContext)
+	}
+	kctx := cfg.Contexts[cfg.CurrentContext]
+	if kctx == nil || kctx.Namespace != testNamespace {
+		t.Fatalf("context = %+v, want namespace %s", kctx, testNamespace)
+	}
+	cluster, user := cfg.Clusters[kctx.Cluster], cfg.AuthInfos[kctx.AuthInfo]
+	if cluster == nil || user == nil {
+		t.Fatalf("context points at missing cluster or user: %+v", kctx)
+	}
+	if cluster.Server != testHost || string(cluster.CertificateAuthorityData) != testCAPEM(t) {
+		t.Errorf("cluster = %s with CA %q", cluster.Server, cluster.CertificateAuthorityData)
+	}
+	if cluster.InsecureSkipTLSVerify {
+		t.Error("kubeconfig skips TLS verification")
+	}
+	if user.Token != token {
+		t.Error("kubeconfig user does not carry the issued token")
+	}
+}
+
+func mustJSON(t *testing.T, v interface{}) string {
+	t.Helper()
+	out, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
+}
+
+func TestCredsTTL(t *testing.T) {
+	cases := []struct {
+		name           string
+		role           map[string]interface{}
+		request        map[string]interface{}
+		maxExpiry      time.Duration
+		wantTTL        time.Duration
+		wantExpSeconds int64
+		wantWarning    string
+	}{
+		{name: "role default", wantTTL: 15 * time.Minute, wantExpSeconds: 930},
+		{name: "request ttl", request: map[string]interface{}{"ttl": "30m"}, wantTTL: 30 * time.Minute, wantExpSeconds: 1830},
+		{name: "request ttl in seconds", request: map[string]interface{}{"ttl": 120}, wantTTL: 2 * time.Minute, wantExpSeconds: 600},
+		{name: "below the 10 minute token minimum", request: map[string]interface{}{"ttl": "1m"}, wantTTL: time.Minute, wantExpSeconds: 600},
+		{name: "zero means the role default", request: map[string]interface{}{"ttl": "0"}, wantTTL: 15 * time.Minute, wantExpSeconds: 930},
+		{name: "capped by max_ttl", request: map[string]interface{}{"ttl": "5h"}, wantTTL: time.Hour, wantExpSeconds: 3630, wantWarning: "max_ttl"},
+		{name: "capped by the mount max", role: map[string]interface{}{"max_ttl": "48h"}, request: map[string]interface{}{"ttl": "30h"}, wantTTL: 24 * time.Hour, wantExpSeconds: 86430, wantWarning: "mount"},
+		{name: "capped by a shortened token", request: map[string]interface{}{"ttl": "1h"}, maxExpiry: 20 * time.Minute, wantTTL: 20*time.Minute - tokenExpirySkew, wantExpSeconds: 3630, wantWarning: "shortened"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b, s, fk := newTestBackend(t)
+			configureCluster(t, b, s)
+			configureRole(t, b, s, tc.role)
+			fk.maxExpiry = tc.maxExpiry
+			resp := mustOK(t, b, s, logical.ReadOperation, "creds/"+testRole, tc.request)
+
+			// A shortened token's lease is cut to whole seconds below its expiry.
+			if d := tc.wantTTL - resp.Secret.TTL; d < 0 || d > 2*time.Second {
+				t.Errorf("lease TTL = %s, want %s", resp.Secret.TTL, tc.wantTTL)
+			}
+			if got := *fk.tokenRequests()[0].Spec.ExpirationSeconds; got != tc.wantExpSeconds {
+				t.Errorf("expirationSeconds = %d, want %d", got, tc.wantExpSeconds)
+			}
+			expiresAt, _ := time.Parse(time.RFC3339, resp.Data["expires_at"].(string))
+			claims, _ := parseTokenClaims(resp.Data["service_account_token"].(string))
+			if !expiresAt.Before(time.Unix(claims.Exp, 0)) {
+				t.Errorf("lease ends %s, not before the token's exp %s", expiresAt, time.Unix(claims.Exp, 0))
+			}
+			gotWarning := strings.Join(resp.Warnings, "\n")
+			if tc.wantWarning == "" && gotWarning != "" {
+				t.Errorf("unexpected warnings: %s", gotWarning)
+			}
+			if tc.wantWarning != "" && !strings.Contains(gotWarning, tc.wantWarning) {
+				t.Errorf("warnings %q do not mention %q", gotWarning, tc.wantWarning)
+			}
+		})
+	}
+}
+
+func TestCredsAudiences(t *testing.T) {
+	b, s, fk := newTestBackend(t)
+	configureCluster(t, b, s)
+	configureRole(t, b, s, map[string]interface{}{"audiences": "https://kubernetes.default.svc,scanner"})
+
+	mustOK(t, b, s, logical.ReadOperation, "creds/"+testRole, nil)
+	mustOK(t, b, s, logical.ReadOperation, "creds/"+testRole, map[string]interface{}{"audiences": "scanner"})
+	trs := fk.tokenRequests()
+	if got := strings.Join(trs[0].Spec.Audiences, ","); got != "https://kubernetes.default.svc,scanner" {
+		t.Errorf("default audiences = %s", got)
+	}
+	if got := strings.Join(trs[1].Spec.Audiences, ","); got != "scanner" {
+		t.Errorf("requested audiences = %s", got)
+	}
+}
+
+func TestCredsWithoutJTI(t *testing.T) {
+	b, s, fk := newConfiguredBackend(t)
+	fk.noJTI = true
+	resp := mustOK(t, b, s, logical.ReadOperation, "creds/"+testRole, nil)
+	if resp.Data["credential_id"] != "" {
+		t.Errorf("credential_id = %v for a token without jti, want empty", resp.Data["credential_id"])
+	}
+}
+
+func TestCredsKubeconfigOverrides(t *testing.T) {
+	b, s, _ := newTestBackend(t)
+	configureCluster(t, b, s)
+	mustOK(t, b, s, logical.UpdateOperation, "clusters/"+testCluster, map[string]interface{}{
+		"kubeconfig_host": "https://scanners.example.com:443",
+		"tls_server_name": "kubernetes.internal",
+	})
+	configureRole(t, b, s, map[string]interface{}{"kubeconfig_namespace": "scan-target"})
+	resp := mustOK(t, b, s, logical.ReadOperation, "creds/"+testRole, nil)
+	cfg, err := clientcmd.Load([]byte(resp.Data["kubeconfig"].(string)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kctx := cfg.Contexts[cfg.CurrentContext]
+	cluster := cfg.Clusters[kctx.Cluster]
+	if cluster.Server != "https://scanners.example.com:443" || resp.Data["kubernetes_host"] != cluster.Server {
+		t.Errorf("server = %s, kubernetes_host = %v", cluster.Server, resp.Data["kubernetes_host"])
+	}
+	if cluster.TLSServerName != "" {
+		t.Errorf("tls-server-name %q leaked into a kubeconfig with its own host", cluster.TLSServerName)
+	}
+	if kctx.Namespace != "scan-target" {
+		t.Errorf("namespace = %s, want scan-target", kctx.Namespace)
+	}
+}
