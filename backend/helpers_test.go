@@ -58,7 +58,7 @@ type fakeKube struct {
 	lastConfig atomic.Pointer[rest.Config]
 }
 
-func newFakeKube(t *testing.T) *fakeKube {
+func newFakeKube(t testing.TB) *fakeKube {
 	t.Helper()
 	fk := &fakeKube{clientset: fake.NewClientset(
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: testNamespace}},
@@ -156,7 +156,7 @@ func (fk *fakeKube) tokenRequests() []authenticationv1.TokenRequest {
 }
 
 // managedSecrets lists the Secrets the plugin created, in all namespaces.
-func (fk *fakeKube) managedSecrets(t *testing.T) []corev1.Secret {
+func (fk *fakeKube) managedSecrets(t testing.TB) []corev1.Secret {
 	t.Helper()
 	list, err := fk.clientset.CoreV1().Secrets("").List(context.Background(), metav1.ListOptions{LabelSelector: managedBySelector})
 	if err != nil {
@@ -172,7 +172,7 @@ func fakeJWT(claims map[string]interface{}) string {
 }
 
 // newTestBackend returns a configured backend whose clients talk to fk.
-func newTestBackend(t *testing.T) (*backend, logical.Storage, *fakeKube) {
+func newTestBackend(t testing.TB) (*backend, logical.Storage, *fakeKube) {
 	t.Helper()
 	fk := newFakeKube(t)
 	config := logical.TestBackendConfig()
@@ -191,14 +191,14 @@ func newTestBackend(t *testing.T) (*backend, logical.Storage, *fakeKube) {
 }
 
 // request runs one request through the framework like Vault would.
-func request(t *testing.T, b *backend, s logical.Storage, op logical.Operation, path string, data map[string]interface{}) (*logical.Response, error) {
+func request(t testing.TB, b *backend, s logical.Storage, op logical.Operation, path string, data map[string]interface{}) (*logical.Response, error) {
 	t.Helper()
 	req := &logical.Request{Operation: op, Path: path, Storage: s, Data: data, ID: uuid.NewString()}
 	return b.HandleRequest(context.Background(), req)
 }
 
 // mustOK fails the test unless the request succeeded without an error response.
-func mustOK(t *testing.T, b *backend, s logical.Storage, op logical.Operation, path string, data map[string]interface{}) *logical.Response {
+func mustOK(t testing.TB, b *backend, s logical.Storage, op logical.Operation, path string, data map[string]interface{}) *logical.Response {
 	t.Helper()
 	resp, err := request(t, b, s, op, path, data)
 	if err != nil {
@@ -212,7 +212,7 @@ func mustOK(t *testing.T, b *backend, s logical.Storage, op logical.Operation, p
 
 // mustBadRequest fails the test unless the request got a 400 whose message
 // contains want.
-func mustBadRequest(t *testing.T, b *backend, s logical.Storage, op logical.Operation, path string, data map[string]interface{}, want string) {
+func mustBadRequest(t testing.TB, b *backend, s logical.Storage, op logical.Operation, path string, data map[string]interface{}, want string) {
 	t.Helper()
 	resp, err := request(t, b, s, op, path, data)
 	if err != nil {
@@ -227,7 +227,7 @@ func mustBadRequest(t *testing.T, b *backend, s logical.Storage, op logical.Oper
 	}
 }
 
-func configureCluster(t *testing.T, b *backend, s logical.Storage) {
+func configureCluster(t testing.TB, b *backend, s logical.Storage) {
 	t.Helper()
 	mustOK(t, b, s, logical.CreateOperation, "clusters/"+testCluster, map[string]interface{}{
 		"kubernetes_host":     testHost,
@@ -236,7 +236,7 @@ func configureCluster(t *testing.T, b *backend, s logical.Storage) {
 	})
 }
 
-func configureRole(t *testing.T, b *backend, s logical.Storage, extra map[string]interface{}) {
+func configureRole(t testing.TB, b *backend, s logical.Storage, extra map[string]interface{}) {
 	t.Helper()
 	data := map[string]interface{}{
 		"cluster":                   testCluster,
@@ -250,7 +250,7 @@ func configureRole(t *testing.T, b *backend, s logical.Storage, extra map[string
 }
 
 // newConfiguredBackend has cluster-a and role cluster-a written.
-func newConfiguredBackend(t *testing.T) (*backend, logical.Storage, *fakeKube) {
+func newConfiguredBackend(t testing.TB) (*backend, logical.Storage, *fakeKube) {
 	t.Helper()
 	b, s, fk := newTestBackend(t)
 	configureCluster(t, b, s)
@@ -265,7 +265,7 @@ var (
 )
 
 // testCAPEM is a self-signed CA certificate; testPrivateKeyPEM its key.
-func testCAPEM(t *testing.T) string {
+func testCAPEM(t testing.TB) string {
 	t.Helper()
 	testCAOnce.Do(func() {
 		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -288,7 +288,7 @@ func testCAPEM(t *testing.T) string {
 	return testCA
 }
 
-func testPrivateKeyPEM(t *testing.T) string {
+func testPrivateKeyPEM(t testing.TB) string {
 	testCAPEM(t)
 	return testKeyPEM
 }
@@ -308,7 +308,7 @@ func names(secrets []corev1.Secret) []string {
 }
 
 // assertNoSecretIn fails if text contains the token or the plugin's own JWT.
-func assertNoSecretIn(t *testing.T, text, token string) {
+func assertNoSecretIn(t testing.TB, text, token string) {
 	t.Helper()
 	for _, secret := range []string{token, testRequesterJWT} {
 		if secret != "" && strings.Contains(text, secret) {

@@ -1,0 +1,68 @@
+package backend
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+func TestBuildKubeconfig(t *testing.T) {
+	params := kubeconfigParams{
+		ClusterName: "prod", Server: "https://k8s.example.com:6443", CACert: testCAPEM(t),
+		TLSServerName: "api.internal", UserName: "scanner-sa", Token: "header.payload.sig", Namespace: "team-a",
+	}
+	yamlOut, jsonOut, err := buildKubeconfig(params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, raw := range map[string]string{"yaml": yamlOut, "json": jsonOut} {
+		t.Run(name, func(t *testing.T) {
+			cfg, err := clientcmd.Load([]byte(raw))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.CurrentContext != "prod" {
+				t.Fatalf("current-context = %q", cfg.CurrentContext)
+			}
+			kctx := cfg.Contexts["prod"]
+			cluster, user := cfg.Clusters[kctx.Cluster], cfg.AuthInfos[kctx.AuthInfo]
+			if cluster.Server != params.Server || cluster.TLSServerName != "api.internal" || string(cluster.CertificateAuthorityData) != params.CACert {
+				t.Errorf("cluster = %+v", cluster)
+			}
+			if user.Token != params.Token || kctx.Namespace != "team-a" || kctx.AuthInfo != "scanner-sa" {
+				t.Errorf("user token or context wrong: %+v", kctx)
+			}
+			// The result must work with kubectl's own client builder.
+			rc, err := clientcmd.NewDefaultClientConfig(*cfg, nil).ClientConfig()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rc.Host != params.Server || rc.BearerToken != params.Token || rc.Insecure {
+				t.Errorf("rest config = host %s insecure %v", rc.Host, rc.Insecure)
+			}
+		})
+	}
+	var head struct{ APIVersion, Kind string }
+	if err := json.Unmarshal([]byte(jsonOut), &head); err != nil || head.APIVersion != "v1" || head.Kind != "Config" {
+		t.Errorf("JSON kubeconfig header = %+v, %v", head, err)
+	}
+	if strings.Contains(jsonOut, "\n") {
+		t.Error("JSON kubeconfig is not a single line")
+	}
+}
+
+func TestBuildKubeconfigWithoutCA(t *testing.T) {
+	yamlOut, _, err := buildKubeconfig(kubeconfigParams{ClusterName: "c", Server: "https://k8s.example.com", UserName: "u", Token: "a.b.c", Namespace: "n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := clientcmd.Load([]byte(yamlOut))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := cfg.Clusters["c"]; len(c.CertificateAuthorityData) != 0 || c.InsecureSkipTLSVerify {
+		t.Errorf("without a CA the kubeconfig must rely on system roots, got %+v", c)
+	}
+}

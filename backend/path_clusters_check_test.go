@@ -1,0 +1,60 @@
+package backend
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/vault/sdk/logical"
+	authorizationv1 "k8s.io/api/authorization/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	k8stesting "k8s.io/client-go/testing"
+)
+
+func TestClusterCheck(t *testing.T) {
+	cases := []struct {
+		name        string
+		denied      string // "verb resource/subresource" the fake authorizer refuses
+		wantOK      bool
+		wantMissing string
+	}{
+		{name: "all rights", wantOK: true},
+		{name: "no delete on secrets", denied: "delete secrets/", wantMissing: `delete secrets in namespace "scanner-namespace"`},
+		{name: "no token requests", denied: "create serviceaccounts/token", wantMissing: `create serviceaccounts/token "scanner-sa" in namespace "scanner-namespace"`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b, s, fk := newConfiguredBackend(t)
+			var asked []string
+			fk.clientset.PrependReactor("create", "selfsubjectaccessreviews", func(action k8stesting.Action) (bool, runtime.Object, error) {
+				review := action.(k8stesting.CreateAction).GetObject().(*authorizationv1.SelfSubjectAccessReview)
+				attrs := review.Spec.ResourceAttributes
+				key := attrs.Verb + " " + attrs.Resource + "/" + attrs.Subresource
+				asked = append(asked, key)
+				review.Status.Allowed = key != tc.denied
+				return true, review, nil
+			})
+			resp := mustOK(t, b, s, logical.ReadOperation, "clusters/"+testCluster+"/check", nil)
+			if resp.Data["ok"] != tc.wantOK {
+				t.Errorf("ok = %v, want %v", resp.Data["ok"], tc.wantOK)
+			}
+			missing := resp.Data["missing_permissions"].([]string)
+			if tc.wantMissing == "" && len(missing) != 0 || tc.wantMissing != "" && (len(missing) != 1 || missing[0] != tc.wantMissing) {
+				t.Errorf("missing = %q, want %q", missing, tc.wantMissing)
+			}
+			if len(asked) != 3 {
+				t.Errorf("asked %d access reviews (%s), want 3", len(asked), strings.Join(asked, ", "))
+			}
+			if _, ok := resp.Data["kubernetes_version"].(string); !ok {
+				t.Errorf("no kubernetes_version in %v", resp.Data)
+			}
+			if n := len(fk.managedSecrets(t)); n != 0 {
+				t.Errorf("check created %d Secrets", n)
+			}
+		})
+	}
+}
+
+func TestClusterCheckUnknownCluster(t *testing.T) {
+	b, s, _ := newTestBackend(t)
+	mustBadRequest(t, b, s, logical.ReadOperation, "clusters/nope/check", nil, "not configured")
+}
