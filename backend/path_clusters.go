@@ -263,7 +263,7 @@ func (b *backend) clusterRead(ctx context.Context, req *logical.Request, d *fram
 		"kubernetes_ca_cert":      cfg.CACert,
 		"service_account_jwt_set": cfg.JWT != "",
 		"tls_server_name":         cfg.TLSServerName,
-		"proxy_url":               cfg.ProxyURL,
+		"proxy_url":               redactedURL(cfg.ProxyURL),
 		"kubeconfig_host":         cfg.KubeconfigHost,
 		"kubeconfig_ca_cert":      cfg.KubeconfigCACert,
 		"qps":                     effectiveQPS(cfg.QPS),

@@ -58,3 +58,16 @@ func TestClusterCheckUnknownCluster(t *testing.T) {
 	b, s, _ := newTestBackend(t)
 	mustBadRequest(t, b, s, logical.ReadOperation, "clusters/nope/check", nil, "not configured")
 }
+
+func TestClusterReadRedactsProxyPassword(t *testing.T) {
+	b, s, _ := newConfiguredBackend(t)
+	mustOK(t, b, s, logical.UpdateOperation, "clusters/"+testCluster, map[string]interface{}{"proxy_url": "http://scanner:hunter2@proxy.internal:3128"})
+	resp := mustOK(t, b, s, logical.ReadOperation, "clusters/"+testCluster, nil)
+	if got := resp.Data["proxy_url"]; got != "http://scanner:xxxxx@proxy.internal:3128" {
+		t.Errorf("proxy_url read back as %v", got)
+	}
+	cfg, _ := getCluster(t.Context(), s, testCluster)
+	if cfg.ProxyURL != "http://scanner:hunter2@proxy.internal:3128" {
+		t.Errorf("stored proxy_url lost its password: %s", cfg.ProxyURL)
+	}
+}

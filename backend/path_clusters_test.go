@@ -138,7 +138,7 @@ func TestClusterWriteBadInput(t *testing.T) {
 		{name: "kubeconfig_host with query", fields: map[string]interface{}{"kubeconfig_host": "https://k8s.example.com?x=1"}, want: "kubeconfig_host must not carry"},
 		{name: "ftp proxy", fields: map[string]interface{}{"proxy_url": "ftp://proxy.internal:21"}, want: "proxy_url must use http, https or socks5"},
 		{name: "proxy without scheme", fields: map[string]interface{}{"proxy_url": "proxy.internal:3128"}, want: "proxy_url must use http, https or socks5"},
-		{name: "proxy without host", fields: map[string]interface{}{"proxy_url": "http://"}, want: "proxy_url \"http://\" has no host"},
+		{name: "proxy without host", fields: map[string]interface{}{"proxy_url": "http://"}, want: "has no host"},
 		{name: "tls_server_name with space", fields: map[string]interface{}{"tls_server_name": "kubernetes default"}, want: "tls_server_name \"kubernetes default\" is not a valid DNS name"},
 		{name: "tls_server_name with underscore", fields: map[string]interface{}{"tls_server_name": "api_server.local"}, want: "tls_server_name"},
 		{name: "tls_server_name URL", fields: map[string]interface{}{"tls_server_name": "https://api.local"}, want: "tls_server_name"},

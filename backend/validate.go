@@ -79,9 +79,18 @@ func validateProxyURL(value string) error {
 		return fmt.Errorf("proxy_url must use http, https or socks5 (got %q)", u.Scheme)
 	}
 	if u.Host == "" {
-		return fmt.Errorf("proxy_url %q has no host", value)
+		return fmt.Errorf("proxy_url %q has no host", u.Redacted())
 	}
 	return nil
+}
+
+// redactedURL hides a password in a URL (a proxy's credentials) for reads.
+func redactedURL(value string) string {
+	u, err := url.Parse(value)
+	if err != nil {
+		return ""
+	}
+	return u.Redacted()
 }
 
 // validateCACertPEM requires at least one certificate and nothing else, and
