@@ -21,7 +21,7 @@ all: build
 build:
 	$(GO_BUILD) -o $(BIN) ./cmd/$(PLUGIN)
 
-test: lint unit acceptance
+test: lint unit fuzz acceptance
 
 lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
@@ -30,6 +30,13 @@ lint:
 
 unit:
 	go test -race -count=1 ./...
+
+# A short run of each fuzz target on top of the committed seeds.
+FUZZTIME ?= 10s
+fuzz:
+	for f in FuzzRoleWrite FuzzClusterWrite FuzzBuildKubeconfig; do \
+		go test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) ./backend || exit 1; \
+	done
 
 tools:
 	scripts/build-tools.sh >/dev/null
