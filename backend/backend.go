@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
@@ -31,6 +32,8 @@ type backend struct {
 
 	version   string
 	inCluster inClusterEnv
+	// requestTimeout bounds each call to an API server; tests shorten it.
+	requestTimeout time.Duration
 	// newKubeAPI builds the client for a cluster; tests replace it.
 	newKubeAPI func(*rest.Config) (kubeAPI, error)
 
@@ -58,10 +61,11 @@ func Factory(version string) logical.Factory {
 
 func newBackend(version string) *backend {
 	b := &backend{
-		version:    version,
-		inCluster:  defaultInClusterEnv(),
-		newKubeAPI: newClientsetAPI,
-		clients:    map[string]*clusterClient{},
+		version:        version,
+		inCluster:      defaultInClusterEnv(),
+		requestTimeout: defaultRequestTimeout,
+		newKubeAPI:     newClientsetAPI,
+		clients:        map[string]*clusterClient{},
 	}
 	b.Backend = &framework.Backend{
 		Help:           strings.TrimSpace(backendHelp),
@@ -131,7 +135,7 @@ func (b *backend) client(ctx context.Context, s logical.Storage, name string) (*
 	if cfg == nil {
 		return nil, errClusterNotFound{name: name}
 	}
-	ep, err := cfg.resolve(b.inCluster, "vault-plugin-scanner/"+b.version)
+	ep, err := cfg.resolve(b.inCluster, "vault-plugin-scanner/"+b.version, b.requestTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("cluster %q: %w", name, err)
 	}
@@ -146,6 +150,6 @@ func (b *backend) client(ctx context.Context, s logical.Storage, name string) (*
 
 // cleanupContext gives undo work its own deadline, so a cancelled request
 // still deletes what it created.
-func cleanupContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.WithoutCancel(ctx), requestTimeout)
+func (b *backend) cleanupContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), b.requestTimeout)
 }

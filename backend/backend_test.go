@@ -80,7 +80,7 @@ func TestRestConfig(t *testing.T) {
 		t.Error("client does not use the configured JWT")
 	case cfg.QPS != defaultQPS || cfg.Burst != defaultBurst:
 		t.Errorf("qps/burst = %v/%v, want the defaults %v/%v", cfg.QPS, cfg.Burst, defaultQPS, defaultBurst)
-	case cfg.Timeout != requestTimeout:
+	case cfg.Timeout != defaultRequestTimeout:
 		t.Errorf("timeout = %s", cfg.Timeout)
 	case !strings.HasPrefix(cfg.UserAgent, "vault-plugin-scanner/"):
 		t.Errorf("user agent = %s", cfg.UserAgent)

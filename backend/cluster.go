@@ -22,9 +22,9 @@ const (
 	maxQPS       = 100000
 	maxBurst     = 100000
 
-	// requestTimeout bounds every call to the API server so a hung server
-	// fails an issue quickly instead of holding the Vault request.
-	requestTimeout = 15 * time.Second
+	// defaultRequestTimeout bounds every call to the API server so a hung
+	// server fails an issue quickly instead of holding the Vault request.
+	defaultRequestTimeout = 15 * time.Second
 )
 
 // clusterConfig is how the plugin reaches one Kubernetes API server.
@@ -75,12 +75,12 @@ type endpoint struct {
 	restConfig       *rest.Config
 }
 
-func (c *clusterConfig) resolve(env inClusterEnv, userAgent string) (*endpoint, error) {
+func (c *clusterConfig) resolve(env inClusterEnv, userAgent string, timeout time.Duration) (*endpoint, error) {
 	ep := &endpoint{Host: c.Host, CACert: c.CACert, TLSServerName: c.TLSServerName}
 	rc := &rest.Config{
 		QPS:       c.QPS,
 		Burst:     c.Burst,
-		Timeout:   requestTimeout,
+		Timeout:   timeout,
 		UserAgent: userAgent,
 	}
 	if ep.Host == "" {

@@ -53,7 +53,7 @@ func (b *backend) issue(ctx context.Context, req *logical.Request, client *clust
 		}
 	}
 	if err != nil {
-		cleanupCtx, cancel := cleanupContext(ctx)
+		cleanupCtx, cancel := b.cleanupContext(ctx)
 		defer cancel()
 		if delErr := client.api.DeleteSecret(cleanupCtx, lease.Namespace, lease.SecretName, lease.SecretUID); delErr != nil {
 			// The WAL entry stays, so rollback deletes the Secret later.

@@ -21,7 +21,7 @@ func tlsServerCA(srv *httptest.Server) []byte {
 func realClient(t *testing.T, host string, ca []byte) kubeAPI {
 	t.Helper()
 	api, err := newClientsetAPI(&rest.Config{
-		Host: host, BearerToken: testRequesterJWT, QPS: 100, Burst: 100, Timeout: requestTimeout,
+		Host: host, BearerToken: testRequesterJWT, QPS: 100, Burst: 100, Timeout: defaultRequestTimeout,
 		TLSClientConfig: rest.TLSClientConfig{CAData: ca},
 	})
 	if err != nil {
