@@ -124,8 +124,9 @@ func TestCredsKubeconfigWithKubectl(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"create", "pods/exec"}, "yes"},
+		{[]string{"create", "pods", "--subresource=exec"}, "yes"},
 		{[]string{"list", "pods"}, "yes"},
+		{[]string{"get", "pods/" + stack.TargetPod}, "yes"},
 		{[]string{"delete", "pods"}, "no"},
 		{[]string{"get", "secrets"}, "no"},
 		{[]string{"list", "pods", "--all-namespaces"}, "no"},

@@ -69,6 +69,9 @@ func startKubeAPIServer(ctx context.Context, bin, dir, etcdURL string) (*KubeAPI
 		"--etcd-servers="+etcdURL,
 		"--bind-address=127.0.0.1",
 		"--advertise-address=127.0.0.1",
+		// Loopback may not be advertised through the kubernetes Service's
+		// endpoints; nothing here needs them.
+		"--endpoint-reconciler-type=none",
 		"--secure-port="+strconv.Itoa(port),
 		"--tls-cert-file="+pki.CertFile,
 		"--tls-private-key-file="+pki.KeyFile,
@@ -90,7 +93,7 @@ func startKubeAPIServer(ctx context.Context, bin, dir, etcdURL string) (*KubeAPI
 	}
 	_, err = Poll(ctx, 120*time.Second, 500*time.Millisecond, func() (bool, error) {
 		if exited, werr := k.Proc.Exited(); exited {
-			return false, fmt.Errorf("kube-apiserver exited: %v", werr)
+			return false, Permanent(fmt.Errorf("kube-apiserver exited: %v", werr))
 		}
 		code, _, err := k.Get(ctx, "/readyz", k.AdminToken)
 		if err != nil {

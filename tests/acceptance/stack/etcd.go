@@ -43,7 +43,7 @@ func startEtcd(ctx context.Context, bin, dir string) (*Etcd, error) {
 	}
 	_, err = Poll(ctx, 60*time.Second, 200*time.Millisecond, func() (bool, error) {
 		if exited, werr := e.Proc.Exited(); exited {
-			return false, fmt.Errorf("etcd exited: %v", werr)
+			return false, Permanent(fmt.Errorf("etcd exited: %v", werr))
 		}
 		resp, err := http.Get(client + "/health")
 		if err != nil {

@@ -43,7 +43,7 @@ func StartProcess(name, logPath string, env []string, bin string, args ...string
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout = f
 	cmd.Stderr = f
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = append(childEnv(), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		f.Close()
@@ -135,7 +135,7 @@ func Run(ctx context.Context, env []string, stdin string, bin string, args ...st
 	if stdin != "" {
 		cmd.Stdin = strings.NewReader(stdin)
 	}
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = append(childEnv(), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
@@ -154,4 +154,18 @@ func Run(ctx context.Context, env []string, stdin string, bin string, args ...st
 		return res, fmt.Errorf("run %s: %w", filepath.Base(bin), err)
 	}
 	return res, nil
+}
+
+// childEnv is this process's environment without variables the children
+// would read as their own configuration (etcd reads every ETCD_*, Vault
+// VAULT_*, kubectl KUBECONFIG); each child gets what it needs explicitly.
+func childEnv() []string {
+	var out []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "ETCD_") || strings.HasPrefix(kv, "VAULT_") || strings.HasPrefix(kv, "KUBECONFIG=") {
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
 }

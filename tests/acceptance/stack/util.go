@@ -2,6 +2,7 @@ package stack
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -51,8 +52,18 @@ func FreePort() (int, error) {
 	return 0, fmt.Errorf("no free port found")
 }
 
-// Poll calls f every interval until it returns true, an error, or timeout
-// passes. It returns how long it took.
+// permanentError stops Poll at once.
+type permanentError struct{ err error }
+
+func (p permanentError) Error() string { return p.err.Error() }
+func (p permanentError) Unwrap() error { return p.err }
+
+// Permanent wraps an error so that Poll stops at once and returns it.
+func Permanent(err error) error { return permanentError{err} }
+
+// Poll calls f every interval until it returns true or timeout passes; errors
+// from f are retried (the last one is reported on timeout) unless wrapped
+// with Permanent. It returns how long it took.
 func Poll(ctx context.Context, timeout, interval time.Duration, f func() (bool, error)) (time.Duration, error) {
 	start := time.Now()
 	deadline := start.Add(timeout)
@@ -60,6 +71,10 @@ func Poll(ctx context.Context, timeout, interval time.Duration, f func() (bool, 
 	for {
 		ok, err := f()
 		if err != nil {
+			var perm permanentError
+			if errors.As(err, &perm) {
+				return time.Since(start), perm.err
+			}
 			lastErr = err
 		}
 		if ok {

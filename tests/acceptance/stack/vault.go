@@ -100,7 +100,7 @@ func (v *Vault) start(ctx context.Context) error {
 	}
 	_, err = Poll(ctx, 60*time.Second, 200*time.Millisecond, func() (bool, error) {
 		if exited, werr := v.Proc.Exited(); exited {
-			return false, fmt.Errorf("vault exited: %v", werr)
+			return false, Permanent(fmt.Errorf("vault exited: %v", werr))
 		}
 		_, err := c.Sys().SealStatusWithContext(ctx)
 		return err == nil, err
