@@ -2,6 +2,7 @@ package backend
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -21,27 +22,30 @@ import (
 // mapper costs more than everything the plugin does).
 type memKube struct {
 	mu      sync.Mutex
-	secrets map[string]types.UID
+	objects map[string]types.UID
 }
 
-func (m *memKube) CreateSecret(_ context.Context, s *corev1.Secret) (*corev1.Secret, error) {
-	out := s.DeepCopy()
-	out.UID = types.UID(uuid.NewString())
+func (m *memKube) CreateObject(_ context.Context, obj metav1.Object) (objectRef, error) {
+	ref := objectRef{Kind: kindOf(obj), Namespace: obj.GetNamespace(), Name: obj.GetName(), UID: types.UID(uuid.NewString())}
 	m.mu.Lock()
-	m.secrets[s.Namespace+"/"+s.Name] = out.UID
+	m.objects[ref.Kind+"/"+ref.Namespace+"/"+ref.Name] = ref.UID
 	m.mu.Unlock()
-	return out, nil
+	return ref, nil
 }
 
-func (m *memKube) GetSecret(context.Context, string, string) (*corev1.Secret, error) {
-	return nil, nil
+func (m *memKube) GetObjectMeta(context.Context, objectRef) (metav1.Object, error) {
+	return nil, errors.New("not used by the issue path")
 }
 
-func (m *memKube) DeleteSecret(_ context.Context, ns, name string, _ types.UID) error {
+func (m *memKube) DeleteObject(_ context.Context, ref objectRef) error {
 	m.mu.Lock()
-	delete(m.secrets, ns+"/"+name)
+	delete(m.objects, ref.Kind+"/"+ref.Namespace+"/"+ref.Name)
 	m.mu.Unlock()
 	return nil
+}
+
+func (m *memKube) GetNamespace(_ context.Context, name string) (*corev1.Namespace, error) {
+	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, nil
 }
 
 func (m *memKube) ListManagedSecrets(context.Context, string) ([]corev1.Secret, error) {
@@ -67,7 +71,7 @@ func (m *memKube) Allowed(context.Context, authorizationv1.ResourceAttributes) (
 // lease response.
 func BenchmarkIssue(b *testing.B) {
 	be, s, _ := newTestBackend(b)
-	mem := &memKube{secrets: map[string]types.UID{}}
+	mem := &memKube{objects: map[string]types.UID{}}
 	be.newKubeAPI = func(*rest.Config) (kubeAPI, error) { return mem, nil }
 	configureCluster(b, be, s)
 	configureRole(b, be, s, nil)
@@ -81,8 +85,8 @@ func BenchmarkIssue(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	if len(mem.secrets) != 0 {
-		b.Fatalf("%d Secrets left after revoking every lease", len(mem.secrets))
+	if len(mem.objects) != 0 {
+		b.Fatalf("%d objects left after revoking every lease", len(mem.objects))
 	}
 }
 

@@ -25,17 +25,22 @@ func isReservedLabel(key string) bool { return key == managedByLabel }
 
 func isReservedAnnotation(key string) bool { return strings.HasPrefix(key, annotationPrefix) }
 
-// randomSecretName returns a DNS-1123 name no other lease will pick. It is
-// chosen before the Secret exists so the WAL entry can name it.
-func randomSecretName() string {
+// randomString returns n random characters of [a-z0-9].
+func randomString(n int) string {
 	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
-	const n = 16 // 36^16 ≈ 8e24: collisions are not a concern.
 	buf := make([]byte, n)
 	_, _ = rand.Read(buf) // crypto/rand.Read never returns an error.
 	for i, c := range buf {
 		buf[i] = alphabet[int(c)%len(alphabet)]
 	}
-	return boundSecretNameStart + string(buf)
+	return string(buf)
+}
+
+// randomSecretName returns a DNS-1123 name no other lease will pick
+// (36^16 ≈ 8e24). It is chosen before the Secret exists so the WAL entry can
+// name it.
+func randomSecretName() string {
+	return boundSecretNameStart + randomString(16)
 }
 
 // boundSecret is the per-lease object the token is bound to; deleting it

@@ -181,7 +181,7 @@ func TestIssueFaults(t *testing.T) {
 		wantDeletes int    // Secrets deleted by the failed issue's cleanup
 		timeout     time.Duration
 	}{
-		{name: "Secret create answers 500", setup: func(a *apiServer) { a.secretStatus = internal }, wantErr: "creating bound Secret"},
+		{name: "Secret create answers 500", setup: func(a *apiServer) { a.secretStatus = internal }, wantErr: "creating Secret"},
 		{name: "TokenRequest answers 500", setup: func(a *apiServer) { a.tokenStatus = internal }, wantErr: "request timed out", wantDeletes: 1},
 		{name: "TokenRequest forbidden", setup: func(a *apiServer) { a.tokenStatus = forbidden }, wantErr: "forbidden", wantDeletes: 1},
 		{name: "TokenRequest hangs past the timeout", setup: func(a *apiServer) { a.tokenHang = 2 * time.Second }, wantErr: "requesting a token", wantDeletes: 1},

@@ -64,25 +64,26 @@ func newFakeKube(t testing.TB) *fakeKube {
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: testNamespace}},
 		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: testSA, Namespace: testNamespace, UID: "sa-uid"}},
 	)}
-	fk.clientset.PrependReactor("create", "secrets", func(action k8stesting.Action) (bool, runtime.Object, error) {
-		secret := action.(k8stesting.CreateAction).GetObject().(*corev1.Secret)
-		if secret.UID == "" {
-			secret.UID = types.UID(uuid.NewString())
+	// Created objects get UIDs, as from the API server.
+	fk.clientset.PrependReactor("create", "*", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		if obj, ok := action.(k8stesting.CreateAction).GetObject().(metav1.Object); ok && obj.GetUID() == "" && action.GetSubresource() == "" {
+			obj.SetUID(types.UID(uuid.NewString()))
 		}
 		return false, nil, nil
 	})
-	fk.clientset.PrependReactor("delete", "secrets", func(action k8stesting.Action) (bool, runtime.Object, error) {
+	// Deletes honour UID preconditions, as the API server does.
+	fk.clientset.PrependReactor("delete", "*", func(action k8stesting.Action) (bool, runtime.Object, error) {
 		del := action.(k8stesting.DeleteActionImpl)
 		pre := del.DeleteOptions.Preconditions
 		if pre == nil || pre.UID == nil {
 			return false, nil, nil
 		}
-		obj, err := fk.clientset.Tracker().Get(schema.GroupVersionResource{Version: "v1", Resource: "secrets"}, del.Namespace, del.Name)
+		obj, err := fk.clientset.Tracker().Get(del.Resource, del.Namespace, del.Name)
 		if err != nil {
 			return true, nil, err
 		}
-		if obj.(*corev1.Secret).UID != *pre.UID {
-			return true, nil, apierrors.NewConflict(schema.GroupResource{Resource: "secrets"}, del.Name, fmt.Errorf("precondition failed: UID in precondition: %s, UID in object meta: %s", *pre.UID, obj.(*corev1.Secret).UID))
+		if uid := obj.(metav1.Object).GetUID(); uid != *pre.UID {
+			return true, nil, apierrors.NewConflict(del.Resource.GroupResource(), del.Name, fmt.Errorf("precondition failed: UID in precondition: %s, UID in object meta: %s", *pre.UID, uid))
 		}
 		return false, nil, nil
 	})
@@ -111,15 +112,17 @@ func (fk *fakeKube) tokenRequestReactor(action k8stesting.Action) (bool, runtime
 		return true, nil, apierrors.NewInvalid(schema.GroupKind{Group: "authentication.k8s.io", Kind: "TokenRequest"}, saName, nil)
 	}
 	ref := tr.Spec.BoundObjectRef
-	if ref == nil || ref.Kind != "Secret" {
-		return true, nil, fmt.Errorf("test expects every token bound to a Secret")
-	}
-	obj, err := fk.clientset.Tracker().Get(schema.GroupVersionResource{Version: "v1", Resource: "secrets"}, ns, ref.Name)
-	if err != nil {
-		return true, nil, err
-	}
-	if obj.(*corev1.Secret).UID != ref.UID {
-		return true, nil, apierrors.NewConflict(schema.GroupResource{Resource: "secrets"}, ref.Name, fmt.Errorf("the UID in the bound object reference does not match"))
+	if ref != nil {
+		if ref.Kind != "Secret" {
+			return true, nil, fmt.Errorf("the plugin binds tokens only to Secrets, got %s", ref.Kind)
+		}
+		obj, err := fk.clientset.Tracker().Get(schema.GroupVersionResource{Version: "v1", Resource: "secrets"}, ns, ref.Name)
+		if err != nil {
+			return true, nil, err
+		}
+		if obj.(*corev1.Secret).UID != ref.UID {
+			return true, nil, apierrors.NewConflict(schema.GroupResource{Resource: "secrets"}, ref.Name, fmt.Errorf("the UID in the bound object reference does not match"))
+		}
 	}
 	lifetime := time.Duration(*tr.Spec.ExpirationSeconds) * time.Second
 	if maxExpiry > 0 && lifetime > maxExpiry {
@@ -127,13 +130,10 @@ func (fk *fakeKube) tokenRequestReactor(action k8stesting.Action) (bool, runtime
 	}
 	exp := time.Now().Add(lifetime)
 	claims := map[string]interface{}{
-		"aud": tr.Spec.Audiences,
-		"exp": exp.Unix(),
-		"sub": "system:serviceaccount:" + ns + ":" + saName,
-		"kubernetes.io": map[string]interface{}{
-			"namespace": ns,
-			"secret":    map[string]string{"name": ref.Name, "uid": string(ref.UID)},
-		},
+		"aud":           tr.Spec.Audiences,
+		"exp":           exp.Unix(),
+		"sub":           "system:serviceaccount:" + ns + ":" + saName,
+		"kubernetes.io": map[string]interface{}{"namespace": ns},
 	}
 	if !noJTI {
 		claims["jti"] = uuid.NewString()

@@ -8,11 +8,43 @@ import (
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 	authenticationv1 "k8s.io/api/authentication/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // tokenExpirySkew keeps the lease ending before the token does, so Vault,
 // not the JWT's exp, decides when a credential stops working.
 const tokenExpirySkew = 30 * time.Second
+
+// issuePlan is what one lease creates before asking for its token.
+type issuePlan struct {
+	namespace      string
+	serviceAccount string
+	objects        []metav1.Object
+	// bindToken binds the token to objects[0] (the per-lease Secret);
+	// otherwise objects[0] is the per-lease ServiceAccount itself.
+	bindToken bool
+}
+
+func planIssue(ir *issueRequest, displayName string, started time.Time) (*issuePlan, error) {
+	expiresAt := started.Add(ir.ttl)
+	if !ir.role.ephemeral() {
+		return &issuePlan{
+			namespace:      ir.namespace,
+			serviceAccount: ir.role.ServiceAccountName,
+			objects:        []metav1.Object{boundSecret(randomSecretName(), ir.roleName, ir.role, expiresAt)},
+			bindToken:      true,
+		}, nil
+	}
+	name, err := renderName(ir.role.nameTemplate(), nameTemplateData{RoleName: ir.roleName, DisplayName: displayName, Namespace: ir.namespace})
+	if err != nil {
+		return nil, userError{err}
+	}
+	objs, err := ephemeralObjects(name, ir, expiresAt)
+	if err != nil {
+		return nil, err
+	}
+	return &issuePlan{namespace: ir.namespace, serviceAccount: name, objects: objs}, nil
+}
 
 // issuedCredential is the outcome of one successful issue.
 type issuedCredential struct {
@@ -23,30 +55,29 @@ type issuedCredential struct {
 	warnings  []string
 }
 
-// issue creates the bound Secret and requests the token. Whatever fails after
-// the Secret exists deletes it again; the WAL entry covers a crash in between.
+// issue creates the lease's objects and requests the token. Whatever fails
+// after the first object exists deletes what was created; the WAL entry
+// covers a crash in between.
 func (b *backend) issue(ctx context.Context, req *logical.Request, client *clusterClient, ir *issueRequest) (*issuedCredential, error) {
-	role := ir.role
 	started := time.Now()
-	secretName := randomSecretName()
-	walID, err := framework.PutWAL(ctx, req.Storage, walBoundSecretKind, &walBoundSecret{
-		Cluster: role.Cluster, Namespace: role.ServiceAccountNamespace, Name: secretName,
-	})
+	plan, err := planIssue(ir, req.DisplayName, started)
+	if err != nil {
+		return nil, err
+	}
+	planned := make([]objectRef, len(plan.objects))
+	for i, obj := range plan.objects {
+		planned[i] = objectRef{Kind: kindOf(obj), Namespace: obj.GetNamespace(), Name: obj.GetName()}
+	}
+	walID, err := framework.PutWAL(ctx, req.Storage, walObjectsKind, &walObjects{Cluster: ir.role.Cluster, Objects: planned})
 	if err != nil {
 		return nil, fmt.Errorf("writing WAL entry: %w", err)
 	}
 
-	secret, err := client.api.CreateSecret(ctx, boundSecret(secretName, ir.roleName, role, started.Add(ir.ttl)))
-	if err != nil {
-		b.deleteWAL(ctx, req, walID)
-		return nil, fmt.Errorf("creating bound Secret in namespace %q: %w", role.ServiceAccountNamespace, err)
-	}
 	lease := leaseInternal{
-		Cluster: role.Cluster, Namespace: role.ServiceAccountNamespace,
-		SecretName: secret.Name, SecretUID: secret.UID, Role: ir.roleName,
+		Cluster: ir.role.Cluster, Role: ir.roleName,
+		Namespace: plan.namespace, ServiceAccount: plan.serviceAccount,
 	}
-
-	cred, err := b.requestToken(ctx, client, ir, lease, started)
+	cred, err := b.createAndRequest(ctx, client, ir, plan, &lease, started)
 	if err == nil {
 		if err = framework.DeleteWAL(ctx, req.Storage, walID); err != nil {
 			err = fmt.Errorf("deleting WAL entry: %w", err)
@@ -55,9 +86,9 @@ func (b *backend) issue(ctx context.Context, req *logical.Request, client *clust
 	if err != nil {
 		cleanupCtx, cancel := b.cleanupContext(ctx)
 		defer cancel()
-		if delErr := client.api.DeleteSecret(cleanupCtx, lease.Namespace, lease.SecretName, lease.SecretUID); delErr != nil {
-			// The WAL entry stays, so rollback deletes the Secret later.
-			b.Logger().Error("deleting bound Secret after a failed issue", "namespace", lease.Namespace, "secret", lease.SecretName, "error", delErr)
+		if delErr := deleteObjects(cleanupCtx, client.api, lease.Objects); delErr != nil {
+			// The WAL entry stays, so rollback deletes the rest later.
+			b.Logger().Error("deleting the objects of a failed issue", "error", delErr)
 		} else {
 			b.deleteWAL(ctx, req, walID)
 		}
@@ -66,23 +97,31 @@ func (b *backend) issue(ctx context.Context, req *logical.Request, client *clust
 	return cred, nil
 }
 
-func (b *backend) requestToken(ctx context.Context, client *clusterClient, ir *issueRequest, lease leaseInternal, started time.Time) (*issuedCredential, error) {
-	role := ir.role
+func (b *backend) createAndRequest(ctx context.Context, client *clusterClient, ir *issueRequest, plan *issuePlan, lease *leaseInternal, started time.Time) (*issuedCredential, error) {
+	for i, obj := range plan.objects {
+		if i > 0 {
+			ownedBy(obj, lease.Objects[0])
+		}
+		ref, err := client.api.CreateObject(ctx, obj)
+		if err != nil {
+			return nil, fmt.Errorf("creating %s %q: %w", kindOf(obj), obj.GetName(), err)
+		}
+		lease.Objects = append(lease.Objects, ref)
+	}
+
 	expirationSeconds := tokenExpirationSeconds(ir.ttl)
-	tr, err := client.api.CreateToken(ctx, role.ServiceAccountNamespace, role.ServiceAccountName, &authenticationv1.TokenRequest{
-		Spec: authenticationv1.TokenRequestSpec{
-			Audiences:         ir.audiences,
-			ExpirationSeconds: &expirationSeconds,
-			BoundObjectRef: &authenticationv1.BoundObjectReference{
-				Kind: "Secret", APIVersion: "v1", Name: lease.SecretName, UID: lease.SecretUID,
-			},
-		},
-	})
+	spec := authenticationv1.TokenRequestSpec{Audiences: ir.audiences, ExpirationSeconds: &expirationSeconds}
+	if plan.bindToken {
+		bound := lease.Objects[0]
+		spec.BoundObjectRef = &authenticationv1.BoundObjectReference{Kind: bound.Kind, APIVersion: "v1", Name: bound.Name, UID: bound.UID}
+	}
+	sa := plan.namespace + "/" + plan.serviceAccount
+	tr, err := client.api.CreateToken(ctx, plan.namespace, plan.serviceAccount, &authenticationv1.TokenRequest{Spec: spec})
 	if err != nil {
-		return nil, fmt.Errorf("requesting a token for service account %s/%s: %w", role.ServiceAccountNamespace, role.ServiceAccountName, err)
+		return nil, fmt.Errorf("requesting a token for service account %s: %w", sa, err)
 	}
 	if tr.Status.Token == "" {
-		return nil, fmt.Errorf("TokenRequest for %s/%s returned no token", role.ServiceAccountNamespace, role.ServiceAccountName)
+		return nil, fmt.Errorf("TokenRequest for %s returned no token", sa)
 	}
 	claims, err := parseTokenClaims(tr.Status.Token)
 	if err != nil {
@@ -90,12 +129,12 @@ func (b *backend) requestToken(ctx context.Context, client *clusterClient, ir *i
 	}
 	lease.CredentialID = credentialID(claims.JTI)
 
-	cred := &issuedCredential{token: tr.Status.Token, lease: lease, leaseTTL: ir.ttl}
+	cred := &issuedCredential{token: tr.Status.Token, lease: *lease, leaseTTL: ir.ttl}
 	// The API server may shorten the token (--service-account-max-token-expiration):
 	// the lease must never outlive it.
 	if tokenLeft := tr.Status.ExpirationTimestamp.Sub(started) - tokenExpirySkew; tokenLeft < cred.leaseTTL {
 		if tokenLeft <= 0 {
-			return nil, fmt.Errorf("the API server issued a token for %s/%s that expires at once (%s)", role.ServiceAccountNamespace, role.ServiceAccountName, tr.Status.ExpirationTimestamp.UTC().Format(time.RFC3339))
+			return nil, fmt.Errorf("the API server issued a token for %s that expires at once (%s)", sa, tr.Status.ExpirationTimestamp.UTC().Format(time.RFC3339))
 		}
 		cred.leaseTTL = tokenLeft.Truncate(time.Second)
 		cred.warnings = append(cred.warnings, fmt.Sprintf("the API server shortened the token; lease capped at %s", cred.leaseTTL))
@@ -114,15 +153,20 @@ func (b *backend) deleteWAL(ctx context.Context, req *logical.Request, id string
 func (b *backend) credentialResponse(req *logical.Request, ir *issueRequest, client *clusterClient, cred *issuedCredential) (*logical.Response, error) {
 	ep := client.endpoint
 	role := ir.role
+	lease := cred.lease
 	kubeconfigYAML, kubeconfigJSON, err := buildKubeconfig(kubeconfigParams{
 		ClusterName:   role.Cluster,
 		Server:        ep.KubeconfigHost,
 		CACert:        ep.KubeconfigCACert,
 		TLSServerName: ep.TLSServerName,
-		UserName:      role.ServiceAccountName,
+		UserName:      lease.ServiceAccount,
 		Token:         cred.token,
-		Namespace:     role.kubeconfigNamespace(),
+		Namespace:     role.kubeconfigNamespace(lease.Namespace),
 	})
+	if err != nil {
+		return nil, err
+	}
+	internal, err := lease.toMap()
 	if err != nil {
 		return nil, err
 	}
@@ -131,13 +175,13 @@ func (b *backend) credentialResponse(req *logical.Request, ir *issueRequest, cli
 		"kubeconfig":                kubeconfigYAML,
 		"kubeconfig_json":           kubeconfigJSON,
 		"cluster":                   role.Cluster,
-		"service_account_name":      role.ServiceAccountName,
-		"service_account_namespace": role.ServiceAccountNamespace,
+		"service_account_name":      lease.ServiceAccount,
+		"service_account_namespace": lease.Namespace,
 		"kubernetes_host":           ep.KubeconfigHost,
 		"kubernetes_ca_cert":        ep.KubeconfigCACert,
-		"credential_id":             cred.lease.CredentialID,
+		"credential_id":             lease.CredentialID,
 		"expires_at":                cred.expiresAt.Format(time.RFC3339),
-	}, cred.lease.toMap())
+	}, internal)
 	resp.Secret.TTL = cred.leaseTTL
 	resp.Secret.MaxTTL = cred.leaseTTL
 	resp.Secret.Renewable = false
@@ -145,8 +189,7 @@ func (b *backend) credentialResponse(req *logical.Request, ir *issueRequest, cli
 		resp.AddWarning(w)
 	}
 	b.Logger().Info("issued credential", "role", ir.roleName, "cluster", role.Cluster,
-		"service_account", role.ServiceAccountNamespace+"/"+role.ServiceAccountName,
-		"secret", cred.lease.SecretName, "credential_id", cred.lease.CredentialID,
-		"expires_at", resp.Data["expires_at"], "request_id", req.ID)
+		"service_account", lease.Namespace+"/"+lease.ServiceAccount, "objects", describeRefs(lease.Objects),
+		"credential_id", lease.CredentialID, "expires_at", resp.Data["expires_at"], "request_id", req.ID)
 	return resp, nil
 }

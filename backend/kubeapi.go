@@ -10,9 +10,7 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 )
@@ -20,12 +18,15 @@ import (
 // kubeAPI is the narrow slice of the Kubernetes API the plugin uses. The real
 // implementation wraps a clientset; tests wrap client-go's fake clientset.
 type kubeAPI interface {
-	CreateSecret(ctx context.Context, secret *corev1.Secret) (*corev1.Secret, error)
-	GetSecret(ctx context.Context, namespace, name string) (*corev1.Secret, error)
-	// DeleteSecret deletes the Secret only if it still has the given UID. A
-	// missing Secret, or one replaced by another object, counts as deleted.
-	DeleteSecret(ctx context.Context, namespace, name string, uid types.UID) error
+	// CreateObject creates a Secret, ServiceAccount, Role, ClusterRole,
+	// RoleBinding or ClusterRoleBinding and returns its reference with UID.
+	CreateObject(ctx context.Context, obj metav1.Object) (objectRef, error)
+	GetObjectMeta(ctx context.Context, ref objectRef) (metav1.Object, error)
+	// DeleteObject deletes the object only if it still has ref's UID. A
+	// missing object, or one replaced by another, counts as deleted.
+	DeleteObject(ctx context.Context, ref objectRef) error
 	ListManagedSecrets(ctx context.Context, namespace string) ([]corev1.Secret, error)
+	GetNamespace(ctx context.Context, name string) (*corev1.Namespace, error)
 	CreateToken(ctx context.Context, namespace, serviceAccount string, req *authenticationv1.TokenRequest) (*authenticationv1.TokenRequest, error)
 	ServerVersion(ctx context.Context) (string, error)
 	// Allowed asks the API server whether the plugin's own credential may do
@@ -39,28 +40,6 @@ type clientsetAPI struct {
 }
 
 var _ kubeAPI = clientsetAPI{}
-
-func (c clientsetAPI) CreateSecret(ctx context.Context, secret *corev1.Secret) (*corev1.Secret, error) {
-	return c.clientset.CoreV1().Secrets(secret.Namespace).Create(ctx, secret, metav1.CreateOptions{})
-}
-
-func (c clientsetAPI) GetSecret(ctx context.Context, namespace, name string) (*corev1.Secret, error) {
-	return c.clientset.CoreV1().Secrets(namespace).Get(ctx, name, metav1.GetOptions{})
-}
-
-func (c clientsetAPI) DeleteSecret(ctx context.Context, namespace, name string, uid types.UID) error {
-	opts := metav1.DeleteOptions{}
-	if uid != "" {
-		opts.Preconditions = &metav1.Preconditions{UID: &uid}
-	}
-	err := c.clientset.CoreV1().Secrets(namespace).Delete(ctx, name, opts)
-	// Conflict means the UID precondition failed: the Secret we bound the
-	// token to is gone and a different object now has its name.
-	if err == nil || apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
-		return nil
-	}
-	return err
-}
 
 func (c clientsetAPI) ListManagedSecrets(ctx context.Context, namespace string) ([]corev1.Secret, error) {
 	list, err := c.clientset.CoreV1().Secrets(namespace).List(ctx, metav1.ListOptions{LabelSelector: managedBySelector})

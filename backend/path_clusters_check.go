@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 	authorizationv1 "k8s.io/api/authorization/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 )
 
 const (
@@ -55,19 +57,77 @@ func (p requiredPermission) String() string {
 		resource += "/" + p.attrs.Subresource
 	}
 	if p.attrs.Name != "" {
-		return fmt.Sprintf("%s %s %q in namespace %q", p.attrs.Verb, resource, p.attrs.Name, p.attrs.Namespace)
+		resource += fmt.Sprintf(" %q", p.attrs.Name)
+	}
+	if p.attrs.Namespace == "" {
+		return fmt.Sprintf("%s %s cluster-wide", p.attrs.Verb, resource)
 	}
 	return fmt.Sprintf("%s %s in namespace %q", p.attrs.Verb, resource, p.attrs.Namespace)
 }
 
 // permissionsFor lists what issuing and revoking for role needs.
 func permissionsFor(role *roleEntry) []requiredPermission {
-	ns := role.ServiceAccountNamespace
-	return []requiredPermission{
-		{attrs: authorizationv1.ResourceAttributes{Verb: "create", Resource: "serviceaccounts", Subresource: "token", Name: role.ServiceAccountName, Namespace: ns}},
-		{attrs: authorizationv1.ResourceAttributes{Verb: "create", Resource: "secrets", Namespace: ns}},
-		{attrs: authorizationv1.ResourceAttributes{Verb: "delete", Resource: "secrets", Namespace: ns}},
+	perm := func(verb, resource, subresource, name, ns string) requiredPermission {
+		return requiredPermission{attrs: authorizationv1.ResourceAttributes{
+			Verb: verb, Group: groupOf(resource), Resource: resource, Subresource: subresource, Name: name, Namespace: ns,
+		}}
 	}
+	if !role.ephemeral() {
+		ns := role.ServiceAccountNamespace
+		return []requiredPermission{
+			perm("create", "serviceaccounts", "token", role.ServiceAccountName, ns),
+			perm("create", "secrets", "", "", ns),
+			perm("delete", "secrets", "", "", ns),
+		}
+	}
+	// Namespaces named by the role; "" (all namespaces) for "*" or a selector.
+	var namespaces []string
+	for _, ns := range role.AllowedNamespaces {
+		if ns == anyNamespace {
+			namespaces = nil
+			break
+		}
+		namespaces = append(namespaces, ns)
+	}
+	if namespaces == nil || role.AllowedNamespaceSelector != "" {
+		namespaces = []string{""}
+	}
+	var perms []requiredPermission
+	for _, ns := range namespaces {
+		perms = append(perms,
+			perm("create", "serviceaccounts", "", "", ns),
+			perm("delete", "serviceaccounts", "", "", ns),
+			perm("create", "serviceaccounts", "token", "", ns),
+			perm("create", "rolebindings", "", "", ns),
+			perm("delete", "rolebindings", "", "", ns),
+		)
+		if role.mode() == modeGeneratedRole && role.KubernetesRoleType == kindRole {
+			perms = append(perms, perm("create", "roles", "", "", ns), perm("delete", "roles", "", "", ns), perm("escalate", "roles", "", "", ns))
+		}
+		if role.mode() == modeExistingRole {
+			// Binding a role needs bind on it, unless the plugin holds every
+			// permission the role grants.
+			perms = append(perms, perm("bind", strings.ToLower(role.KubernetesRoleType)+"s", "", role.KubernetesRoleName, ns))
+		}
+	}
+	if role.mode() == modeGeneratedRole && role.KubernetesRoleType == kindClusterRole {
+		perms = append(perms, perm("create", "clusterroles", "", "", ""), perm("delete", "clusterroles", "", "", ""), perm("escalate", "clusterroles", "", "", ""))
+	}
+	if role.AllowClusterRoleBinding {
+		perms = append(perms, perm("create", "clusterrolebindings", "", "", ""), perm("delete", "clusterrolebindings", "", "", ""))
+	}
+	if role.AllowedNamespaceSelector != "" {
+		perms = append(perms, perm("get", "namespaces", "", "", ""))
+	}
+	return perms
+}
+
+func groupOf(resource string) string {
+	switch resource {
+	case "roles", "clusterroles", "rolebindings", "clusterrolebindings":
+		return rbacv1.GroupName
+	}
+	return ""
 }
 
 func (b *backend) clusterCheck(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {

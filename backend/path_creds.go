@@ -49,6 +49,14 @@ func pathCreds(b *backend) []*framework.Path {
 				Type:        framework.TypeCommaStringSlice,
 				Description: "Token audiences; a subset of the role's when the role sets them. Default: the role's.",
 			},
+			"kubernetes_namespace": {
+				Type:        framework.TypeString,
+				Description: "Ephemeral roles: the namespace for the per-lease service account; must be allowed by the role. Default: the role's only allowed namespace.",
+			},
+			"cluster_role_binding": {
+				Type:        framework.TypeBool,
+				Description: "Ephemeral ClusterRole roles with allow_cluster_role_binding: bind cluster-wide instead of in kubernetes_namespace.",
+			},
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
 			// GET works because Vault Agent, vault-action, GitLab and Jenkins only read.
@@ -67,6 +75,10 @@ type issueRequest struct {
 	ttl       time.Duration
 	audiences []string
 	warnings  []string
+	// namespace holds the service account: the role's, or for ephemeral
+	// roles the requested one once checked.
+	namespace          string
+	clusterRoleBinding bool
 }
 
 func (b *backend) credsIssue(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
@@ -96,9 +108,15 @@ func (b *backend) credsIssue(ctx context.Context, req *logical.Request, d *frame
 	if err != nil {
 		return nil, err
 	}
+	if ir.role.ephemeral() {
+		ir.namespace, err = resolveNamespace(ctx, client.api, name, ir.role, d.Get("kubernetes_namespace").(string))
+		if err != nil {
+			return userErrorResponse(err)
+		}
+	}
 	cred, err := b.issue(ctx, req, client, ir)
 	if err != nil {
-		return nil, err
+		return userErrorResponse(err)
 	}
 	return b.credentialResponse(req, ir, client, cred)
 }
@@ -106,7 +124,17 @@ func (b *backend) credsIssue(ctx context.Context, req *logical.Request, d *frame
 // parseIssueRequest validates the request against the role; its errors are
 // the caller's to fix.
 func parseIssueRequest(name string, role *roleEntry, d *framework.FieldData, mountMax time.Duration) (*issueRequest, error) {
-	ir := &issueRequest{roleName: name, role: role, ttl: role.TTL, audiences: role.Audiences}
+	ir := &issueRequest{roleName: name, role: role, ttl: role.TTL, audiences: role.Audiences, namespace: role.ServiceAccountNamespace}
+	_, nsAsked := d.GetOk("kubernetes_namespace")
+	crb, crbAsked := d.GetOk("cluster_role_binding")
+	if !role.ephemeral() && (nsAsked || crbAsked) {
+		return nil, fmt.Errorf("role %q uses the existing service account %s/%s: kubernetes_namespace and cluster_role_binding do not apply", name, role.ServiceAccountNamespace, role.ServiceAccountName)
+	}
+	if crbAsked {
+		if err := parseClusterRoleBinding(ir, crb.(bool)); err != nil {
+			return nil, err
+		}
+	}
 
 	if v, ok := d.GetOk("ttl"); ok {
 		// The framework already refuses negative durations with a 400.
@@ -144,6 +172,15 @@ func parseIssueRequest(name string, role *roleEntry, d *framework.FieldData, mou
 		}
 	}
 	return ir, nil
+}
+
+// userErrorResponse turns a userError into a 400 and passes other errors on.
+func userErrorResponse(err error) (*logical.Response, error) {
+	var ue userError
+	if errors.As(err, &ue) {
+		return logical.ErrorResponse(ue.Error()), nil
+	}
+	return nil, err
 }
 
 // tokenExpirationSeconds is what the plugin asks TokenRequest for: the lease

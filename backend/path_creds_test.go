@@ -84,8 +84,13 @@ func TestCredsIssue(t *testing.T) {
 			}
 
 			internal := resp.Secret.InternalData
-			if internal["secret_name"] != secret.Name || internal["secret_uid"] != string(secret.UID) || internal["cluster"] != testCluster {
-				t.Errorf("internal data %v does not name the bound Secret", internal)
+			lease, err := leaseInternalFrom(internal)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := objectRef{Kind: kindSecret, Namespace: testNamespace, Name: secret.Name, UID: secret.UID}
+			if len(lease.Objects) != 1 || lease.Objects[0] != want || lease.Cluster != testCluster {
+				t.Errorf("internal data %v does not name the bound Secret %v", internal, want)
 			}
 			if strings.Contains(mustJSON(t, internal), token) {
 				t.Error("internal data holds the token")

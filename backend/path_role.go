@@ -40,21 +40,60 @@ type roleEntry struct {
 	KubeconfigNamespace     string            `json:"kubeconfig_namespace,omitempty"`
 	ExtraLabels             map[string]string `json:"extra_labels,omitempty"`
 	ExtraAnnotations        map[string]string `json:"extra_annotations,omitempty"`
+
+	// Ephemeral modes: a ServiceAccount (and binding) per lease.
+	KubernetesRoleName       string   `json:"kubernetes_role_name,omitempty"`
+	KubernetesRoleType       string   `json:"kubernetes_role_type,omitempty"`
+	GeneratedRoleRules       string   `json:"generated_role_rules,omitempty"`
+	AllowedNamespaces        []string `json:"allowed_kubernetes_namespaces,omitempty"`
+	AllowedNamespaceSelector string   `json:"allowed_kubernetes_namespace_selector,omitempty"`
+	AllowClusterRoleBinding  bool     `json:"allow_cluster_role_binding,omitempty"`
+	NameTemplate             string   `json:"name_template,omitempty"`
 }
 
-func (r *roleEntry) kubeconfigNamespace() string {
+// kubeconfigNamespace is the kubeconfig context's namespace for a lease in
+// namespace ns.
+func (r *roleEntry) kubeconfigNamespace(ns string) string {
 	if r.KubeconfigNamespace != "" {
 		return r.KubeconfigNamespace
 	}
-	return r.ServiceAccountNamespace
+	return ns
 }
 
 func roleFields() map[string]*framework.FieldSchema {
 	return map[string]*framework.FieldSchema{
 		"name":                      {Type: framework.TypeString, Description: "Name of the role.", Required: true},
 		"cluster":                   {Type: framework.TypeString, Description: "Required. Name of a clusters/ entry."},
-		"service_account_name":      {Type: framework.TypeString, Description: "Required. An existing service account whose RBAC defines what issued tokens may do."},
-		"service_account_namespace": {Type: framework.TypeString, Description: "Required. Namespace of the service account; the per-lease Secret is created there."},
+		"service_account_name":      {Type: framework.TypeString, Description: "Mode 1: an existing service account whose RBAC defines what issued tokens may do. Set exactly one of service_account_name, kubernetes_role_name, generated_role_rules."},
+		"service_account_namespace": {Type: framework.TypeString, Description: "With service_account_name (required): its namespace; the per-lease Secret is created there."},
+		"kubernetes_role_name": {
+			Type:        framework.TypeString,
+			Description: "Mode 2: an existing Role or ClusterRole (kubernetes_role_type). Per lease the plugin creates a ServiceAccount and a RoleBinding (or ClusterRoleBinding) to it.",
+		},
+		"kubernetes_role_type": {
+			Type:        framework.TypeString,
+			Description: "Role (default) or ClusterRole: the kind of kubernetes_role_name, or of the role generated from generated_role_rules.",
+		},
+		"generated_role_rules": {
+			Type:        framework.TypeString,
+			Description: "Mode 3: RBAC rules as YAML or JSON (a list, or {rules: [...]}). Per lease the plugin creates a Role (or ClusterRole) with them, a ServiceAccount and a binding.",
+		},
+		"allowed_kubernetes_namespaces": {
+			Type:        framework.TypeCommaStringSlice,
+			Description: "Ephemeral modes: namespaces a request may ask for (kubernetes_namespace); \"*\" allows any. With exactly one, it is the default.",
+		},
+		"allowed_kubernetes_namespace_selector": {
+			Type:        framework.TypeString,
+			Description: "Ephemeral modes: label selector (YAML/JSON LabelSelector or \"k=v,...\") a requested namespace's labels must match. Needs get on namespaces.",
+		},
+		"allow_cluster_role_binding": {
+			Type:        framework.TypeBool,
+			Description: "With kubernetes_role_type=ClusterRole: requests may ask (cluster_role_binding=true) for a ClusterRoleBinding instead of a RoleBinding.",
+		},
+		"name_template": {
+			Type:        framework.TypeString,
+			Description: "Ephemeral modes: Go template for the names of created objects; must render a unique DNS-1123 label of at most 63 characters. Fields .RoleName .DisplayName .Namespace; functions random N, dns N s, lowercase, truncate N s, unix_time. Default: " + defaultNameTemplate,
+		},
 		"ttl": {
 			Type:        framework.TypeDurationSecond,
 			Description: "Default lease TTL; may be below Kubernetes' 10-minute token minimum. Default 15m.",
@@ -231,6 +270,28 @@ func applyRoleFields(role *roleEntry, d *framework.FieldData) error {
 	str("service_account_name", &role.ServiceAccountName)
 	str("service_account_namespace", &role.ServiceAccountNamespace)
 	str("kubeconfig_namespace", &role.KubeconfigNamespace)
+	str("kubernetes_role_name", &role.KubernetesRoleName)
+	str("kubernetes_role_type", &role.KubernetesRoleType)
+	str("allowed_kubernetes_namespace_selector", &role.AllowedNamespaceSelector)
+	str("name_template", &role.NameTemplate)
+	if v, ok := d.GetOk("generated_role_rules"); ok {
+		role.GeneratedRoleRules = v.(string)
+	}
+	if v, ok := d.GetOk("allowed_kubernetes_namespaces"); ok {
+		role.AllowedNamespaces = v.([]string)
+	}
+	if v, ok := d.GetOk("allow_cluster_role_binding"); ok {
+		role.AllowClusterRoleBinding = v.(bool)
+	}
+	if role.ephemeral() && role.KubernetesRoleType == "" {
+		role.KubernetesRoleType = kindRole
+	}
+	// Accept any case for the kind, store it as Kubernetes spells it.
+	for _, kind := range []string{kindRole, kindClusterRole} {
+		if strings.EqualFold(role.KubernetesRoleType, kind) {
+			role.KubernetesRoleType = kind
+		}
+	}
 	if v, ok := d.GetOk("ttl"); ok {
 		role.TTL = time.Duration(v.(int)) * time.Second
 	}
@@ -247,22 +308,22 @@ func applyRoleFields(role *roleEntry, d *framework.FieldData) error {
 		role.ExtraAnnotations = v.(map[string]string)
 	}
 
-	switch {
-	case role.Cluster == "":
+	if role.Cluster == "" {
 		return errors.New("cluster is required")
-	case role.ServiceAccountName == "":
-		return errors.New("service_account_name is required")
-	case role.ServiceAccountNamespace == "":
-		return errors.New("service_account_namespace is required")
 	}
 	if err := validateVaultName("cluster", role.Cluster); err != nil {
 		return err
 	}
-	if err := validateServiceAccountName("service_account_name", role.ServiceAccountName); err != nil {
+	if err := validateRoleMode(role); err != nil {
 		return err
 	}
-	if err := validateNamespaceName("service_account_namespace", role.ServiceAccountNamespace); err != nil {
-		return err
+	if role.ServiceAccountName != "" {
+		if err := validateServiceAccountName("service_account_name", role.ServiceAccountName); err != nil {
+			return err
+		}
+		if err := validateNamespaceName("service_account_namespace", role.ServiceAccountNamespace); err != nil {
+			return err
+		}
 	}
 	if role.KubeconfigNamespace != "" {
 		if err := validateNamespaceName("kubeconfig_namespace", role.KubeconfigNamespace); err != nil {
@@ -325,9 +386,17 @@ func (b *backend) roleRead(ctx context.Context, req *logical.Request, d *framewo
 		"ttl":                       int64(role.TTL.Seconds()),
 		"max_ttl":                   int64(role.MaxTTL.Seconds()),
 		"audiences":                 nonNil(role.Audiences),
-		"kubeconfig_namespace":      role.kubeconfigNamespace(),
+		"kubeconfig_namespace":      role.kubeconfigNamespace(role.ServiceAccountNamespace),
 		"extra_labels":              nonNilMap(role.ExtraLabels),
 		"extra_annotations":         nonNilMap(role.ExtraAnnotations),
+
+		"kubernetes_role_name":                  role.KubernetesRoleName,
+		"kubernetes_role_type":                  role.KubernetesRoleType,
+		"generated_role_rules":                  role.GeneratedRoleRules,
+		"allowed_kubernetes_namespaces":         nonNil(role.AllowedNamespaces),
+		"allowed_kubernetes_namespace_selector": role.AllowedNamespaceSelector,
+		"allow_cluster_role_binding":            role.AllowClusterRoleBinding,
+		"name_template":                         role.NameTemplate,
 	}}, nil
 }
 

@@ -29,8 +29,8 @@ func TestRoleWriteBadInput(t *testing.T) {
 		{name: "invalid cluster name", fields: map[string]interface{}{"cluster": "a..b"}, want: "cluster name"},
 		{name: "missing cluster", fields: map[string]interface{}{"cluster": nil}, want: "cluster is required", createOnly: true},
 		{name: "empty cluster", fields: map[string]interface{}{"cluster": ""}, want: "cluster is required"},
-		{name: "missing service account", fields: map[string]interface{}{"service_account_name": nil}, want: "service_account_name is required", createOnly: true},
-		{name: "empty service account", fields: map[string]interface{}{"service_account_name": "  "}, want: "service_account_name is required"},
+		{name: "missing service account", fields: map[string]interface{}{"service_account_name": nil}, want: "set exactly one of service_account_name, kubernetes_role_name and generated_role_rules", createOnly: true},
+		{name: "empty service account", fields: map[string]interface{}{"service_account_name": "  "}, want: "set exactly one of service_account_name"},
 		{name: "missing namespace", fields: map[string]interface{}{"service_account_namespace": nil}, want: "service_account_namespace is required", createOnly: true},
 		{name: "empty namespace", fields: map[string]interface{}{"service_account_namespace": ""}, want: "service_account_namespace is required"},
 		{name: "upper-case service account", fields: map[string]interface{}{"service_account_name": "Scanner"}, want: `service_account_name "Scanner" is not a valid Kubernetes service account name`},
@@ -122,6 +122,14 @@ func TestRoleDefaults(t *testing.T) {
 		"kubeconfig_namespace":      testNamespace,
 		"extra_labels":              map[string]string{},
 		"extra_annotations":         map[string]string{},
+
+		"kubernetes_role_name":                  "",
+		"kubernetes_role_type":                  "",
+		"generated_role_rules":                  "",
+		"allowed_kubernetes_namespaces":         []string{},
+		"allowed_kubernetes_namespace_selector": "",
+		"allow_cluster_role_binding":            false,
+		"name_template":                         "",
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("read role:\n got %#v\nwant %#v", got, want)

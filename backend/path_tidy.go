@@ -68,8 +68,8 @@ func (b *backend) tidy(ctx context.Context, req *logical.Request, d *framework.F
 		if err != nil {
 			return nil, err
 		}
-		if role == nil {
-			continue
+		if role == nil || role.ephemeral() {
+			continue // ephemeral leases own ServiceAccounts, not bound Secrets
 		}
 		if targets[role.Cluster] == nil {
 			targets[role.Cluster] = map[string]bool{}
@@ -97,7 +97,7 @@ func (b *backend) tidy(ctx context.Context, req *logical.Request, d *framework.F
 				if err != nil || expiresAt.After(cutoff) {
 					continue
 				}
-				if err := client.api.DeleteSecret(ctx, ns, s.Name, s.UID); err != nil {
+				if err := client.api.DeleteObject(ctx, refOf(kindSecret, &s)); err != nil {
 					return nil, fmt.Errorf("deleting expired bound Secret %s/%s: %w", ns, s.Name, err)
 				}
 				deleted++

@@ -2,12 +2,16 @@ package backend
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
-	"k8s.io/apimachinery/pkg/types"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 const secretTokenType = "service_account_token"
@@ -27,47 +31,52 @@ func secretToken(b *backend) *framework.Secret {
 	}
 }
 
-// leaseInternal is what Revoke needs; it reads only InternalData, because
-// Vault may revoke a lease it failed to register from the response alone.
+// leaseInternal is what Revoke needs. Revoke reads only InternalData,
+// because Vault may revoke a lease it failed to register from it alone.
 type leaseInternal struct {
-	Cluster      string
-	Namespace    string
-	SecretName   string
-	SecretUID    types.UID
-	Role         string
-	CredentialID string
+	Cluster        string
+	Role           string
+	Namespace      string
+	ServiceAccount string
+	CredentialID   string
+	// Objects the lease created, in creation order; revoke deletes them in
+	// reverse. The first is the bound Secret or the per-lease ServiceAccount.
+	Objects []objectRef
 }
 
-func (l leaseInternal) toMap() map[string]interface{} {
-	return map[string]interface{}{
-		"cluster":       l.Cluster,
-		"namespace":     l.Namespace,
-		"secret_name":   l.SecretName,
-		"secret_uid":    string(l.SecretUID),
-		"role":          l.Role,
-		"credential_id": l.CredentialID,
+func (l leaseInternal) toMap() (map[string]interface{}, error) {
+	objects, err := json.Marshal(l.Objects)
+	if err != nil {
+		return nil, fmt.Errorf("encoding lease objects: %w", err)
 	}
+	return map[string]interface{}{
+		"cluster":         l.Cluster,
+		"role":            l.Role,
+		"namespace":       l.Namespace,
+		"service_account": l.ServiceAccount,
+		"credential_id":   l.CredentialID,
+		"objects":         string(objects),
+	}, nil
 }
 
 func leaseInternalFrom(m map[string]interface{}) (leaseInternal, error) {
 	str := func(k string) string { s, _ := m[k].(string); return s }
 	l := leaseInternal{
-		Cluster:      str("cluster"),
-		Namespace:    str("namespace"),
-		SecretName:   str("secret_name"),
-		SecretUID:    types.UID(str("secret_uid")),
-		Role:         str("role"),
-		CredentialID: str("credential_id"),
+		Cluster:        str("cluster"),
+		Role:           str("role"),
+		Namespace:      str("namespace"),
+		ServiceAccount: str("service_account"),
+		CredentialID:   str("credential_id"),
 	}
-	if l.Cluster == "" || l.Namespace == "" || l.SecretName == "" {
-		return l, errors.New("lease is missing its cluster, namespace or bound Secret name")
+	if err := json.Unmarshal([]byte(str("objects")), &l.Objects); err != nil || l.Cluster == "" || len(l.Objects) == 0 {
+		return l, errors.New("lease does not name its cluster and the objects it created")
 	}
 	return l, nil
 }
 
-// revokeToken deletes the bound Secret; Kubernetes then rejects the token.
-// It is idempotent and safe to run concurrently: a Secret already gone
-// counts as revoked.
+// revokeToken deletes the lease's objects; Kubernetes then rejects the
+// token. It is idempotent and safe to run concurrently: objects already gone
+// count as deleted.
 func (b *backend) revokeToken(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
 	lease, err := leaseInternalFrom(req.Secret.InternalData)
 	if err != nil {
@@ -77,10 +86,47 @@ func (b *backend) revokeToken(ctx context.Context, req *logical.Request, _ *fram
 	if err != nil {
 		return nil, fmt.Errorf("revoking %s: %w", lease.CredentialID, err)
 	}
-	if err := client.api.DeleteSecret(ctx, lease.Namespace, lease.SecretName, lease.SecretUID); err != nil {
-		return nil, fmt.Errorf("deleting bound Secret %s/%s of %s: %w", lease.Namespace, lease.SecretName, lease.CredentialID, err)
+	if err := deleteObjects(ctx, client.api, lease.Objects); err != nil {
+		return nil, fmt.Errorf("revoking %s: %w", lease.CredentialID, err)
 	}
 	b.Logger().Info("revoked credential", "role", lease.Role, "cluster", lease.Cluster,
-		"namespace", lease.Namespace, "secret", lease.SecretName, "credential_id", lease.CredentialID, "request_id", req.ID)
+		"objects", describeRefs(lease.Objects), "credential_id", lease.CredentialID, "request_id", req.ID)
 	return nil, nil
+}
+
+// deleteObjects deletes refs in reverse creation order, so a binding never
+// outlives its ServiceAccount's deletion by more than a moment.
+func deleteObjects(ctx context.Context, api kubeAPI, refs []objectRef) error {
+	for i := len(refs) - 1; i >= 0; i-- {
+		if err := api.DeleteObject(ctx, refs[i]); err != nil {
+			return fmt.Errorf("deleting %s: %w", refs[i], err)
+		}
+	}
+	return nil
+}
+
+func describeRefs(refs []objectRef) string {
+	parts := make([]string, len(refs))
+	for i, r := range refs {
+		parts[i] = r.String()
+	}
+	return strings.Join(parts, ", ")
+}
+
+func kindOf(obj metav1.Object) string {
+	switch obj.(type) {
+	case *corev1.Secret:
+		return kindSecret
+	case *corev1.ServiceAccount:
+		return kindServiceAccount
+	case *rbacv1.Role:
+		return kindRole
+	case *rbacv1.ClusterRole:
+		return kindClusterRole
+	case *rbacv1.RoleBinding:
+		return kindRoleBinding
+	case *rbacv1.ClusterRoleBinding:
+		return kindClusterRoleBinding
+	}
+	return fmt.Sprintf("%T", obj)
 }

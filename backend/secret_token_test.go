@@ -34,7 +34,7 @@ func TestRevokeDeletesBoundSecret(t *testing.T) {
 		t.Fatalf("revoke: %v", err)
 	}
 	left := fk.managedSecrets(t)
-	if len(left) != 1 || left[0].Name != keep.Secret.InternalData["secret_name"] {
+	if len(left) != 1 || left[0].Name != leaseObjects(t, keep)[0].Name {
 		t.Fatalf("after one revoke the Secrets left are %v, want only the other lease's", names(left))
 	}
 	// Twice is fine: a missing Secret counts as revoked.
@@ -70,7 +70,7 @@ func TestRevokeIsConcurrencySafe(t *testing.T) {
 func TestRevokeSparesAReplacedSecret(t *testing.T) {
 	b, s, fk := newConfiguredBackend(t)
 	resp := mustOK(t, b, s, logical.ReadOperation, "creds/"+testRole, nil)
-	name := resp.Secret.InternalData["secret_name"].(string)
+	name := leaseObjects(t, resp)[0].Name
 	secrets := fk.clientset.CoreV1().Secrets(testNamespace)
 	// Someone deleted the bound Secret and made another one with its name.
 	if err := secrets.Delete(context.Background(), name, metav1.DeleteOptions{}); err != nil {
@@ -133,4 +133,13 @@ func TestIssueFailureAfterSecretLeavesNothing(t *testing.T) {
 	if wals, _ := framework.ListWAL(context.Background(), s); len(wals) != 0 {
 		t.Errorf("WAL entries left after a cleaned-up failure: %d", len(wals))
 	}
+}
+
+func leaseObjects(t *testing.T, resp *logical.Response) []objectRef {
+	t.Helper()
+	lease, err := leaseInternalFrom(resp.Secret.InternalData)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lease.Objects
 }

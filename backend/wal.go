@@ -2,16 +2,16 @@ package backend
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
-	"github.com/mitchellh/mapstructure"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 )
 
-const walBoundSecretKind = "bound_secret"
+const walObjectsKind = "lease_objects"
 
 // walRollbackMinAgeSetting may be shortened at link time
 // (-X .../backend.walRollbackMinAgeSetting=5s) so tests need not wait ten
@@ -26,47 +26,55 @@ func walRollbackMinAge() time.Duration {
 	return d
 }
 
-// walBoundSecret names a Secret the issue flow is about to create. The entry
+// walObjects names the objects the issue flow is about to create. The entry
 // is removed once the lease exists; if it is still there after the rollback
-// age, the lease never came to be and the Secret is deleted.
-type walBoundSecret struct {
-	Cluster   string `mapstructure:"cluster"`
-	Namespace string `mapstructure:"namespace"`
-	Name      string `mapstructure:"name"`
+// age, the lease never came to be and the objects are deleted.
+type walObjects struct {
+	Cluster string      `json:"cluster"`
+	Objects []objectRef `json:"objects"`
 }
 
 func (b *backend) walRollback(ctx context.Context, req *logical.Request, kind string, data interface{}) error {
-	if kind != walBoundSecretKind {
+	if kind != walObjectsKind {
 		return fmt.Errorf("unknown WAL entry kind %q", kind)
 	}
-	var entry walBoundSecret
-	if err := mapstructure.Decode(data, &entry); err != nil {
+	// The entry comes back as generic JSON; round-trip it into the struct.
+	raw, err := json.Marshal(data)
+	if err != nil {
+		return fmt.Errorf("re-encoding WAL entry: %w", err)
+	}
+	var entry walObjects
+	if err := json.Unmarshal(raw, &entry); err != nil {
 		return fmt.Errorf("decoding WAL entry: %w", err)
 	}
 	client, err := b.client(ctx, req.Storage, entry.Cluster)
 	var notFound errClusterNotFound
 	if errors.As(err, &notFound) {
 		// Nothing can reach that cluster any more; keeping the entry would
-		// only retry forever. tidy cleans such Secrets once it is back.
-		b.Logger().Warn("dropping WAL entry for a deleted cluster", "cluster", entry.Cluster, "namespace", entry.Namespace, "secret", entry.Name)
+		// only retry forever.
+		b.Logger().Warn("dropping WAL entry for a deleted cluster", "cluster", entry.Cluster, "objects", describeRefs(entry.Objects))
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	secret, err := client.api.GetSecret(ctx, entry.Namespace, entry.Name)
-	if apierrors.IsNotFound(err) {
-		return nil
+	for i := len(entry.Objects) - 1; i >= 0; i-- {
+		ref := entry.Objects[i]
+		meta, err := client.api.GetObjectMeta(ctx, ref)
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("looking up %s for rollback: %w", ref, err)
+		}
+		if meta.GetLabels()[managedByLabel] != managedByValue {
+			continue // not ours: never delete a foreign object
+		}
+		ref.UID = meta.GetUID()
+		if err := client.api.DeleteObject(ctx, ref); err != nil {
+			return fmt.Errorf("deleting %s of an unfinished issue: %w", ref, err)
+		}
+		b.Logger().Info("rolled back an object of an unfinished issue", "cluster", entry.Cluster, "object", ref.String())
 	}
-	if err != nil {
-		return fmt.Errorf("looking up bound Secret %s/%s for rollback: %w", entry.Namespace, entry.Name, err)
-	}
-	if secret.Labels[managedByLabel] != managedByValue {
-		return nil // not ours: never delete a foreign object
-	}
-	if err := client.api.DeleteSecret(ctx, entry.Namespace, entry.Name, secret.UID); err != nil {
-		return fmt.Errorf("deleting orphaned bound Secret %s/%s: %w", entry.Namespace, entry.Name, err)
-	}
-	b.Logger().Info("rolled back bound Secret of an unfinished issue", "cluster", entry.Cluster, "namespace", entry.Namespace, "secret", entry.Name)
 	return nil
 }

@@ -59,32 +59,32 @@ func TestWALRollbackDeletesOrphanedSecret(t *testing.T) {
 func TestWALRollbackCases(t *testing.T) {
 	cases := []struct {
 		name        string
-		entry       walBoundSecret
+		entry       walObjects
 		secretLabel string // "" means no Secret exists
 		wantDeleted bool
 	}{
-		{name: "orphaned plugin Secret", entry: walBoundSecret{Cluster: testCluster, Namespace: testNamespace, Name: "vault-scanner-orphan"}, secretLabel: managedByValue, wantDeleted: true},
-		{name: "Secret never created", entry: walBoundSecret{Cluster: testCluster, Namespace: testNamespace, Name: "vault-scanner-never"}},
-		{name: "foreign Secret with the name", entry: walBoundSecret{Cluster: testCluster, Namespace: testNamespace, Name: "vault-scanner-foreign"}, secretLabel: "someone-else"},
-		{name: "cluster deleted since", entry: walBoundSecret{Cluster: "gone", Namespace: testNamespace, Name: "vault-scanner-gone"}, secretLabel: managedByValue},
+		{name: "orphaned plugin Secret", entry: secretWAL(testCluster, "vault-scanner-orphan"), secretLabel: managedByValue, wantDeleted: true},
+		{name: "Secret never created", entry: secretWAL(testCluster, "vault-scanner-never")},
+		{name: "foreign Secret with the name", entry: secretWAL(testCluster, "vault-scanner-foreign"), secretLabel: "someone-else"},
+		{name: "cluster deleted since", entry: secretWAL("gone", "vault-scanner-gone"), secretLabel: managedByValue},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			b, s, fk := newConfiguredBackend(t)
 			secrets := fk.clientset.CoreV1().Secrets(testNamespace)
 			if tc.secretLabel != "" {
-				secret := boundSecret(tc.entry.Name, testRole, &roleEntry{Cluster: testCluster, ServiceAccountNamespace: testNamespace}, timeNow())
+				secret := boundSecret(tc.entry.Objects[0].Name, testRole, &roleEntry{Cluster: testCluster, ServiceAccountNamespace: testNamespace}, timeNow())
 				secret.Labels[managedByLabel] = tc.secretLabel
 				if _, err := secrets.Create(context.Background(), secret, metav1.CreateOptions{}); err != nil {
 					t.Fatal(err)
 				}
 			}
-			if _, err := framework.PutWAL(context.Background(), s, walBoundSecretKind, &tc.entry); err != nil {
+			if _, err := framework.PutWAL(context.Background(), s, walObjectsKind, &tc.entry); err != nil {
 				t.Fatal(err)
 			}
 			rollbackNow(t, b, s)
 
-			_, err := secrets.Get(context.Background(), tc.entry.Name, metav1.GetOptions{})
+			_, err := secrets.Get(context.Background(), tc.entry.Objects[0].Name, metav1.GetOptions{})
 			exists := err == nil
 			if tc.secretLabel != "" && exists == tc.wantDeleted {
 				t.Errorf("Secret exists = %v, want deleted = %v", exists, tc.wantDeleted)
@@ -101,8 +101,8 @@ func TestWALRollbackKeepsEntryWhileAPIFails(t *testing.T) {
 	fk.clientset.PrependReactor("get", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
 		return true, nil, apierrors.NewServiceUnavailable("apiserver is down")
 	})
-	entry := walBoundSecret{Cluster: testCluster, Namespace: testNamespace, Name: "vault-scanner-later"}
-	if _, err := framework.PutWAL(context.Background(), s, walBoundSecretKind, &entry); err != nil {
+	entry := secretWAL(testCluster, "vault-scanner-later")
+	if _, err := framework.PutWAL(context.Background(), s, walObjectsKind, &entry); err != nil {
 		t.Fatal(err)
 	}
 	_, _ = b.HandleRequest(context.Background(), &logical.Request{
@@ -111,4 +111,8 @@ func TestWALRollbackKeepsEntryWhileAPIFails(t *testing.T) {
 	if wals, _ := framework.ListWAL(context.Background(), s); len(wals) != 1 {
 		t.Errorf("WAL entries = %d, want the entry kept for the next rollback", len(wals))
 	}
+}
+
+func secretWAL(cluster, name string) walObjects {
+	return walObjects{Cluster: cluster, Objects: []objectRef{{Kind: kindSecret, Namespace: testNamespace, Name: name}}}
 }

@@ -1,0 +1,130 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+)
+
+// userError is a request the caller must fix: the handler answers 400.
+type userError struct{ error }
+
+// resolveNamespace picks and checks the namespace of an ephemeral lease.
+func resolveNamespace(ctx context.Context, api kubeAPI, roleName string, role *roleEntry, requested string) (string, error) {
+	if requested == "" {
+		if len(role.AllowedNamespaces) == 1 && role.AllowedNamespaces[0] != anyNamespace && role.AllowedNamespaceSelector == "" {
+			return role.AllowedNamespaces[0], nil
+		}
+		return "", userError{fmt.Errorf("role %q needs kubernetes_namespace: it allows %s", roleName, describeAllowed(role))}
+	}
+	if err := validateNamespaceName("kubernetes_namespace", requested); err != nil {
+		return "", userError{err}
+	}
+	if slices.Contains(role.AllowedNamespaces, anyNamespace) || slices.Contains(role.AllowedNamespaces, requested) {
+		return requested, nil
+	}
+	if role.AllowedNamespaceSelector == "" {
+		return "", userError{fmt.Errorf("namespace %q is not allowed by role %q (allowed: %s)", requested, roleName, describeAllowed(role))}
+	}
+	selector, err := parseNamespaceSelector(role.AllowedNamespaceSelector)
+	if err != nil {
+		return "", err // validated at role write; a failure here is internal
+	}
+	ns, err := api.GetNamespace(ctx, requested)
+	if apierrors.IsNotFound(err) {
+		return "", userError{fmt.Errorf("namespace %q does not exist", requested)}
+	}
+	if err != nil {
+		return "", fmt.Errorf("reading namespace %q to match the role's selector: %w", requested, err)
+	}
+	if !selector.Matches(labels.Set(ns.Labels)) {
+		return "", userError{fmt.Errorf("namespace %q is not allowed by role %q: its labels do not match %s", requested, roleName, selector)}
+	}
+	return requested, nil
+}
+
+func describeAllowed(role *roleEntry) string {
+	s := fmt.Sprintf("namespaces %v", role.AllowedNamespaces)
+	if role.AllowedNamespaceSelector != "" {
+		s += " and namespaces matching " + role.AllowedNamespaceSelector
+	}
+	return s
+}
+
+// objectMeta is the metadata every object of a lease carries.
+func objectMeta(name, namespace, roleName string, role *roleEntry, expiresAt time.Time) metav1.ObjectMeta {
+	lbls := map[string]string{}
+	for k, v := range role.ExtraLabels {
+		lbls[k] = v
+	}
+	lbls[managedByLabel] = managedByValue
+	annotations := map[string]string{}
+	for k, v := range role.ExtraAnnotations {
+		annotations[k] = v
+	}
+	annotations[roleAnnotation] = roleName
+	annotations[clusterAnnotation] = role.Cluster
+	annotations[expiresAtAnnotation] = expiresAt.UTC().Format(time.RFC3339)
+	return metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: lbls, Annotations: annotations}
+}
+
+// ephemeralObjects are what one ephemeral lease creates, in creation order:
+// the ServiceAccount first (it owns the namespaced rest), then a generated
+// Role or ClusterRole, then the binding.
+func ephemeralObjects(name string, ir *issueRequest, expiresAt time.Time) ([]metav1.Object, error) {
+	role := ir.role
+	meta := func(namespace string) metav1.ObjectMeta {
+		return objectMeta(name, namespace, ir.roleName, role, expiresAt)
+	}
+	objs := []metav1.Object{&corev1.ServiceAccount{ObjectMeta: meta(ir.namespace)}}
+
+	roleRef := rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: role.KubernetesRoleType, Name: role.KubernetesRoleName}
+	if role.mode() == modeGeneratedRole {
+		rules, err := parseRules(role.GeneratedRoleRules, role.KubernetesRoleType)
+		if err != nil {
+			return nil, err
+		}
+		roleRef.Name = name
+		if role.KubernetesRoleType == kindClusterRole {
+			objs = append(objs, &rbacv1.ClusterRole{ObjectMeta: meta(""), Rules: rules})
+		} else {
+			objs = append(objs, &rbacv1.Role{ObjectMeta: meta(ir.namespace), Rules: rules})
+		}
+	}
+	subjects := []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: ir.namespace}}
+	if ir.clusterRoleBinding {
+		objs = append(objs, &rbacv1.ClusterRoleBinding{ObjectMeta: meta(""), RoleRef: roleRef, Subjects: subjects})
+	} else {
+		objs = append(objs, &rbacv1.RoleBinding{ObjectMeta: meta(ir.namespace), RoleRef: roleRef, Subjects: subjects})
+	}
+	return objs, nil
+}
+
+// ownedBy makes obj owned by the lease's first object, so Kubernetes' garbage
+// collector removes it even if a revoke never ran. Owners must be namespaced
+// alike: cluster-scoped objects get no owner and are deleted by revoke.
+func ownedBy(obj metav1.Object, owner objectRef) {
+	if obj.GetNamespace() == "" || obj.GetNamespace() != owner.Namespace {
+		return
+	}
+	obj.SetOwnerReferences([]metav1.OwnerReference{{APIVersion: "v1", Kind: owner.Kind, Name: owner.Name, UID: owner.UID}})
+}
+
+func parseClusterRoleBinding(ir *issueRequest, asked bool) error {
+	if !asked {
+		return nil
+	}
+	if !ir.role.AllowClusterRoleBinding {
+		return errors.New("cluster_role_binding is not allowed by this role (allow_cluster_role_binding)")
+	}
+	ir.clusterRoleBinding = true
+	return nil
+}

@@ -1,0 +1,258 @@
+package backend
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+	"text/template"
+	"time"
+
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"sigs.k8s.io/yaml"
+)
+
+// roleMode is how a role gets the identity its tokens carry.
+type roleMode string
+
+const (
+	// modeServiceAccount: an existing service account; the token is bound to
+	// a per-lease Secret.
+	modeServiceAccount roleMode = "service_account_name"
+	// modeExistingRole: per lease a ServiceAccount bound to an existing Role
+	// or ClusterRole.
+	modeExistingRole roleMode = "kubernetes_role_name"
+	// modeGeneratedRole: per lease a Role (or ClusterRole) from the role's
+	// rules, a ServiceAccount and a binding.
+	modeGeneratedRole roleMode = "generated_role_rules"
+
+	anyNamespace = "*"
+
+	defaultNameTemplate = `vault-{{ dns 20 .RoleName }}-{{ random 10 }}`
+)
+
+func (r *roleEntry) mode() roleMode {
+	switch {
+	case r.KubernetesRoleName != "":
+		return modeExistingRole
+	case r.GeneratedRoleRules != "":
+		return modeGeneratedRole
+	}
+	return modeServiceAccount
+}
+
+func (r *roleEntry) ephemeral() bool { return r.mode() != modeServiceAccount }
+
+// validateRoleMode checks that exactly one mode is set and that the fields
+// of the other modes are not.
+func validateRoleMode(r *roleEntry) error {
+	set := []string{}
+	if r.ServiceAccountName != "" {
+		set = append(set, string(modeServiceAccount))
+	}
+	if r.KubernetesRoleName != "" {
+		set = append(set, string(modeExistingRole))
+	}
+	if r.GeneratedRoleRules != "" {
+		set = append(set, string(modeGeneratedRole))
+	}
+	if len(set) != 1 {
+		return fmt.Errorf("set exactly one of service_account_name, kubernetes_role_name and generated_role_rules (got %d: %s)", len(set), strings.Join(set, ", "))
+	}
+	if !r.ephemeral() {
+		if r.ServiceAccountNamespace == "" {
+			return errors.New("service_account_namespace is required with service_account_name")
+		}
+		if len(r.AllowedNamespaces) > 0 || r.AllowedNamespaceSelector != "" || r.AllowClusterRoleBinding || r.NameTemplate != "" {
+			return errors.New("allowed_kubernetes_namespaces, allowed_kubernetes_namespace_selector, allow_cluster_role_binding and name_template apply only with kubernetes_role_name or generated_role_rules")
+		}
+		if r.KubernetesRoleType != "" {
+			return errors.New("kubernetes_role_type applies only with kubernetes_role_name or generated_role_rules")
+		}
+		return nil
+	}
+
+	if r.ServiceAccountNamespace != "" {
+		return errors.New("service_account_namespace applies only with service_account_name; ephemeral roles take the namespace from the request (allowed_kubernetes_namespaces)")
+	}
+	switch r.KubernetesRoleType {
+	case kindRole, kindClusterRole:
+	default:
+		return fmt.Errorf("kubernetes_role_type must be Role or ClusterRole (got %q)", r.KubernetesRoleType)
+	}
+	if r.AllowClusterRoleBinding && r.KubernetesRoleType != kindClusterRole {
+		return errors.New("allow_cluster_role_binding needs kubernetes_role_type=ClusterRole")
+	}
+	if len(r.AllowedNamespaces) == 0 && r.AllowedNamespaceSelector == "" {
+		return errors.New("set allowed_kubernetes_namespaces (a list, or \"*\" for any) or allowed_kubernetes_namespace_selector")
+	}
+	for _, ns := range r.AllowedNamespaces {
+		if ns == anyNamespace {
+			continue
+		}
+		if err := validateNamespaceName("allowed_kubernetes_namespaces", ns); err != nil {
+			return err
+		}
+	}
+	if r.AllowedNamespaceSelector != "" {
+		if _, err := parseNamespaceSelector(r.AllowedNamespaceSelector); err != nil {
+			return err
+		}
+	}
+	if r.KubernetesRoleName != "" {
+		if errs := validation.IsDNS1123Subdomain(r.KubernetesRoleName); len(errs) > 0 {
+			// RBAC names are path segments; this is stricter but clear.
+			return fmt.Errorf("kubernetes_role_name %q is not a valid name: %s", r.KubernetesRoleName, strings.Join(errs, "; "))
+		}
+	}
+	if r.GeneratedRoleRules != "" {
+		if _, err := parseRules(r.GeneratedRoleRules, r.KubernetesRoleType); err != nil {
+			return err
+		}
+	}
+	return validateNameTemplate(r.nameTemplate())
+}
+
+// parseRules reads generated_role_rules: YAML or JSON, either a list of
+// PolicyRules or an object with a "rules" list. Unknown keys are refused so
+// a typo (say "resource") does not silently grant less or more.
+func parseRules(raw, roleType string) ([]rbacv1.PolicyRule, error) {
+	var wrapped struct {
+		Rules []rbacv1.PolicyRule `json:"rules"`
+	}
+	var rules []rbacv1.PolicyRule
+	if err := yaml.UnmarshalStrict([]byte(raw), &wrapped); err == nil && wrapped.Rules != nil {
+		rules = wrapped.Rules
+	} else if err := yaml.UnmarshalStrict([]byte(raw), &rules); err != nil {
+		return nil, fmt.Errorf("generated_role_rules must be YAML or JSON: a list of rules or {rules: [...]}, each with verbs, apiGroups and resources: %v", err)
+	}
+	if len(rules) == 0 {
+		return nil, errors.New("generated_role_rules holds no rule")
+	}
+	for i, rule := range rules {
+		switch {
+		case len(rule.Verbs) == 0:
+			return nil, fmt.Errorf("generated_role_rules[%d] has no verbs", i)
+		case len(rule.Resources) == 0 && len(rule.NonResourceURLs) == 0:
+			return nil, fmt.Errorf("generated_role_rules[%d] names neither resources nor nonResourceURLs", i)
+		case len(rule.Resources) > 0 && len(rule.NonResourceURLs) > 0:
+			return nil, fmt.Errorf("generated_role_rules[%d] mixes resources and nonResourceURLs", i)
+		case len(rule.NonResourceURLs) > 0 && roleType != kindClusterRole:
+			return nil, fmt.Errorf("generated_role_rules[%d] uses nonResourceURLs, which only a ClusterRole can grant", i)
+		case len(rule.Resources) > 0 && rule.APIGroups == nil:
+			return nil, fmt.Errorf("generated_role_rules[%d] needs apiGroups ([\"\"] for the core group)", i)
+		}
+	}
+	return rules, nil
+}
+
+// parseNamespaceSelector accepts a LabelSelector as YAML/JSON
+// ({matchLabels: {...}, matchExpressions: [...]}) or the kubectl string form
+// ("team=a,env in (dev,test)").
+func parseNamespaceSelector(raw string) (labels.Selector, error) {
+	var ls metav1.LabelSelector
+	if err := yaml.UnmarshalStrict([]byte(raw), &ls); err != nil || (ls.MatchLabels == nil && ls.MatchExpressions == nil) {
+		parsed, perr := metav1.ParseToLabelSelector(raw)
+		if perr != nil {
+			return nil, fmt.Errorf("allowed_kubernetes_namespace_selector is neither a LabelSelector object nor a selector string: %v", perr)
+		}
+		ls = *parsed
+	}
+	sel, err := metav1.LabelSelectorAsSelector(&ls)
+	if err != nil {
+		return nil, fmt.Errorf("allowed_kubernetes_namespace_selector: %v", err)
+	}
+	if sel.Empty() {
+		return nil, errors.New("allowed_kubernetes_namespace_selector selects every namespace; use allowed_kubernetes_namespaces=* to mean that")
+	}
+	return sel, nil
+}
+
+func (r *roleEntry) nameTemplate() string {
+	if r.NameTemplate != "" {
+		return r.NameTemplate
+	}
+	return defaultNameTemplate
+}
+
+// nameTemplateData is what name_template can use.
+type nameTemplateData struct {
+	RoleName    string
+	DisplayName string
+	Namespace   string
+}
+
+var nameTemplateFuncs = template.FuncMap{
+	"random":    randomLowerAlnum,
+	"unix_time": func() string { return fmt.Sprint(time.Now().Unix()) },
+	"lowercase": strings.ToLower,
+	"dns":       dnsLabelPart,
+	"truncate": func(n int, s string) string {
+		if len(s) > n {
+			return s[:n]
+		}
+		return s
+	},
+}
+
+func renderName(tmpl string, data nameTemplateData) (string, error) {
+	t, err := template.New("name_template").Funcs(nameTemplateFuncs).Option("missingkey=error").Parse(tmpl)
+	if err != nil {
+		return "", fmt.Errorf("name_template does not parse: %v", err)
+	}
+	var out bytes.Buffer
+	if err := t.Execute(&out, data); err != nil {
+		return "", fmt.Errorf("name_template does not render: %v", err)
+	}
+	name := out.String()
+	if len(name) > 63 {
+		return "", fmt.Errorf("name_template renders %q, %d characters; at most 63 are allowed", name, len(name))
+	}
+	if errs := validation.IsDNS1123Label(name); len(errs) > 0 {
+		return "", fmt.Errorf("name_template renders %q, which is not a valid Kubernetes name: %s", name, strings.Join(errs, "; "))
+	}
+	return name, nil
+}
+
+// validateNameTemplate renders the template twice with awkward inputs: both
+// must be valid names, and they must differ, since every lease needs its own.
+func validateNameTemplate(tmpl string) error {
+	sample := nameTemplateData{RoleName: "Some_Role.Name-With-A-Long-Suffix", DisplayName: "oidc-Jane.Doe@example.com", Namespace: "team-a"}
+	first, err := renderName(tmpl, sample)
+	if err != nil {
+		return err
+	}
+	second, err := renderName(tmpl, sample)
+	if err != nil {
+		return err
+	}
+	if first == second {
+		return fmt.Errorf("name_template renders the same name %q twice; include {{ random 8 }} so each lease gets its own objects", first)
+	}
+	return nil
+}
+
+// dnsLabelPart lowercases s, turns anything a DNS label cannot hold into
+// '-', cuts it to n characters and trims '-' at both ends.
+func dnsLabelPart(n int, s string) string {
+	b := []byte(strings.ToLower(s))
+	for i, c := range b {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') {
+			b[i] = '-'
+		}
+	}
+	if len(b) > n {
+		b = b[:n]
+	}
+	return strings.Trim(string(b), "-")
+}
+
+func randomLowerAlnum(n int) (string, error) {
+	if n < 1 || n > 63 {
+		return "", fmt.Errorf("random takes a length from 1 to 63, got %d", n)
+	}
+	return randomString(n), nil
+}
