@@ -1,0 +1,366 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+const podReaderRules = `rules:
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list"]
+`
+
+// ephemeralBackend has cluster-a, namespaces team-a (team=a) and team-b, and
+// role "eph" written with fields.
+func ephemeralBackend(t *testing.T, fields map[string]interface{}) (*backend, logical.Storage, *fakeKube) {
+	t.Helper()
+	b, s, fk := newTestBackend(t)
+	for name, lbls := range map[string]map[string]string{"team-a": {"team": "a"}, "team-b": {"team": "b"}} {
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: lbls}}
+		if _, err := fk.clientset.CoreV1().Namespaces().Create(context.Background(), ns, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	configureCluster(t, b, s)
+	data := map[string]interface{}{"cluster": testCluster}
+	for k, v := range fields {
+		data[k] = v
+	}
+	mustOK(t, b, s, logical.CreateOperation, "roles/eph", data)
+	return b, s, fk
+}
+
+// leaseKubeObjects counts the plugin's objects of every kind it creates.
+func leaseKubeObjects(t *testing.T, fk *fakeKube) map[string]int {
+	t.Helper()
+	ctx, opts := context.Background(), metav1.ListOptions{LabelSelector: managedBySelector}
+	counts := map[string]int{}
+	sas, err := fk.clientset.CoreV1().ServiceAccounts("").List(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts[kindServiceAccount] = len(sas.Items)
+	roles, _ := fk.clientset.RbacV1().Roles("").List(ctx, opts)
+	counts[kindRole] = len(roles.Items)
+	croles, _ := fk.clientset.RbacV1().ClusterRoles().List(ctx, opts)
+	counts[kindClusterRole] = len(croles.Items)
+	rbs, _ := fk.clientset.RbacV1().RoleBindings("").List(ctx, opts)
+	counts[kindRoleBinding] = len(rbs.Items)
+	crbs, _ := fk.clientset.RbacV1().ClusterRoleBindings().List(ctx, opts)
+	counts[kindClusterRoleBinding] = len(crbs.Items)
+	counts[kindSecret] = len(fk.managedSecrets(t))
+	for k, v := range counts {
+		if v == 0 {
+			delete(counts, k)
+		}
+	}
+	return counts
+}
+
+func TestEphemeralModes(t *testing.T) {
+	cases := []struct {
+		name     string
+		role     map[string]interface{}
+		request  map[string]interface{}
+		want     map[string]int
+		roleRef  rbacv1.RoleRef // Name "" means the generated name
+		wantNS   string
+		clusterB bool
+	}{
+		{
+			name:    "existing Role",
+			role:    map[string]interface{}{"kubernetes_role_name": "pod-reader", "allowed_kubernetes_namespaces": "team-a"},
+			want:    map[string]int{kindServiceAccount: 1, kindRoleBinding: 1},
+			roleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: kindRole, Name: "pod-reader"},
+			wantNS:  "team-a",
+		},
+		{
+			name:    "existing ClusterRole in a requested namespace",
+			role:    map[string]interface{}{"kubernetes_role_name": "view", "kubernetes_role_type": "clusterrole", "allowed_kubernetes_namespaces": "team-a,team-b"},
+			request: map[string]interface{}{"kubernetes_namespace": "team-b"},
+			want:    map[string]int{kindServiceAccount: 1, kindRoleBinding: 1},
+			roleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: kindClusterRole, Name: "view"},
+			wantNS:  "team-b",
+		},
+		{
+			name:     "existing ClusterRole bound cluster-wide",
+			role:     map[string]interface{}{"kubernetes_role_name": "view", "kubernetes_role_type": "ClusterRole", "allowed_kubernetes_namespaces": "*", "allow_cluster_role_binding": true},
+			request:  map[string]interface{}{"kubernetes_namespace": "team-a", "cluster_role_binding": true},
+			want:     map[string]int{kindServiceAccount: 1, kindClusterRoleBinding: 1},
+			roleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: kindClusterRole, Name: "view"},
+			wantNS:   "team-a",
+			clusterB: true,
+		},
+		{
+			name:    "generated Role",
+			role:    map[string]interface{}{"generated_role_rules": podReaderRules, "allowed_kubernetes_namespace_selector": "team=a"},
+			request: map[string]interface{}{"kubernetes_namespace": "team-a"},
+			want:    map[string]int{kindServiceAccount: 1, kindRole: 1, kindRoleBinding: 1},
+			roleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: kindRole},
+			wantNS:  "team-a",
+		},
+		{
+			name:    "generated ClusterRole from JSON",
+			role:    map[string]interface{}{"generated_role_rules": `[{"apiGroups":[""],"resources":["pods"],"verbs":["list"]},{"nonResourceURLs":["/healthz"],"verbs":["get"]}]`, "kubernetes_role_type": "ClusterRole", "allowed_kubernetes_namespaces": "team-a"},
+			want:    map[string]int{kindServiceAccount: 1, kindClusterRole: 1, kindRoleBinding: 1},
+			roleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: kindClusterRole},
+			wantNS:  "team-a",
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b, s, fk := ephemeralBackend(t, tc.role)
+			resp := mustOK(t, b, s, logical.ReadOperation, "creds/eph", tc.request)
+			if got := leaseKubeObjects(t, fk); !equalCounts(got, tc.want) {
+				t.Fatalf("objects = %v, want %v", got, tc.want)
+			}
+			saName := resp.Data["service_account_name"].(string)
+			if resp.Data["service_account_namespace"] != tc.wantNS || !strings.HasPrefix(saName, "vault-eph-") {
+				t.Errorf("issued %v/%v", resp.Data["service_account_namespace"], saName)
+			}
+			sa, err := fk.clientset.CoreV1().ServiceAccounts(tc.wantNS).Get(context.Background(), saName, metav1.GetOptions{})
+			if err != nil {
+				t.Fatalf("per-lease ServiceAccount: %v", err)
+			}
+			if sa.Annotations[roleAnnotation] != "eph" || sa.Labels[managedByLabel] != managedByValue {
+				t.Errorf("ServiceAccount metadata = %v %v", sa.Labels, sa.Annotations)
+			}
+
+			wantRef := tc.roleRef
+			if wantRef.Name == "" {
+				wantRef.Name = saName
+			}
+			subject := rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Name: saName, Namespace: tc.wantNS}
+			if tc.clusterB {
+				crb, err := fk.clientset.RbacV1().ClusterRoleBindings().Get(context.Background(), saName, metav1.GetOptions{})
+				if err != nil || crb.RoleRef != wantRef || len(crb.Subjects) != 1 || crb.Subjects[0] != subject {
+					t.Fatalf("ClusterRoleBinding = %+v, %v", crb, err)
+				}
+			} else {
+				rb, err := fk.clientset.RbacV1().RoleBindings(tc.wantNS).Get(context.Background(), saName, metav1.GetOptions{})
+				if err != nil || rb.RoleRef != wantRef || len(rb.Subjects) != 1 || rb.Subjects[0] != subject {
+					t.Fatalf("RoleBinding = %+v, %v", rb, err)
+				}
+				if owners := rb.OwnerReferences; len(owners) != 1 || owners[0].Kind != kindServiceAccount || owners[0].UID != sa.UID {
+					t.Errorf("RoleBinding owners = %+v, want the ServiceAccount", owners)
+				}
+			}
+
+			trs := fk.tokenRequests()
+			if len(trs) != 1 || trs[0].Spec.BoundObjectRef != nil {
+				t.Errorf("TokenRequests = %+v, want one unbound (the ServiceAccount dies with the lease)", trs)
+			}
+			cfg, err := clientcmd.Load([]byte(resp.Data["kubeconfig"].(string)))
+			if err != nil || cfg.Contexts[cfg.CurrentContext].Namespace != tc.wantNS {
+				t.Errorf("kubeconfig namespace wrong: %v", err)
+			}
+
+			if _, err := b.HandleRequest(context.Background(), revokeRequest(s, resp)); err != nil {
+				t.Fatalf("revoke: %v", err)
+			}
+			if left := leaseKubeObjects(t, fk); len(left) != 0 {
+				t.Errorf("objects left after revoke: %v", left)
+			}
+		})
+	}
+}
+
+func equalCounts(a, b map[string]int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func TestEphemeralBadRequests(t *testing.T) {
+	roles := map[string]map[string]interface{}{
+		"one":      {"kubernetes_role_name": "pod-reader", "allowed_kubernetes_namespaces": "team-a"},
+		"two":      {"kubernetes_role_name": "pod-reader", "allowed_kubernetes_namespaces": "team-a,team-b"},
+		"selector": {"kubernetes_role_name": "pod-reader", "allowed_kubernetes_namespace_selector": `{"matchLabels":{"team":"a"}}`},
+		"cluster":  {"kubernetes_role_name": "view", "kubernetes_role_type": "ClusterRole", "allowed_kubernetes_namespaces": "team-a"},
+	}
+	cases := []struct {
+		name, role string
+		request    map[string]interface{}
+		want       string
+	}{
+		{"namespace outside the list", "one", map[string]interface{}{"kubernetes_namespace": "team-b"}, `namespace "team-b" is not allowed`},
+		{"no namespace with two allowed", "two", nil, "needs kubernetes_namespace"},
+		{"invalid namespace name", "two", map[string]interface{}{"kubernetes_namespace": "Team_A"}, "not a valid Kubernetes namespace name"},
+		{"selector does not match", "selector", map[string]interface{}{"kubernetes_namespace": "team-b"}, "labels do not match"},
+		{"selector, namespace missing", "selector", map[string]interface{}{"kubernetes_namespace": "team-z"}, "does not exist"},
+		{"cluster binding not allowed", "cluster", map[string]interface{}{"cluster_role_binding": true}, "not allowed by this role"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b, s, fk := ephemeralBackend(t, roles[tc.role])
+			mustBadRequest(t, b, s, logical.ReadOperation, "creds/eph", tc.request, tc.want)
+			if left := leaseKubeObjects(t, fk); len(left) != 0 || len(fk.tokenRequests()) != 0 {
+				t.Errorf("a refused request created %v", left)
+			}
+		})
+	}
+	t.Run("namespace on a service-account role", func(t *testing.T) {
+		b, s, _ := newConfiguredBackend(t)
+		mustBadRequest(t, b, s, logical.ReadOperation, "creds/"+testRole, map[string]interface{}{"kubernetes_namespace": "team-a"}, "do not apply")
+	})
+	t.Run("selector matches", func(t *testing.T) {
+		b, s, _ := ephemeralBackend(t, roles["selector"])
+		mustOK(t, b, s, logical.ReadOperation, "creds/eph", map[string]interface{}{"kubernetes_namespace": "team-a"})
+	})
+}
+
+func TestEphemeralRoleBadInput(t *testing.T) {
+	cases := []struct {
+		name   string
+		fields map[string]interface{}
+		want   string
+	}{
+		{"two modes", map[string]interface{}{"kubernetes_role_name": "r", "service_account_name": "sa", "service_account_namespace": "ns", "allowed_kubernetes_namespaces": "a"}, "set exactly one"},
+		{"three modes", map[string]interface{}{"kubernetes_role_name": "r", "generated_role_rules": podReaderRules, "service_account_name": "sa"}, "got 3"},
+		{"no namespaces allowed", map[string]interface{}{"kubernetes_role_name": "r"}, "allowed_kubernetes_namespaces"},
+		{"bad allowed namespace", map[string]interface{}{"kubernetes_role_name": "r", "allowed_kubernetes_namespaces": "team_a"}, "not a valid Kubernetes namespace name"},
+		{"service_account_namespace with an ephemeral mode", map[string]interface{}{"kubernetes_role_name": "r", "allowed_kubernetes_namespaces": "a", "service_account_namespace": "a"}, "applies only with service_account_name"},
+		{"ephemeral fields with service_account_name", map[string]interface{}{"service_account_name": "sa", "service_account_namespace": "ns", "allowed_kubernetes_namespaces": "a"}, "apply only with"},
+		{"bad role type", map[string]interface{}{"kubernetes_role_name": "r", "allowed_kubernetes_namespaces": "a", "kubernetes_role_type": "Group"}, "Role or ClusterRole"},
+		{"cluster binding with a Role", map[string]interface{}{"kubernetes_role_name": "r", "allowed_kubernetes_namespaces": "a", "allow_cluster_role_binding": true}, "needs kubernetes_role_type=ClusterRole"},
+		{"rules not YAML", map[string]interface{}{"generated_role_rules": "rules: [", "allowed_kubernetes_namespaces": "a"}, "YAML or JSON"},
+		{"rules with a typo", map[string]interface{}{"generated_role_rules": `[{"apiGroups":[""],"resource":["pods"],"verbs":["get"]}]`, "allowed_kubernetes_namespaces": "a"}, "YAML or JSON"},
+		{"rule without verbs", map[string]interface{}{"generated_role_rules": `[{"apiGroups":[""],"resources":["pods"]}]`, "allowed_kubernetes_namespaces": "a"}, "no verbs"},
+		{"rule without apiGroups", map[string]interface{}{"generated_role_rules": `[{"resources":["pods"],"verbs":["get"]}]`, "allowed_kubernetes_namespaces": "a"}, "needs apiGroups"},
+		{"nonResourceURLs in a Role", map[string]interface{}{"generated_role_rules": `[{"nonResourceURLs":["/x"],"verbs":["get"]}]`, "allowed_kubernetes_namespaces": "a"}, "only a ClusterRole"},
+		{"empty rules", map[string]interface{}{"generated_role_rules": "rules: []", "allowed_kubernetes_namespaces": "a"}, "no rule"},
+		{"malformed selector", map[string]interface{}{"kubernetes_role_name": "r", "allowed_kubernetes_namespace_selector": "team in (a"}, "selector"},
+		{"selector matching everything", map[string]interface{}{"kubernetes_role_name": "r", "allowed_kubernetes_namespace_selector": "{matchLabels: {}}"}, "selector"},
+		{"template without randomness", map[string]interface{}{"kubernetes_role_name": "r", "allowed_kubernetes_namespaces": "a", "name_template": "scanner-{{ .Namespace }}"}, "random"},
+		{"template rendering upper case", map[string]interface{}{"kubernetes_role_name": "r", "allowed_kubernetes_namespaces": "a", "name_template": "{{ .RoleName }}-{{ random 4 }}"}, "not a valid Kubernetes name"},
+		{"template too long", map[string]interface{}{"kubernetes_role_name": "r", "allowed_kubernetes_namespaces": "a", "name_template": "x{{ random 63 }}"}, "at most 63"},
+		{"template not parsing", map[string]interface{}{"kubernetes_role_name": "r", "allowed_kubernetes_namespaces": "a", "name_template": "{{ random 4 "}, "does not parse"},
+		{"template unknown field", map[string]interface{}{"kubernetes_role_name": "r", "allowed_kubernetes_namespaces": "a", "name_template": "{{ .Nope }}-{{ random 4 }}"}, "does not render"},
+		{"bad role name", map[string]interface{}{"kubernetes_role_name": "Pod Reader", "allowed_kubernetes_namespaces": "a"}, "not a valid name"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b, s, _ := newTestBackend(t)
+			configureCluster(t, b, s)
+			data := map[string]interface{}{"cluster": testCluster}
+			for k, v := range tc.fields {
+				data[k] = v
+			}
+			mustBadRequest(t, b, s, logical.CreateOperation, "roles/eph", data, tc.want)
+			if role, _ := getRole(context.Background(), s, "eph"); role != nil {
+				t.Error("a refused role was stored")
+			}
+		})
+	}
+}
+
+func TestEphemeralNameTemplate(t *testing.T) {
+	b, s, _ := ephemeralBackend(t, map[string]interface{}{
+		"kubernetes_role_name": "pod-reader", "allowed_kubernetes_namespaces": "team-a",
+		"name_template": `scan-{{ dns 10 .DisplayName }}-{{ .Namespace }}-{{ random 6 }}`,
+	})
+	req := &logical.Request{Operation: logical.ReadOperation, Path: "creds/eph", Storage: s, DisplayName: "oidc-Jane.Doe"}
+	resp, err := b.HandleRequest(context.Background(), req)
+	if err != nil || resp.IsError() {
+		t.Fatal(err, resp.Error())
+	}
+	name := resp.Data["service_account_name"].(string)
+	if !strings.HasPrefix(name, "scan-oidc-jane-team-a-") || len(name) != len("scan-oidc-jane-team-a-")+6 {
+		t.Errorf("name = %q", name)
+	}
+}
+
+// Kubernetes refuses a binding the plugin could not grant itself (RBAC
+// escalation prevention): the error says so and the ServiceAccount goes.
+func TestEphemeralEscalationRefused(t *testing.T) {
+	b, s, fk := ephemeralBackend(t, map[string]interface{}{"kubernetes_role_name": "cluster-admin", "kubernetes_role_type": "ClusterRole", "allowed_kubernetes_namespaces": "team-a"})
+	fk.clientset.PrependReactor("create", "rolebindings", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewForbidden(schema.GroupResource{Group: rbacv1.GroupName, Resource: "rolebindings"}, "x",
+			errors.New(`user "system:serviceaccount:vault-plugin-scanner:vault-plugin-scanner" is attempting to grant RBAC permissions not currently held`))
+	})
+	_, err := request(t, b, s, logical.ReadOperation, "creds/eph", nil)
+	if err == nil || !strings.Contains(err.Error(), "attempting to grant RBAC permissions not currently held") || !strings.Contains(err.Error(), "creating RoleBinding") {
+		t.Fatalf("error = %v", err)
+	}
+	if left := leaseKubeObjects(t, fk); len(left) != 0 {
+		t.Errorf("objects left: %v", left)
+	}
+	if wals, _ := framework.ListWAL(context.Background(), s); len(wals) != 0 {
+		t.Errorf("WAL entries left: %d", len(wals))
+	}
+}
+
+func TestEphemeralTokenFailureLeavesNothing(t *testing.T) {
+	b, s, fk := ephemeralBackend(t, map[string]interface{}{"generated_role_rules": podReaderRules, "allowed_kubernetes_namespaces": "team-a"})
+	fk.setTokenErr(apierrors.NewInternalError(errors.New("etcd timeout")))
+	if _, err := request(t, b, s, logical.ReadOperation, "creds/eph", nil); err == nil {
+		t.Fatal("issue succeeded despite the TokenRequest failure")
+	}
+	if left := leaseKubeObjects(t, fk); len(left) != 0 {
+		t.Errorf("objects left: %v", left)
+	}
+}
+
+func TestEphemeralWALRollback(t *testing.T) {
+	b, s, fk := ephemeralBackend(t, map[string]interface{}{"generated_role_rules": podReaderRules, "allowed_kubernetes_namespaces": "team-a"})
+	fk.setTokenErr(apierrors.NewInternalError(errors.New("etcd timeout")))
+	deletesFail := true
+	fk.clientset.PrependReactor("delete", "*", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if deletesFail {
+			return true, nil, apierrors.NewServiceUnavailable("apiserver is down")
+		}
+		return false, nil, nil
+	})
+	if _, err := request(t, b, s, logical.ReadOperation, "creds/eph", nil); err == nil {
+		t.Fatal("issue succeeded")
+	}
+	if got := leaseKubeObjects(t, fk); !equalCounts(got, map[string]int{kindServiceAccount: 1, kindRole: 1, kindRoleBinding: 1}) {
+		t.Fatalf("setup: objects = %v", got)
+	}
+	deletesFail = false
+	rollbackNow(t, b, s)
+	if left := leaseKubeObjects(t, fk); len(left) != 0 {
+		t.Errorf("objects left after rollback: %v", left)
+	}
+}
+
+func TestEphemeralCheckNamesPermissions(t *testing.T) {
+	b, s, fk := ephemeralBackend(t, map[string]interface{}{"generated_role_rules": podReaderRules, "allowed_kubernetes_namespaces": "team-a"})
+	fk.clientset.PrependReactor("create", "selfsubjectaccessreviews", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		review := action.(k8stesting.CreateAction).GetObject().(*authorizationv1.SelfSubjectAccessReview)
+		review.Status.Allowed = review.Spec.ResourceAttributes.Verb != "escalate"
+		return true, review, nil
+	})
+	resp := mustOK(t, b, s, logical.ReadOperation, "clusters/"+testCluster+"/check", nil)
+	checked := strings.Join(resp.Data["checked_permissions"].([]string), "\n")
+	for _, want := range []string{`create serviceaccounts in namespace "team-a"`, `delete serviceaccounts in namespace "team-a"`, `create rolebindings in namespace "team-a"`, `create roles in namespace "team-a"`} {
+		if !strings.Contains(checked, want) {
+			t.Errorf("check did not ask for %q:\n%s", want, checked)
+		}
+	}
+	missing := resp.Data["missing_permissions"].([]string)
+	if resp.Data["ok"] != false || len(missing) != 1 || missing[0] != `escalate roles in namespace "team-a"` {
+		t.Errorf("ok = %v, missing = %q", resp.Data["ok"], missing)
+	}
+}
