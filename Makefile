@@ -50,8 +50,11 @@ demo: build
 dev: build
 	$(WITH_TOOLS) cd tests/acceptance && go run ./cmd/demo -keep
 
+# The in-process benchmarks, then the load generator against a local stack
+# (docs/performance.md; BENCH_FLAGS=-quick for a short smoke run).
 bench: build
 	go test -run '^$$' -bench . -benchmem ./backend/
+	$(WITH_TOOLS) cd tests/acceptance && go run ./cmd/bench $(BENCH_FLAGS)
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -42,9 +42,14 @@ type recorder struct {
 	start time.Time
 }
 
+// add records one operation. A non-empty id is kept even with an error, so
+// whatever was created is still revoked.
 func (r *recorder) add(id string, lat time.Duration, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if id != "" {
+		r.ids = append(r.ids, id)
+	}
 	if err != nil {
 		r.st.errs++
 		if r.st.firstErr == "" {
@@ -54,9 +59,6 @@ func (r *recorder) add(id string, lat time.Duration, err error) {
 	}
 	r.st.ops++
 	r.st.lat = append(r.st.lat, lat)
-	if id != "" {
-		r.ids = append(r.ids, id)
-	}
 }
 
 func (r *recorder) finish() (stats, []string) {
