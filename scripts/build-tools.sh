@@ -64,6 +64,15 @@ check_pin() { # DIR MODULE WANT
 		die "$1/go.mod selects $2 $got but scripts/build-tools.sh pins $3; update both (see tools/README.md)"
 }
 
+# A build writes into a temp dir next to its output and only then mv's the
+# binary into place, so an interrupted build never leaves a half binary.
+BUILD_TMPDIR=
+cleanup() { if [[ -n "$BUILD_TMPDIR" ]]; then rm -rf "$BUILD_TMPDIR"; fi; }
+trap cleanup EXIT
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
 LOCK_HELD=
 lock_cache() {
 	[[ -n "$LOCK_HELD" ]] && return 0
@@ -90,18 +99,18 @@ build() {
 		return 0
 	fi
 	mkdir -p "$(dirname "$out")"
-	local tmpdir start
-	tmpdir="$(mktemp -d "$(dirname "$out")/.build-$name.XXXXXX")"
-	# shellcheck disable=SC2064 # expand now: tmpdir is local
-	trap "rm -rf '$tmpdir'" EXIT
+	# We hold the lock: temp dirs left by a killed earlier run are stale.
+	rm -rf "$(dirname "$out")/.build-$name".*
+	local start
+	BUILD_TMPDIR="$(mktemp -d "$(dirname "$out")/.build-$name.XXXXXX")"
 	log "building $name $version (about $estimate)..."
 	start=$SECONDS
-	(cd "$moddir" && go_env nice -n 10 go build -trimpath -ldflags "$ldflags" -o "$tmpdir/$name" "$pkg") >&2 ||
+	(cd "$moddir" && go_env nice -n 10 go build -trimpath -ldflags "$ldflags" -o "$BUILD_TMPDIR/$name" "$pkg") >&2 ||
 		die "building $name $version failed"
-	chmod 0755 "$tmpdir/$name"
-	mv -f "$tmpdir/$name" "$out" # same filesystem: atomic
-	rm -rf "$tmpdir"
-	trap - EXIT
+	chmod 0755 "$BUILD_TMPDIR/$name"
+	mv -f "$BUILD_TMPDIR/$name" "$out" # same filesystem: atomic
+	rm -rf "$BUILD_TMPDIR"
+	BUILD_TMPDIR=
 	log "built $name $version in $((SECONDS - start))s: $out"
 }
 
