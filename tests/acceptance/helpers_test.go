@@ -16,16 +16,19 @@ import (
 	"github.com/vault-plugin-scanner/vault-plugin-scanner/tests/acceptance/stack"
 )
 
+// suiteStart is when TestMain began; step logs show the offset from it.
+var suiteStart = time.Now()
+
 // step logs the start of a step and returns a function that logs its end
 // with the time it took.
 func step(t *testing.T, format string, args ...any) func() {
 	t.Helper()
 	name := fmt.Sprintf(format, args...)
-	t.Logf("▶ %s", name)
+	t.Logf("[%6.1fs] ▶ %s", time.Since(suiteStart).Seconds(), name)
 	start := time.Now()
 	return func() {
 		t.Helper()
-		t.Logf("✔ %s (%s)", name, time.Since(start).Round(time.Millisecond))
+		t.Logf("[%6.1fs] ✔ %s (%s)", time.Since(suiteStart).Seconds(), name, time.Since(start).Round(time.Millisecond))
 	}
 }
 

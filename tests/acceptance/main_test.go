@@ -20,8 +20,16 @@ func TestMain(m *testing.M) {
 	if f := flag.Lookup("test.list"); f != nil && f.Value.String() != "" {
 		os.Exit(m.Run())
 	}
+	// The parallel tests mostly wait for leases to expire: run them all at
+	// once even on 2 cores, unless -parallel was given.
+	parallelSet := false
+	flag.Visit(func(f *flag.Flag) { parallelSet = parallelSet || f.Name == "test.parallel" })
+	if !parallelSet {
+		_ = flag.Set("test.parallel", "8")
+	}
 	log := &stack.StderrLogger{Prefix: "stack: "}
 	start := time.Now()
+	suiteStart = start
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	s, err := stack.Start(ctx, stack.Options{Log: log})
 	cancel()
@@ -33,6 +41,7 @@ func TestMain(m *testing.M) {
 	log.Logf("stack ready in %s; running tests", time.Since(start).Round(time.Millisecond))
 
 	code := m.Run()
+	log.Logf("tests finished (exit %d)", code)
 
 	if code == 0 {
 		if err := finalCheck(); err != nil {
@@ -57,6 +66,7 @@ func finalCheck() error {
 	if err != nil || res.ExitCode != 0 {
 		return fmt.Errorf("vault lease revoke -prefix %s/: %v\n%s", stack.Mount, err, res)
 	}
+	st.Logf("final check: vault lease revoke -prefix %s/ took %s", stack.Mount, res.Duration.Round(time.Millisecond))
 	var left int
 	_, err = stack.Poll(ctx, 30*time.Second, time.Second, func() (bool, error) {
 		secs, err := st.ManagedSecrets(ctx, "")
