@@ -5,9 +5,11 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -134,6 +136,40 @@ func waitTokenStatus(t *testing.T, token string, want int, timeout time.Duration
 		t.Fatalf("token never got HTTP %d within %s (last status %d): %v", want, timeout, last, err)
 	}
 	return time.Since(from)
+}
+
+// waitAllRejected polls every token concurrently until each gets 401, all
+// within timeout after from; it returns, per token, the time from `from`
+// to its first 401.
+func waitAllRejected(t *testing.T, tokens []string, timeout time.Duration, from time.Time) []time.Duration {
+	t.Helper()
+	ctx := testCtx(t, timeout+30*time.Second)
+	took := make([]time.Duration, len(tokens))
+	errs := make([]error, len(tokens))
+	var wg sync.WaitGroup
+	for i, tok := range tokens {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = stack.Poll(ctx, time.Until(from.Add(timeout)), 250*time.Millisecond, func() (bool, error) {
+				code, err := st.TokenStatus(ctx, tok)
+				if code == http.StatusUnauthorized {
+					took[i] = time.Since(from)
+				}
+				return code == http.StatusUnauthorized, err
+			})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("token %d not rejected within %s: %v", i, timeout, err)
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	return took
 }
 
 func tokenStatus(t *testing.T, token string) int {

@@ -56,8 +56,11 @@ func TestRevoke(t *testing.T) {
 		start := time.Now()
 		mustVault(t, "lease", "revoke", "-prefix", prefix)
 		t.Logf("revoke -prefix returned after %s", secs(time.Since(start)))
-		for i, c := range cs {
-			took := waitTokenStatus(t, c.Token, http.StatusUnauthorized, 15*time.Second, start)
+		var tokens []string
+		for _, c := range cs {
+			tokens = append(tokens, c.Token)
+		}
+		for i, took := range waitAllRejected(t, tokens, 15*time.Second, start) {
 			t.Logf("token %d rejected %s after revoke -prefix", i, secs(took))
 		}
 		waitSecretCount(t, role, 0, 5*time.Second)
