@@ -13,9 +13,9 @@ import (
 	"github.com/vault-plugin-scanner/vault-plugin-scanner/tests/acceptance/stack"
 )
 
-// agentTemplate renders the kubeconfig of a 30 s lease (ttl passed as a
+// agentTemplate renders the kubeconfig of a 45 s lease (ttl passed as a
 // query parameter: Vault Agent sends a GET), with its expiry as a comment.
-const agentTemplate = `{{ with secret "scanner/creds/agent?ttl=30s" }}# expires_at={{ .Data.expires_at }}
+const agentTemplate = `{{ with secret "scanner/creds/agent?ttl=45s" }}# expires_at={{ .Data.expires_at }}
 {{ .Data.kubeconfig }}{{ end }}
 `
 
@@ -42,7 +42,7 @@ func parseRendered(b []byte) (rendered, bool) {
 }
 
 // Test 4: Vault Agent renders the kubeconfig with perms 0600; kubectl works
-// with it; with a 30 s lease it renders a new credential before the old one
+// with it; with a 45 s lease it renders a new credential before the old one
 // expires.
 func TestVaultAgentRendersKubeconfig(t *testing.T) {
 	t.Parallel()
@@ -110,13 +110,13 @@ template {
 	done()
 	t.Logf("first render: credential expires at %s (in %s)", first.expires.Format(time.RFC3339), secs(time.Until(first.expires)))
 
-	done = step(t, "rendered file: mode 0600, kubectl works, lease of 30 s")
+	done = step(t, "rendered file: mode 0600, kubectl works, lease of 45 s")
 	assertMode(t, out, 0o600)
 	if r := kubectl(t, out, "get", "pods"); r.ExitCode != 0 {
 		t.Fatalf("kubectl with the agent's kubeconfig: %s", r)
 	}
-	if d := time.Until(first.expires); d > 31*time.Second {
-		t.Fatalf("expires_at is %s away: ?ttl=30s did not reach the plugin", secs(d))
+	if d := time.Until(first.expires); d > 46*time.Second {
+		t.Fatalf("expires_at is %s away: ?ttl=45s did not reach the plugin", secs(d))
 	}
 	done()
 
