@@ -45,6 +45,9 @@ type backend struct {
 type clusterClient struct {
 	api      kubeAPI
 	endpoint *endpoint
+	// revocable remembers, per "kind/namespace", when the plugin was last
+	// found allowed to delete what revoke deletes.
+	revocable sync.Map
 }
 
 // Factory returns a logical.Factory reporting version as the plugin's

@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -49,6 +50,16 @@ func newAPIServer(t *testing.T) *apiServer {
 	mux.HandleFunc("POST /api/v1/namespaces/{ns}/secrets", a.createSecret)
 	mux.HandleFunc("DELETE /api/v1/namespaces/{ns}/secrets/{name}", a.deleteSecret)
 	mux.HandleFunc("POST /api/v1/namespaces/{ns}/serviceaccounts/{sa}/token", a.createToken)
+	mux.HandleFunc("POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews", func(w http.ResponseWriter, r *http.Request) {
+		var review authorizationv1.SelfSubjectAccessReview
+		if err := decodeBody(r, &review); err != nil {
+			writeStatus(w, apierrors.NewBadRequest(err.Error()))
+			return
+		}
+		review.Status.Allowed = true
+		review.Kind, review.APIVersion = "SelfSubjectAccessReview", "authorization.k8s.io/v1"
+		writeJSON(w, http.StatusCreated, review)
+	})
 	a.Server = httptest.NewTLSServer(mux)
 	t.Cleanup(a.Close)
 	return a

@@ -21,6 +21,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/hashicorp/vault/sdk/logical"
 	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -88,6 +89,12 @@ func newFakeKube(t testing.TB) *fakeKube {
 		return false, nil, nil
 	})
 	fk.clientset.PrependReactor("create", "serviceaccounts", fk.tokenRequestReactor)
+	// The plugin's credential may do everything unless a test says otherwise.
+	fk.clientset.PrependReactor("create", "selfsubjectaccessreviews", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		review := action.(k8stesting.CreateAction).GetObject().(*authorizationv1.SelfSubjectAccessReview)
+		review.Status.Allowed = true
+		return true, review, nil
+	})
 	return fk
 }
 
@@ -128,7 +135,8 @@ func (fk *fakeKube) tokenRequestReactor(action k8stesting.Action) (bool, runtime
 	if maxExpiry > 0 && lifetime > maxExpiry {
 		lifetime = maxExpiry
 	}
-	exp := time.Now().Add(lifetime)
+	// The API server's timestamps have whole seconds.
+	exp := time.Now().Add(lifetime).Truncate(time.Second)
 	claims := map[string]interface{}{
 		"aud":           tr.Spec.Audiences,
 		"exp":           exp.Unix(),

@@ -3,17 +3,23 @@ package backend
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // tokenExpirySkew keeps the lease ending before the token does, so Vault,
 // not the JWT's exp, decides when a credential stops working.
 const tokenExpirySkew = 30 * time.Second
+
+// expiryTolerance is how much shorter than asked a token may come back
+// before the lease is shortened to match.
+const expiryTolerance = 5 * time.Second
 
 // issuePlan is what one lease creates before asking for its token.
 type issuePlan struct {
@@ -62,6 +68,9 @@ func (b *backend) issue(ctx context.Context, req *logical.Request, client *clust
 	started := time.Now()
 	plan, err := planIssue(ir, req.DisplayName, started)
 	if err != nil {
+		return nil, err
+	}
+	if err := b.ensureRevocable(ctx, client, plan.objects[0]); err != nil {
 		return nil, err
 	}
 	planned := make([]objectRef, len(plan.objects))
@@ -131,8 +140,11 @@ func (b *backend) createAndRequest(ctx context.Context, client *clusterClient, i
 
 	cred := &issuedCredential{token: tr.Status.Token, lease: *lease, leaseTTL: ir.ttl}
 	// The API server may shorten the token (--service-account-max-token-expiration):
-	// the lease must never outlive it.
-	if tokenLeft := tr.Status.ExpirationTimestamp.Sub(started) - tokenExpirySkew; tokenLeft < cred.leaseTTL {
+	// the lease must never outlive it. Its timestamp has whole seconds and
+	// its clock may differ a little from ours, hence the tolerance; the skew
+	// still keeps the lease well inside the token's life.
+	tokenLeft := tr.Status.ExpirationTimestamp.Sub(started.Truncate(time.Second)) - tokenExpirySkew
+	if tokenLeft < cred.leaseTTL-expiryTolerance {
 		if tokenLeft <= 0 {
 			return nil, fmt.Errorf("the API server issued a token for %s that expires at once (%s)", sa, tr.Status.ExpirationTimestamp.UTC().Format(time.RFC3339))
 		}
@@ -192,4 +204,28 @@ func (b *backend) credentialResponse(req *logical.Request, ir *issueRequest, cli
 		"service_account", lease.Namespace+"/"+lease.ServiceAccount, "objects", describeRefs(lease.Objects),
 		"credential_id", lease.CredentialID, "expires_at", resp.Data["expires_at"], "request_id", req.ID)
 	return resp, nil
+}
+
+// revocableCheckTTL is how long a positive "may delete" answer is trusted.
+const revocableCheckTTL = time.Minute
+
+// ensureRevocable refuses to issue a lease the plugin could not revoke: it
+// asks the API server whether the plugin may delete the object whose
+// deletion kills the token, and remembers a yes for a minute.
+func (b *backend) ensureRevocable(ctx context.Context, client *clusterClient, first metav1.Object) error {
+	kind, ns := kindOf(first), first.GetNamespace()
+	key := kind + "/" + ns
+	if checked, ok := client.revocable.Load(key); ok && time.Since(checked.(time.Time)) < revocableCheckTTL {
+		return nil
+	}
+	resource := strings.ToLower(kind) + "s"
+	allowed, err := client.api.Allowed(ctx, authorizationv1.ResourceAttributes{Verb: "delete", Resource: resource, Namespace: ns})
+	if err != nil {
+		return fmt.Errorf("checking that the plugin may delete %s in namespace %q: %w", resource, ns, err)
+	}
+	if !allowed {
+		return fmt.Errorf("the plugin may not delete %s in namespace %q, so it could not revoke the lease; grant it (see deploy/) and check with clusters/<name>/check", resource, ns)
+	}
+	client.revocable.Store(key, time.Now())
+	return nil
 }

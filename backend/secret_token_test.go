@@ -3,11 +3,13 @@ package backend
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -142,4 +144,32 @@ func leaseObjects(t *testing.T, resp *logical.Response) []objectRef {
 		t.Fatal(err)
 	}
 	return lease.Objects
+}
+
+// A lease the plugin could not revoke is never issued.
+func TestIssueRefusedWhenRevokeWouldBeForbidden(t *testing.T) {
+	b, s, fk := newConfiguredBackend(t)
+	var reviews int
+	allowDelete := false
+	fk.clientset.PrependReactor("create", "selfsubjectaccessreviews", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		review := action.(k8stesting.CreateAction).GetObject().(*authorizationv1.SelfSubjectAccessReview)
+		reviews++
+		attrs := review.Spec.ResourceAttributes
+		review.Status.Allowed = attrs.Verb != "delete" || attrs.Resource != "secrets" || allowDelete
+		return true, review, nil
+	})
+	_, err := request(t, b, s, logical.ReadOperation, "creds/"+testRole, nil)
+	if err == nil || !strings.Contains(err.Error(), `may not delete secrets in namespace "scanner-namespace"`) {
+		t.Fatalf("error = %v", err)
+	}
+	if n := len(fk.managedSecrets(t)); n != 0 || len(fk.tokenRequests()) != 0 {
+		t.Fatalf("a lease that could not be revoked created %d Secrets", n)
+	}
+
+	allowDelete = true
+	mustOK(t, b, s, logical.ReadOperation, "creds/"+testRole, nil)
+	mustOK(t, b, s, logical.ReadOperation, "creds/"+testRole, nil)
+	if reviews != 2 {
+		t.Errorf("access reviews = %d, want 2 (a yes is remembered)", reviews)
+	}
 }
