@@ -42,7 +42,7 @@ tools:
 	scripts/build-tools.sh >/dev/null
 
 acceptance: build
-	$(WITH_TOOLS) cd tests/acceptance && go vet ./... && go test -count=1 -timeout 60m ./...
+	$(WITH_TOOLS) cd tests/acceptance && go vet ./... && go test -count=1 -v -timeout 60m ./...
 
 demo: build
 	$(WITH_TOOLS) cd tests/acceptance && go run ./cmd/demo
