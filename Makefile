@@ -12,14 +12,21 @@ PLATFORMS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64
 
 # Loads the pinned Vault, kube-apiserver, kubectl and etcd (built and cached
 # on first use) into the environment of the recipe line that uses it.
-WITH_TOOLS := set -a; eval "$$(scripts/build-tools.sh)"; PLUGIN_BINARY=$(BIN); PLUGIN_VERSION=$(VERSION); set +a;
+WITH_TOOLS := set -a; eval "$$(scripts/build-tools.sh)"; PLUGIN_BINARY=$(BIN); PLUGIN_VERSION=$(VERSION); PLUGIN_SHORTWAL_BINARY=$(SHORTWAL_BIN); set +a;
 
-.PHONY: all build test unit acceptance fuzz tools demo dev bench fmt vet lint release clean
+# A test-only build whose WAL rollback age is 5 s instead of 10 min, so the
+# acceptance tests can watch rollback delete what a killed plugin left.
+SHORTWAL_BIN := $(CURDIR)/bin/$(PLUGIN)-shortwal
+
+.PHONY: all build build-shortwal test unit acceptance fuzz tools demo dev bench fmt vet lint release clean
 
 all: build
 
 build:
 	$(GO_BUILD) -o $(BIN) ./cmd/$(PLUGIN)
+
+build-shortwal:
+	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS) -X github.com/vault-plugin-scanner/vault-plugin-scanner/backend.walRollbackMinAgeSetting=5s" -o $(SHORTWAL_BIN) ./cmd/$(PLUGIN)
 
 test: lint unit fuzz acceptance
 
@@ -41,7 +48,7 @@ fuzz:
 tools:
 	scripts/build-tools.sh >/dev/null
 
-acceptance: build
+acceptance: build build-shortwal
 	$(WITH_TOOLS) cd tests/acceptance && go vet ./... && go test -count=1 -v -timeout 60m ./...
 
 demo: build
