@@ -6,7 +6,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 const (
@@ -44,29 +43,12 @@ func randomSecretName() string {
 }
 
 // boundSecret is the per-lease object the token is bound to; deleting it
-// invalidates the token.
+// invalidates the token. It holds no data.
 func boundSecret(name, roleName string, role *roleEntry, expiresAt time.Time) *corev1.Secret {
-	labels := map[string]string{}
-	for k, v := range role.ExtraLabels {
-		labels[k] = v
-	}
-	labels[managedByLabel] = managedByValue
-	annotations := map[string]string{}
-	for k, v := range role.ExtraAnnotations {
-		annotations[k] = v
-	}
-	annotations[roleAnnotation] = roleName
-	annotations[clusterAnnotation] = role.Cluster
-	annotations[expiresAtAnnotation] = expiresAt.UTC().Format(time.RFC3339)
 	immutable := true
 	return &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:        name,
-			Namespace:   role.ServiceAccountNamespace,
-			Labels:      labels,
-			Annotations: annotations,
-		},
-		Type:      corev1.SecretTypeOpaque,
-		Immutable: &immutable,
+		ObjectMeta: objectMeta(name, role.ServiceAccountNamespace, roleName, role, expiresAt),
+		Type:       corev1.SecretTypeOpaque,
+		Immutable:  &immutable,
 	}
 }
