@@ -36,6 +36,7 @@ const (
 	engineBare        = "bare"
 	engineBuiltinSA   = "builtin-sa"
 	engineBuiltinRole = "builtin-role"
+	engineVaultRead   = "vault-read"
 
 	bareLabel = "app.kubernetes.io/managed-by=vault-plugin-scanner-bench"
 )
@@ -146,6 +147,24 @@ func bareEngine(s *stack.Stack, admin kubernetes.Interface) (*engine, error) {
 	}, nil
 }
 
+// vaultReadEngine reads scanner/roles/cluster-a: Vault's HTTP handling, the
+// gRPC hop to the plugin and one storage read, without a lease or any
+// Kubernetes call. It is the floor under every plugin request.
+func vaultReadEngine(vc *vaultapi.Client) *engine {
+	path := stack.Mount + "/roles/" + stack.RoleName
+	return &engine{
+		name: engineVaultRead,
+		issue: func(ctx context.Context) (string, error) {
+			sec, err := vc.Logical().ReadWithContext(ctx, path)
+			if err == nil && sec == nil {
+				err = fmt.Errorf("%s: not found", path)
+			}
+			return "", err
+		},
+		revoke: func(context.Context, string) error { return nil },
+	}
+}
+
 func countSecrets(admin kubernetes.Interface, selector string) func(context.Context) (int, error) {
 	return func(ctx context.Context) (int, error) {
 		l, err := admin.CoreV1().Secrets(stack.ScannerNamespace).List(ctx, metav1.ListOptions{LabelSelector: selector})
@@ -179,10 +198,12 @@ func leftovers(ctx context.Context, vc *vaultapi.Client, e *engine) (string, err
 	if n > 0 {
 		out = append(out, fmt.Sprintf("%d irrevocable leases", n))
 	}
-	if n, err = e.k8sObjects(ctx); err != nil {
-		return "", err
-	} else if n > 0 {
-		out = append(out, fmt.Sprintf("%d Kubernetes objects", n))
+	if e.k8sObjects != nil {
+		if n, err = e.k8sObjects(ctx); err != nil {
+			return "", err
+		} else if n > 0 {
+			out = append(out, fmt.Sprintf("%d Kubernetes objects", n))
+		}
 	}
 	return strings.Join(out, ", "), nil
 }

@@ -7,6 +7,8 @@
 //   - builtin-role: the same, kubernetes_role_name mode (its revocable mode)
 //   - bare:         the plugin's two API calls (Secret create + bound
 //     TokenRequest) with client-go directly, unthrottled: the physical limit
+//   - vault-read:   GET scanner/roles/cluster-a, Vault's own floor for a
+//     plugin request (no lease, no Kubernetes call)
 //
 // and prints credentials/s, latency quantiles, revocations/s (per-lease
 // sys/leases/revoke at the same concurrency, and revoke-prefix for the
@@ -32,6 +34,8 @@ import (
 	"github.com/vault-plugin-scanner/vault-plugin-scanner/tests/acceptance/stack"
 )
 
+var allEngines = []string{engineBare, enginePlugin, engineVaultRead, engineBuiltinSA, engineBuiltinRole}
+
 type config struct {
 	levels   []int
 	duration time.Duration
@@ -47,7 +51,7 @@ func main() {
 	duration := flag.Duration("duration", 10*time.Second, "how long each engine issues at each level (requests in flight then finish)")
 	warmup := flag.Int("warmup", 10, "unmeasured credentials issued and revoked before each measurement (at least one per client)")
 	prefixN := flag.Int("prefix-n", 500, "plugin leases issued for each revoke-prefix measurement (0 skips it)")
-	engines := flag.String("engines", strings.Join([]string{engineBare, enginePlugin, engineBuiltinSA, engineBuiltinRole}, ","), "engines to run, in this order at each level")
+	engines := flag.String("engines", strings.Join(allEngines, ","), "engines to run, in this order at each level")
 	logLevel := flag.String("vault-log-level", "info", "Vault log level during the run (sys/loggers; the stack starts Vault at trace); empty keeps it")
 	profile := flag.String("profile", "", "directory to save a Vault CPU profile (sys/pprof/profile) of each plugin issue phase in")
 	keep := flag.Bool("keep-logs", false, "keep the stack's directory and logs after a successful run")
@@ -73,7 +77,7 @@ func main() {
 	}
 	for _, e := range strings.Split(*engines, ",") {
 		e = strings.TrimSpace(e)
-		if !slices.Contains([]string{engineBare, enginePlugin, engineBuiltinSA, engineBuiltinRole}, e) {
+		if !slices.Contains(allEngines, e) {
 			fmt.Fprintf(os.Stderr, "bench: unknown engine %q\n", e)
 			os.Exit(2)
 		}
@@ -147,6 +151,8 @@ func run(ctx context.Context, s *stack.Stack, cfg config) (*results, error) {
 		switch name {
 		case enginePlugin:
 			engines[name] = vaultEngine(name, vc, stack.Mount+"/creds/"+stack.RoleName, nil, countSecrets(admin, stack.ManagedByLabel))
+		case engineVaultRead:
+			engines[name] = vaultReadEngine(vc)
 		case engineBare:
 			if engines[name], err = bareEngine(s, admin); err != nil {
 				return nil, err
@@ -199,6 +205,7 @@ type row struct {
 	cpuIssue  cpuDelta
 	cpuRevoke cpuDelta
 	left      string // what was left after revoking ("" when clean)
+	timers    string // Vault's telemetry for plugin phases
 }
 
 // cpuDelta is the CPU each process used between two snapshots.
@@ -236,6 +243,13 @@ func runPhase(ctx context.Context, vc *vaultapi.Client, e *engine, c int, cfg co
 	var ids []string
 	r.issue, ids = issueFor(ctx, c, cfg.duration, e.issue)
 	cpu1 := p.snapshot()
+	if e.name == enginePlugin {
+		if t, err := vaultTimers(ctx, vc); err != nil {
+			r.timers = err.Error()
+		} else {
+			r.timers = storageLine(t)
+		}
+	}
 	r.revoke = forEach(ctx, c, ids, e.revoke)
 	cpu2 := p.snapshot()
 	peaks := rss.Stop()
