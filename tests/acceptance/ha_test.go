@@ -31,6 +31,7 @@ func TestVaultHA(t *testing.T) {
 	const (
 		shortRole = "ha-short"
 		longRole  = "ha-long"
+		gapRole   = "ha-gap" // 1 s leases that expire while the cluster fails over
 		shortTTL  = 40 * time.Second
 	)
 
@@ -60,6 +61,9 @@ func TestVaultHA(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := stack.WriteHARole(ctx, active, longRole, "ttl=10m", "max_ttl=1h"); err != nil {
+		t.Fatal(err)
+	}
+	if err := stack.WriteHARole(ctx, active, gapRole, "ttl=1s", "max_ttl=1h"); err != nil {
 		t.Fatal(err)
 	}
 	haSecretCount(t, ctx, "", 0)
@@ -109,7 +113,9 @@ func TestVaultHA(t *testing.T) {
 	}
 	done()
 
-	done = step(t, "SIGKILL the active node %s", active.NodeID)
+	done = step(t, "issue a 1 s %s lease and at once SIGKILL the active node %s", gapRole, active.NodeID)
+	gap := haReadCreds(t, ctx, h, active, gapRole)
+	gapExpiry := haLeaseExpiry(t, ctx, active, gap.LeaseID)
 	old := active
 	killAt := time.Now()
 	h.Kill(old)
@@ -117,7 +123,19 @@ func TestVaultHA(t *testing.T) {
 	if err != nil {
 		t.Fatalf("after killing %s: %v", old.NodeID, err)
 	}
+	activeAt := time.Now()
 	t.Logf("new active node %s at %s elected %s after the kill", active.NodeID, active.Addr, secs(elect))
+	if activeAt.After(gapExpiry) {
+		t.Logf("%s lease expired %s after the kill, %s before the new active node was up (expired with no active node)",
+			gapRole, secs(gapExpiry.Sub(killAt)), secs(activeAt.Sub(gapExpiry)))
+	} else {
+		t.Logf("%s lease expires %s after the new active node was up (election faster than the lease)", gapRole, secs(gapExpiry.Sub(activeAt)))
+	}
+	haWaitSecretCount(t, ctx, gapRole, 0, 30*time.Second)
+	gapGone := time.Now()
+	t.Logf("RESULT vault-ha lease expired during failover: Secret gone %s after expiry, %s after the new active node was up",
+		secs(gapGone.Sub(gapExpiry)), secs(gapGone.Sub(activeAt)))
+	haWaitRejected(t, ctx, []string{gap.Token}, 15*time.Second)
 	// The new active node has the mount and every lease.
 	served, err := stack.Poll(ctx, 30*time.Second, 100*time.Millisecond, func() (bool, error) {
 		_, err := haLookup(ctx, active, longs[0].LeaseID)
@@ -144,6 +162,7 @@ func TestVaultHA(t *testing.T) {
 	}
 	t.Logf("creds through the remaining standby %s issued by the new active %s %s after the kill", standbys[0].NodeID, active.NodeID, secs(time.Since(killAt)))
 	haSecretCount(t, ctx, longRole, 2)
+	haLeaseCount(t, ctx, active, gapRole, 0)
 	done()
 
 	// (3) Expiry on the new active node's watch.
@@ -230,7 +249,8 @@ func TestVaultHA(t *testing.T) {
 	haSecretCount(t, ctx, "", 0)
 	haLeaseCount(t, ctx, active, shortRole, 0)
 	haLeaseCount(t, ctx, active, longRole, 0)
-	t.Logf("RESULT vault-ha: election %s after SIGKILL of the active node; 5 leases issued (1 through the new standby), 3 expired and 2 revoked by the new active node, 0 Secrets left", secs(elect))
+	haLeaseCount(t, ctx, active, gapRole, 0)
+	t.Logf("RESULT vault-ha: election %s after SIGKILL of the active node; 6 leases issued (1 through the new standby), 4 expired and 2 revoked by the new active node, 0 Secrets left", secs(elect))
 	done()
 }
 
