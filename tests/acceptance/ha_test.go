@@ -75,7 +75,7 @@ func TestVaultHA(t *testing.T) {
 	if c0.LeaseDuration != int(shortTTL.Seconds()) {
 		t.Fatalf("lease duration %d s, want %d s", c0.LeaseDuration, int(shortTTL.Seconds()))
 	}
-	if got := haIssuedBy(h, c0.CredentialID); len(got) != 1 || got[0] != active.NodeID {
+	if got := haIssuedBy(ctx, h, c0.CredentialID); len(got) != 1 || got[0] != active.NodeID {
 		t.Fatalf("credential %s logged as issued by %v, want only the active node %s", c0.CredentialID, got, active.NodeID)
 	}
 	t.Logf("request sent to standby %s; issued by active %s (plugin log); lease %s", standbys[0].NodeID, active.NodeID, c0.LeaseID)
@@ -157,7 +157,7 @@ func TestVaultHA(t *testing.T) {
 		t.Fatalf("standbys after the kill: %d, want 1", len(standbys))
 	}
 	longs = append(longs, haReadCreds(t, ctx, h, standbys[0], longRole))
-	if got := haIssuedBy(h, longs[1].CredentialID); len(got) != 1 || got[0] != active.NodeID {
+	if got := haIssuedBy(ctx, h, longs[1].CredentialID); len(got) != 1 || got[0] != active.NodeID {
 		t.Fatalf("credential %s logged as issued by %v, want only the new active node %s", longs[1].CredentialID, got, active.NodeID)
 	}
 	t.Logf("creds through the remaining standby %s issued by the new active %s %s after the kill", standbys[0].NodeID, active.NodeID, secs(time.Since(killAt)))
@@ -306,8 +306,18 @@ func haReadCreds(t *testing.T, ctx context.Context, h *stack.VaultHA, node *stac
 	return credsFromSecret(t, sec, issued)
 }
 
-// haIssuedBy returns the nodes whose log records issuing the credential.
-func haIssuedBy(h *stack.VaultHA, credentialID string) []string {
+// haIssuedBy returns the nodes whose log records issuing the credential
+// (waiting up to 5 s for the plugin's log line to reach a Vault log).
+func haIssuedBy(ctx context.Context, h *stack.VaultHA, credentialID string) []string {
+	var out []string
+	_, _ = stack.Poll(ctx, 5*time.Second, 100*time.Millisecond, func() (bool, error) {
+		out = haLoggedIssue(h, credentialID)
+		return len(out) > 0, nil
+	})
+	return out
+}
+
+func haLoggedIssue(h *stack.VaultHA, credentialID string) []string {
 	var out []string
 	for _, n := range h.Nodes {
 		b, err := os.ReadFile(n.LogPath)
