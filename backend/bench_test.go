@@ -48,6 +48,8 @@ func (m *memKube) GetNamespace(_ context.Context, name string) (*corev1.Namespac
 	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, nil
 }
 
+func (m *memKube) ListNamespaces(context.Context, string) ([]string, error) { return nil, nil }
+
 func (m *memKube) ListManagedSecrets(context.Context, string) ([]corev1.Secret, error) {
 	return nil, nil
 }

@@ -346,21 +346,56 @@ func TestEphemeralWALRollback(t *testing.T) {
 }
 
 func TestEphemeralCheckNamesPermissions(t *testing.T) {
-	b, s, fk := ephemeralBackend(t, map[string]interface{}{"generated_role_rules": podReaderRules, "allowed_kubernetes_namespaces": "team-a"})
-	fk.clientset.PrependReactor("create", "selfsubjectaccessreviews", func(action k8stesting.Action) (bool, runtime.Object, error) {
-		review := action.(k8stesting.CreateAction).GetObject().(*authorizationv1.SelfSubjectAccessReview)
-		review.Status.Allowed = review.Spec.ResourceAttributes.Verb != "escalate"
-		return true, review, nil
-	})
-	resp := mustOK(t, b, s, logical.ReadOperation, "clusters/"+testCluster+"/check", nil)
-	checked := strings.Join(resp.Data["checked_permissions"].([]string), "\n")
-	for _, want := range []string{`create serviceaccounts in namespace "team-a"`, `delete serviceaccounts in namespace "team-a"`, `create rolebindings in namespace "team-a"`, `create roles in namespace "team-a"`} {
-		if !strings.Contains(checked, want) {
-			t.Errorf("check did not ask for %q:\n%s", want, checked)
-		}
+	cases := []struct {
+		name        string
+		role        map[string]interface{}
+		denied      map[string]bool // "verb resource" the plugin lacks
+		wantMissing []string
+		wantChecked []string
+	}{
+		{
+			name:        "generated rules held: escalate not needed",
+			role:        map[string]interface{}{"generated_role_rules": podReaderRules, "allowed_kubernetes_namespaces": "team-a"},
+			denied:      map[string]bool{"escalate roles": true},
+			wantChecked: []string{`create serviceaccounts in namespace "team-a"`, `delete serviceaccounts in namespace "team-a"`, `create rolebindings in namespace "team-a"`, `create roles in namespace "team-a"`},
+		},
+		{
+			name:        "generated rules not held and no escalate",
+			role:        map[string]interface{}{"generated_role_rules": podReaderRules, "allowed_kubernetes_namespaces": "team-a"},
+			denied:      map[string]bool{"escalate roles": true, "list pods": true},
+			wantMissing: []string{`escalate roles in namespace "team-a"`},
+		},
+		{
+			name:        "selector checked in the namespaces it matches",
+			role:        map[string]interface{}{"kubernetes_role_name": "pod-reader", "allowed_kubernetes_namespace_selector": "team=a"},
+			denied:      map[string]bool{"bind roles": true},
+			wantMissing: []string{`bind roles "pod-reader" in namespace "team-a"`},
+			wantChecked: []string{`create serviceaccounts in namespace "team-a"`, "get namespaces cluster-wide"},
+		},
 	}
-	missing := resp.Data["missing_permissions"].([]string)
-	if resp.Data["ok"] != false || len(missing) != 1 || missing[0] != `escalate roles in namespace "team-a"` {
-		t.Errorf("ok = %v, missing = %q", resp.Data["ok"], missing)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b, s, fk := ephemeralBackend(t, tc.role)
+			fk.clientset.PrependReactor("create", "selfsubjectaccessreviews", func(action k8stesting.Action) (bool, runtime.Object, error) {
+				review := action.(k8stesting.CreateAction).GetObject().(*authorizationv1.SelfSubjectAccessReview)
+				attrs := review.Spec.ResourceAttributes
+				review.Status.Allowed = !tc.denied[attrs.Verb+" "+attrs.Resource]
+				return true, review, nil
+			})
+			resp := mustOK(t, b, s, logical.ReadOperation, "clusters/"+testCluster+"/check", nil)
+			checked := strings.Join(resp.Data["checked_permissions"].([]string), "\n")
+			for _, want := range tc.wantChecked {
+				if !strings.Contains(checked, want) {
+					t.Errorf("check did not ask for %q:\n%s", want, checked)
+				}
+			}
+			if strings.Contains(checked, "serviceaccounts cluster-wide") {
+				t.Errorf("namespaced rights checked cluster-wide:\n%s", checked)
+			}
+			missing := resp.Data["missing_permissions"].([]string)
+			if resp.Data["ok"] != (len(tc.wantMissing) == 0) || strings.Join(missing, "|") != strings.Join(tc.wantMissing, "|") {
+				t.Errorf("ok = %v, missing = %q, want %q", resp.Data["ok"], missing, tc.wantMissing)
+			}
+		})
 	}
 }

@@ -27,6 +27,8 @@ type kubeAPI interface {
 	DeleteObject(ctx context.Context, ref objectRef) error
 	ListManagedSecrets(ctx context.Context, namespace string) ([]corev1.Secret, error)
 	GetNamespace(ctx context.Context, name string) (*corev1.Namespace, error)
+	// ListNamespaces names the namespaces whose labels match selector.
+	ListNamespaces(ctx context.Context, selector string) ([]string, error)
 	CreateToken(ctx context.Context, namespace, serviceAccount string, req *authenticationv1.TokenRequest) (*authenticationv1.TokenRequest, error)
 	ServerVersion(ctx context.Context) (string, error)
 	// Allowed asks the API server whether the plugin's own credential may do

@@ -127,3 +127,19 @@ func (c clientsetAPI) DeleteObject(ctx context.Context, ref objectRef) error {
 func (c clientsetAPI) GetNamespace(ctx context.Context, name string) (*corev1.Namespace, error) {
 	return c.clientset.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
 }
+
+func (c clientsetAPI) ListNamespaces(ctx context.Context, selector string) ([]string, error) {
+	sel, err := parseNamespaceSelector(selector)
+	if err != nil {
+		return nil, err
+	}
+	list, err := c.clientset.CoreV1().Namespaces().List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(list.Items))
+	for _, ns := range list.Items {
+		names = append(names, ns.Name)
+	}
+	return names, nil
+}

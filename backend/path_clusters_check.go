@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -46,9 +47,12 @@ func pathClusterCheck(b *backend) *framework.Path {
 	}
 }
 
-// requiredPermission is one right the issue or revoke flow relies on.
+// requiredPermission is one right the issue or revoke flow relies on. It is
+// also satisfied when every permission in orAll is held: Kubernetes lets a
+// user without escalate create a Role whose rules it holds itself.
 type requiredPermission struct {
 	attrs authorizationv1.ResourceAttributes
+	orAll []authorizationv1.ResourceAttributes
 }
 
 func (p requiredPermission) String() string {
@@ -66,7 +70,10 @@ func (p requiredPermission) String() string {
 }
 
 // permissionsFor lists what issuing and revoking for role needs.
-func permissionsFor(role *roleEntry) []requiredPermission {
+// selected are the namespaces the role's selector matches now; nil when
+// they could not be listed, in which case the rights are checked
+// cluster-wide.
+func permissionsFor(role *roleEntry, selected []string) []requiredPermission {
 	perm := func(verb, resource, subresource, name, ns string) requiredPermission {
 		return requiredPermission{attrs: authorizationv1.ResourceAttributes{
 			Verb: verb, Group: groupOf(resource), Resource: resource, Subresource: subresource, Name: name, Namespace: ns,
@@ -80,18 +87,20 @@ func permissionsFor(role *roleEntry) []requiredPermission {
 			perm("delete", "secrets", "", "", ns),
 		}
 	}
-	// Namespaces named by the role; "" (all namespaces) for "*" or a selector.
-	var namespaces []string
-	for _, ns := range role.AllowedNamespaces {
-		if ns == anyNamespace {
-			namespaces = nil
-			break
+	// Namespaces named or selected by the role; "" (all namespaces) for "*"
+	// or a selector whose matches could not be listed.
+	namespaces := append([]string(nil), role.AllowedNamespaces...)
+	if role.AllowedNamespaceSelector != "" {
+		if selected == nil {
+			namespaces = append(namespaces, anyNamespace)
 		}
-		namespaces = append(namespaces, ns)
+		namespaces = append(namespaces, selected...)
 	}
-	if namespaces == nil || role.AllowedNamespaceSelector != "" {
+	if slices.Contains(namespaces, anyNamespace) {
 		namespaces = []string{""}
 	}
+	slices.Sort(namespaces)
+	namespaces = slices.Compact(namespaces)
 	var perms []requiredPermission
 	for _, ns := range namespaces {
 		perms = append(perms,
@@ -102,7 +111,9 @@ func permissionsFor(role *roleEntry) []requiredPermission {
 			perm("delete", "rolebindings", "", "", ns),
 		)
 		if role.mode() == modeGeneratedRole && role.KubernetesRoleType == kindRole {
-			perms = append(perms, perm("create", "roles", "", "", ns), perm("delete", "roles", "", "", ns), perm("escalate", "roles", "", "", ns))
+			escalate := perm("escalate", "roles", "", "", ns)
+			escalate.orAll = ruleAttributes(role, ns)
+			perms = append(perms, perm("create", "roles", "", "", ns), perm("delete", "roles", "", "", ns), escalate)
 		}
 		if role.mode() == modeExistingRole {
 			// Binding a role needs bind on it, unless the plugin holds every
@@ -111,7 +122,9 @@ func permissionsFor(role *roleEntry) []requiredPermission {
 		}
 	}
 	if role.mode() == modeGeneratedRole && role.KubernetesRoleType == kindClusterRole {
-		perms = append(perms, perm("create", "clusterroles", "", "", ""), perm("delete", "clusterroles", "", "", ""), perm("escalate", "clusterroles", "", "", ""))
+		escalate := perm("escalate", "clusterroles", "", "", "")
+		escalate.orAll = ruleAttributes(role, "")
+		perms = append(perms, perm("create", "clusterroles", "", "", ""), perm("delete", "clusterroles", "", "", ""), escalate)
 	}
 	if role.AllowClusterRoleBinding {
 		perms = append(perms, perm("create", "clusterrolebindings", "", "", ""), perm("delete", "clusterrolebindings", "", "", ""))
@@ -120,6 +133,36 @@ func permissionsFor(role *roleEntry) []requiredPermission {
 		perms = append(perms, perm("get", "namespaces", "", "", ""))
 	}
 	return perms
+}
+
+// ruleAttributes expands generated_role_rules into the permissions they
+// grant in ns; nil when a rule cannot be checked that way (nonResourceURLs).
+func ruleAttributes(role *roleEntry, ns string) []authorizationv1.ResourceAttributes {
+	rules, err := parseRules(role.GeneratedRoleRules, role.KubernetesRoleType)
+	if err != nil {
+		return nil
+	}
+	var out []authorizationv1.ResourceAttributes
+	for _, rule := range rules {
+		if len(rule.NonResourceURLs) > 0 {
+			return nil
+		}
+		names := rule.ResourceNames
+		if len(names) == 0 {
+			names = []string{""}
+		}
+		for _, verb := range rule.Verbs {
+			for _, group := range rule.APIGroups {
+				for _, res := range rule.Resources {
+					resource, sub, _ := strings.Cut(res, "/")
+					for _, name := range names {
+						out = append(out, authorizationv1.ResourceAttributes{Verb: verb, Group: group, Resource: resource, Subresource: sub, Name: name, Namespace: ns})
+					}
+				}
+			}
+		}
+	}
+	return out
 }
 
 func groupOf(resource string) string {
@@ -154,14 +197,24 @@ func (b *backend) clusterCheck(ctx context.Context, req *logical.Request, d *fra
 	}
 	checked := map[string]bool{}
 	missing := []string{}
+	notes := []string{}
 	for _, roleName := range sortedKeys(roles) {
-		for _, perm := range permissionsFor(roles[roleName]) {
+		role := roles[roleName]
+		var selected []string
+		if role.AllowedNamespaceSelector != "" {
+			selected, err = client.api.ListNamespaces(ctx, role.AllowedNamespaceSelector)
+			if err != nil {
+				selected = nil
+				notes = append(notes, fmt.Sprintf("role %s: cannot list the namespaces its selector matches (%v); its rights were checked cluster-wide", roleName, err))
+			}
+		}
+		for _, perm := range permissionsFor(role, selected) {
 			key := perm.String()
 			if checked[key] {
 				continue
 			}
 			checked[key] = true
-			allowed, err := client.api.Allowed(ctx, perm.attrs)
+			allowed, err := b.permissionHeld(ctx, client.api, perm)
 			if err != nil {
 				return nil, fmt.Errorf("checking %s: %w", key, err)
 			}
@@ -170,13 +223,26 @@ func (b *backend) clusterCheck(ctx context.Context, req *logical.Request, d *fra
 			}
 		}
 	}
-	checkedList := sortedKeys(checked)
 	sort.Strings(missing)
 	return &logical.Response{Data: map[string]interface{}{
 		"kubernetes_version":  version,
 		"ok":                  len(missing) == 0,
-		"checked_permissions": checkedList,
+		"checked_permissions": sortedKeys(checked),
 		"missing_permissions": missing,
+		"notes":               notes,
 		"roles":               sortedKeys(roles),
 	}}, nil
+}
+
+func (b *backend) permissionHeld(ctx context.Context, api kubeAPI, perm requiredPermission) (bool, error) {
+	allowed, err := api.Allowed(ctx, perm.attrs)
+	if err != nil || allowed || len(perm.orAll) == 0 {
+		return allowed, err
+	}
+	for _, attrs := range perm.orAll {
+		if allowed, err := api.Allowed(ctx, attrs); err != nil || !allowed {
+			return false, err
+		}
+	}
+	return true, nil
 }
