@@ -225,6 +225,7 @@ func TestReliabilityWALRollback(t *testing.T) {
 	if err != nil || len(walsBefore) != 1 {
 		t.Fatalf("WAL entries of %s while held: %d (%v), want 1", walMount, len(walsBefore), err)
 	}
+	auditOffset := fileSize(st.Kube.AuditLogPath)
 	if err := syscall.Kill(pids[0], syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -254,7 +255,7 @@ func TestReliabilityWALRollback(t *testing.T) {
 	// kube-apiserver audit log shows the 403. That is reported as a plugin
 	// bug, and the rollback is then checked with get granted.
 	forbiddenGet := func() bool {
-		for _, l := range strings.Split(readFrom(st.Kube.AuditLogPath, 0), "\n") {
+		for _, l := range strings.Split(readFrom(st.Kube.AuditLogPath, auditOffset), "\n") {
 			if strings.Contains(l, `"verb":"get"`) && strings.Contains(l, `"name":"`+orphan+`"`) && strings.Contains(l, `"code":403`) {
 				return true
 			}
