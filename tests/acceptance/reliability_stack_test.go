@@ -49,6 +49,17 @@ func TestReliability(t *testing.T) {
 		for r := range counts {
 			sc.role(stack.Mount, r)
 		}
+		// The plugin's own credential never shows either: not in config
+		// reads, path-help, nor (checked by assertInvariant) the logs.
+		sc.token(st.TokenRequesterJWT)
+		for _, args := range [][]string{
+			{"read", "-format=json", stack.Mount + "/clusters/" + stack.ClusterName},
+			{"path-help", stack.Mount + "/clusters/" + stack.ClusterName},
+			{"path-help", stack.Mount + "/creds/" + stack.RoleName},
+		} {
+			res := mustVault(t, args...)
+			sc.text(res.Stdout + res.Stderr)
+		}
 		assertInvariant(t, sc)
 	})
 }
