@@ -34,6 +34,17 @@ func (s stats) pct(p float64) time.Duration {
 	return s.lat[max(i, 0)]
 }
 
+// merge adds the results of another run of the same operation.
+func (s stats) merge(o stats) stats {
+	s.ops, s.errs, s.elapsed = s.ops+o.ops, s.errs+o.errs, s.elapsed+o.elapsed
+	if s.firstErr == "" {
+		s.firstErr = o.firstErr
+	}
+	s.lat = append(slices.Clip(s.lat), o.lat...)
+	slices.Sort(s.lat)
+	return s
+}
+
 // recorder collects results from concurrent workers.
 type recorder struct {
 	mu    sync.Mutex

@@ -40,6 +40,7 @@ type config struct {
 	levels   []int
 	duration time.Duration
 	warmup   int
+	rounds   int
 	prefixN  int
 	engines  []string
 	logLevel string
@@ -48,25 +49,26 @@ type config struct {
 
 func main() {
 	levels := flag.String("c", "1,8,32", "client concurrency levels, comma-separated")
-	duration := flag.Duration("duration", 10*time.Second, "how long each engine issues at each level (requests in flight then finish)")
+	duration := flag.Duration("duration", 15*time.Second, "how long each engine issues at each level, in all (requests in flight at the end of a slice finish)")
+	rounds := flag.Int("rounds", 3, "slices each level's issuing time is split into, the engines taking turns, so a changing background load on a shared machine hits them alike (the built-in engines, capped by their client at 5 requests/s, run in one slice)")
 	warmup := flag.Int("warmup", 10, "unmeasured credentials issued and revoked before each measurement (at least one per client)")
 	prefixN := flag.Int("prefix-n", 500, "plugin leases issued for each revoke-prefix measurement (0 skips it)")
 	engines := flag.String("engines", strings.Join(allEngines, ","), "engines to run, in this order at each level")
 	logLevel := flag.String("vault-log-level", "info", "Vault log level during the run (sys/loggers; the stack starts Vault at trace); empty keeps it")
 	profile := flag.String("profile", "", "directory to save a Vault CPU profile (sys/pprof/profile) of each plugin issue phase in")
 	keep := flag.Bool("keep-logs", false, "keep the stack's directory and logs after a successful run")
-	quick := flag.Bool("quick", false, "short smoke run: -c 1,8 -duration 2s -warmup 2 -prefix-n 50, unless given explicitly")
+	quick := flag.Bool("quick", false, "short smoke run: -c 1,8 -duration 2s -rounds 1 -warmup 2 -prefix-n 50, unless given explicitly")
 	flag.Parse()
 	if *quick {
 		set := map[string]bool{}
 		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		for name, v := range map[string]string{"c": "1,8", "duration": "2s", "warmup": "2", "prefix-n": "50"} {
+		for name, v := range map[string]string{"c": "1,8", "duration": "2s", "rounds": "1", "warmup": "2", "prefix-n": "50"} {
 			if !set[name] {
 				_ = flag.Set(name, v)
 			}
 		}
 	}
-	cfg := config{duration: *duration, warmup: *warmup, prefixN: *prefixN, logLevel: *logLevel, profile: *profile}
+	cfg := config{duration: *duration, rounds: max(*rounds, 1), warmup: *warmup, prefixN: *prefixN, logLevel: *logLevel, profile: *profile}
 	for _, f := range strings.Split(*levels, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || n < 1 {
@@ -170,12 +172,25 @@ func run(ctx context.Context, s *stack.Stack, cfg config) (*results, error) {
 	}
 
 	for _, c := range cfg.levels {
-		for _, name := range cfg.engines {
-			r, err := runPhase(ctx, vc, engines[name], c, cfg, p, vaultPID)
-			if err != nil {
-				return nil, err
+		merged := map[string]*row{}
+		for round := range cfg.rounds {
+			for _, name := range cfg.engines {
+				n := cfg.rounds
+				if name == engineBuiltinSA || name == engineBuiltinRole {
+					if round > 0 {
+						continue
+					}
+					n = 1
+				}
+				r, err := runPhase(ctx, vc, engines[name], c, cfg.duration/time.Duration(n), round == 0, cfg, p, vaultPID)
+				if err != nil {
+					return nil, err
+				}
+				merged[name] = merged[name].merge(r)
 			}
-			res.rows = append(res.rows, r)
+		}
+		for _, name := range cfg.engines {
+			res.rows = append(res.rows, merged[name])
 		}
 	}
 	if e := engines[enginePlugin]; e != nil && cfg.prefixN > 0 {
@@ -208,11 +223,36 @@ type row struct {
 	timers    string // Vault's telemetry for plugin phases
 }
 
+// merge adds another slice of the same engine and concurrency to r.
+func (r *row) merge(o *row) *row {
+	if r == nil {
+		return o
+	}
+	r.issue, r.revoke = r.issue.merge(o.issue), r.revoke.merge(o.revoke)
+	r.pluginRSS, r.vaultRSS = max(r.pluginRSS, o.pluginRSS), max(r.vaultRSS, o.vaultRSS)
+	r.cpuIssue, r.cpuRevoke = r.cpuIssue.add(o.cpuIssue), r.cpuRevoke.add(o.cpuRevoke)
+	if o.left != "" {
+		r.left = o.left
+	}
+	if o.timers != "" {
+		r.timers = o.timers
+	}
+	return r
+}
+
 // cpuDelta is the CPU each process used between two snapshots.
 type cpuDelta struct {
 	per  []time.Duration
 	busy time.Duration // whole machine
 	wall time.Duration
+}
+
+func (d cpuDelta) add(o cpuDelta) cpuDelta {
+	per := make([]time.Duration, len(d.per))
+	for i := range per {
+		per[i] = d.per[i] + o.per[i]
+	}
+	return cpuDelta{per: per, busy: d.busy + o.busy, wall: d.wall + o.wall}
 }
 
 func delta(a, b cpuSnapshot) cpuDelta {
@@ -223,11 +263,11 @@ func delta(a, b cpuSnapshot) cpuDelta {
 	return d
 }
 
-// runPhase warms up, issues for cfg.duration with c clients, then revokes
-// every lease one by one with c clients and checks nothing is left.
-func runPhase(ctx context.Context, vc *vaultapi.Client, e *engine, c int, cfg config, p procs, vaultPID int) (*row, error) {
+// runPhase (optionally) warms up, issues for dur with c clients, then
+// revokes every lease one by one with c clients and checks nothing is left.
+func runPhase(ctx context.Context, vc *vaultapi.Client, e *engine, c int, dur time.Duration, warm bool, cfg config, p procs, vaultPID int) (*row, error) {
 	s := fmt.Sprintf("bench: %-12s %2d clients:", e.name, c)
-	if n := max(cfg.warmup, c); n > 0 {
+	if n := max(cfg.warmup, c); warm && n > 0 {
 		st, ids := issueN(ctx, c, n, e.issue)
 		rst := forEach(ctx, c, ids, e.revoke)
 		if st.errs+rst.errs > 0 {
@@ -237,11 +277,11 @@ func runPhase(ctx context.Context, vc *vaultapi.Client, e *engine, c int, cfg co
 	r := &row{engine: e.name, clients: c}
 	rss := sampleRSS(100*time.Millisecond, p.pids[3], vaultPID)
 	if cfg.profile != "" && e.name == enginePlugin {
-		defer profileVault(ctx, vc, cfg.duration, fmt.Sprintf("%s/vault-plugin-%d.pprof", cfg.profile, c))()
+		defer profileVault(ctx, vc, dur, fmt.Sprintf("%s/vault-plugin-%d.pprof", cfg.profile, c))()
 	}
 	cpu0 := p.snapshot()
 	var ids []string
-	r.issue, ids = issueFor(ctx, c, cfg.duration, e.issue)
+	r.issue, ids = issueFor(ctx, c, dur, e.issue)
 	cpu1 := p.snapshot()
 	if e.name == enginePlugin {
 		if t, err := vaultTimers(ctx, vc); err != nil {

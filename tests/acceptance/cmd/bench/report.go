@@ -50,7 +50,8 @@ func (res *results) find(engine string, clients int) *row {
 
 func (res *results) print(w io.Writer, cfg config) {
 	fmt.Fprintf(w, "\n== vault-plugin-scanner bench, %s, %d CPUs, load average at start %s\n", time.Now().UTC().Format(time.RFC3339), runtime.NumCPU(), res.loadAtStart)
-	fmt.Fprintf(w, "   clients %v, %s of issuing per engine and level, then per-lease sys/leases/revoke at the same concurrency; Vault log level %q\n", cfg.levels, cfg.duration, cfg.logLevel)
+	fmt.Fprintf(w, "   clients %v; per engine and level %s of issuing in %d slice(s), engines taking turns, each slice followed by per-lease\n", cfg.levels, cfg.duration, cfg.rounds)
+	fmt.Fprintf(w, "   sys/leases/revoke at the same concurrency and a check that nothing is left; Vault log level %q\n", cfg.logLevel)
 	fmt.Fprintf(w, "   (vault-read: creds are role reads, no lease; RSS: peak VmRSS sampled every 100 ms during the phase)\n\n")
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -95,7 +96,7 @@ func (res *results) print(w io.Writer, cfg config) {
 	}
 	tw.Flush()
 
-	fmt.Fprintf(w, "\nVault's own timers per plugin credential (sys/metrics: the last finished 10 s interval at the end of each plugin issue phase)\n")
+	fmt.Fprintf(w, "\nVault's own timers per plugin credential (sys/metrics: the last finished 10 s interval at the end of the last plugin slice of each level)\n")
 	for _, r := range res.rows {
 		if r.timers != "" {
 			fmt.Fprintf(w, "  %2d clients: %s\n", r.clients, r.timers)
