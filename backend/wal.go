@@ -61,16 +61,22 @@ func (b *backend) walRollback(ctx context.Context, req *logical.Request, kind st
 	for i := len(entry.Objects) - 1; i >= 0; i-- {
 		ref := entry.Objects[i]
 		meta, err := client.api.GetObjectMeta(ctx, ref)
-		if apierrors.IsNotFound(err) {
+		switch {
+		case apierrors.IsNotFound(err):
 			continue
-		}
-		if err != nil {
+		case apierrors.IsForbidden(err):
+			// The least-privilege RBAC grants create and delete but not get
+			// (get on secrets would reveal every Secret's data). The name
+			// was generated with random characters for this issue, and an
+			// older object of that name would have failed the create, so
+			// delete by name.
+		case err != nil:
 			return fmt.Errorf("looking up %s for rollback: %w", ref, err)
-		}
-		if meta.GetLabels()[managedByLabel] != managedByValue {
+		case meta.GetLabels()[managedByLabel] != managedByValue:
 			continue // not ours: never delete a foreign object
+		default:
+			ref.UID = meta.GetUID()
 		}
-		ref.UID = meta.GetUID()
 		if err := client.api.DeleteObject(ctx, ref); err != nil {
 			return fmt.Errorf("deleting %s of an unfinished issue: %w", ref, err)
 		}

@@ -10,6 +10,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	k8stesting "k8s.io/client-go/testing"
 )
 
@@ -115,4 +116,28 @@ func TestWALRollbackKeepsEntryWhileAPIFails(t *testing.T) {
 
 func secretWAL(cluster, name string) walObjects {
 	return walObjects{Cluster: cluster, Objects: []objectRef{{Kind: kindSecret, Namespace: testNamespace, Name: name}}}
+}
+
+// With the shipped RBAC the plugin may not read Secrets; rollback still
+// deletes what it created.
+func TestWALRollbackWithoutGetPermission(t *testing.T) {
+	b, s, fk := newConfiguredBackend(t)
+	secret := boundSecret("vault-scanner-noget", testRole, &roleEntry{Cluster: testCluster, ServiceAccountNamespace: testNamespace}, timeNow())
+	if _, err := fk.clientset.CoreV1().Secrets(testNamespace).Create(context.Background(), secret, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	fk.clientset.PrependReactor("get", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "secrets"}, "vault-scanner-noget", errors.New("RBAC: get not granted"))
+	})
+	entry := secretWAL(testCluster, "vault-scanner-noget")
+	if _, err := framework.PutWAL(context.Background(), s, walObjectsKind, &entry); err != nil {
+		t.Fatal(err)
+	}
+	rollbackNow(t, b, s)
+	if left := fk.managedSecrets(t); len(left) != 0 {
+		t.Errorf("Secrets left after rollback: %v", names(left))
+	}
+	if wals, _ := framework.ListWAL(context.Background(), s); len(wals) != 0 {
+		t.Errorf("WAL entries left: %d", len(wals))
+	}
 }
