@@ -147,17 +147,18 @@ func bareEngine(s *stack.Stack, admin kubernetes.Interface) (*engine, error) {
 	}, nil
 }
 
-// vaultReadEngine reads scanner/roles/cluster-a: Vault's HTTP handling, the
-// gRPC hop to the plugin and one storage read, without a lease or any
-// Kubernetes call. It is the floor under every plugin request.
+// vaultReadEngine lists scanner/roles/: Vault's HTTP handling, the gRPC hop
+// to the plugin and one storage list, without a lease or any Kubernetes
+// call. It is the floor under every plugin request. (A LIST, so Vault's
+// telemetry keeps it apart from the creds/ reads.)
 func vaultReadEngine(vc *vaultapi.Client) *engine {
-	path := stack.Mount + "/roles/" + stack.RoleName
+	path := stack.Mount + "/roles/"
 	return &engine{
 		name: engineVaultRead,
 		issue: func(ctx context.Context) (string, error) {
-			sec, err := vc.Logical().ReadWithContext(ctx, path)
+			sec, err := vc.Logical().ListWithContext(ctx, path)
 			if err == nil && sec == nil {
-				err = fmt.Errorf("%s: not found", path)
+				err = fmt.Errorf("%s: no roles", path)
 			}
 			return "", err
 		},

@@ -7,8 +7,8 @@
 //   - builtin-role: the same, kubernetes_role_name mode (its revocable mode)
 //   - bare:         the plugin's two API calls (Secret create + bound
 //     TokenRequest) with client-go directly, unthrottled: the physical limit
-//   - vault-read:   GET scanner/roles/cluster-a, Vault's own floor for a
-//     plugin request (no lease, no Kubernetes call)
+//   - vault-read:   LIST scanner/roles/, Vault's own floor for a plugin
+//     request (no lease, no Kubernetes call)
 //
 // and prints credentials/s, latency quantiles, revocations/s (per-lease
 // sys/leases/revoke at the same concurrency, and revoke-prefix for the

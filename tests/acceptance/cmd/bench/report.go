@@ -52,7 +52,7 @@ func (res *results) print(w io.Writer, cfg config) {
 	fmt.Fprintf(w, "\n== vault-plugin-scanner bench, %s, %d CPUs, load average at start %s\n", time.Now().UTC().Format(time.RFC3339), runtime.NumCPU(), res.loadAtStart)
 	fmt.Fprintf(w, "   clients %v; per engine and level %s of issuing in %d slice(s), engines taking turns, each slice followed by per-lease\n", cfg.levels, cfg.duration, cfg.rounds)
 	fmt.Fprintf(w, "   sys/leases/revoke at the same concurrency and a check that nothing is left; Vault log level %q\n", cfg.logLevel)
-	fmt.Fprintf(w, "   (vault-read: creds are role reads, no lease; RSS: peak VmRSS sampled every 100 ms during the phase)\n\n")
+	fmt.Fprintf(w, "   (vault-read: creds are LISTs of scanner/roles/, no lease; RSS: peak VmRSS sampled every 100 ms during the phase)\n\n")
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "engine\tclients\tcreds\tcreds/s\tp50 ms\tp90 ms\tp99 ms\trevokes/s\trevoke p50 ms\terrors\tplugin RSS MB\tvault RSS MB\t")
@@ -177,7 +177,7 @@ func (res *results) printTargets(w io.Writer) {
 		d := p.issue.pct(.5) - b.issue.pct(.5)
 		floor := ""
 		if v := res.find(engineVaultRead, 1); v != nil {
-			floor = fmt.Sprintf(" (a bare Vault read through the plugin: %s ms)", ms(v.issue.pct(.5)))
+			floor = fmt.Sprintf(" (a bare Vault request through the plugin: %s ms)", ms(v.issue.pct(.5)))
 		}
 		fmt.Fprintf(tw, "p50 latency at 1 client\tplugin %s ms, bare %s ms: %+.1f ms%s\t<= +3 ms\t%s\n", ms(p.issue.pct(.5)), ms(b.issue.pct(.5)), float64(d)/1e6, floor, verdict(d <= 3*time.Millisecond))
 	}
