@@ -55,7 +55,7 @@ func main() {
 	prefixN := flag.Int("prefix-n", 500, "plugin leases issued for each revoke-prefix measurement (0 skips it)")
 	engines := flag.String("engines", strings.Join(allEngines, ","), "engines to run, in this order at each level")
 	logLevel := flag.String("vault-log-level", "info", "Vault log level during the run (sys/loggers; the stack starts Vault at trace); empty keeps it")
-	profile := flag.String("profile", "", "directory to save a Vault CPU profile (sys/pprof/profile) of each plugin issue phase in")
+	profile := flag.String("profile", "", "directory to save Vault CPU profiles (sys/pprof/profile) of the plugin slices in, one per level (the last slice)")
 	keep := flag.Bool("keep-logs", false, "keep the stack's directory and logs after a successful run")
 	quick := flag.Bool("quick", false, "short smoke run: -c 1,8 -duration 2s -rounds 1 -warmup 2 -prefix-n 50, unless given explicitly")
 	flag.Parse()
