@@ -371,37 +371,13 @@ func issueOne(t *testing.T, sc *scenario, mount, role string, query url.Values) 
 	return c
 }
 
-// requesterRole returns the token requester Role in the scanner namespace
-// and restores its rules when the test ends.
+// changeRequesterRules replaces the token requester Role's rules and
+// restores the current ones when the test ends.
 func changeRequesterRules(t *testing.T, rules []rbacv1.PolicyRule) {
 	t.Helper()
-	ctx := testCtx(t, time.Minute)
-	cs, err := st.Kube.AdminClient()
-	if err != nil {
-		t.Fatal(err)
-	}
-	roles := cs.RbacV1().Roles(stack.ScannerNamespace)
-	r, err := roles.Get(ctx, stack.RequesterRole, metav1.GetOptions{})
-	if err != nil {
-		t.Fatalf("get Role %s: %v", stack.RequesterRole, err)
-	}
-	orig := r.DeepCopy().Rules
-	r.Rules = rules
-	if _, err := roles.Update(ctx, r, metav1.UpdateOptions{}); err != nil {
-		t.Fatalf("update Role %s: %v", stack.RequesterRole, err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		r, err := roles.Get(ctx, stack.RequesterRole, metav1.GetOptions{})
-		if err == nil {
-			r.Rules = orig
-			_, err = roles.Update(ctx, r, metav1.UpdateOptions{})
-		}
-		if err != nil {
-			t.Errorf("restore Role %s: %v", stack.RequesterRole, err)
-		}
-	})
+	orig := requesterRules(t)
+	setRequesterRules(t, rules)
+	t.Cleanup(func() { setRequesterRules(t, orig) })
 }
 
 // requesterRules returns the current rules of the token requester Role.

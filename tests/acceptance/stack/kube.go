@@ -85,11 +85,15 @@ func (s *Stack) KubectlAdmin(ctx context.Context, args ...string) (CmdResult, er
 // ManagedSecrets lists the plugin's bound Secrets in the scanner namespace;
 // with role != "" only those annotated with that role.
 func (s *Stack) ManagedSecrets(ctx context.Context, role string) ([]corev1.Secret, error) {
+	return s.managedSecretsIn(ctx, ScannerNamespace, role)
+}
+
+func (s *Stack) managedSecretsIn(ctx context.Context, namespace, role string) ([]corev1.Secret, error) {
 	cs, err := s.Kube.AdminClient()
 	if err != nil {
 		return nil, err
 	}
-	list, err := cs.CoreV1().Secrets(ScannerNamespace).List(ctx, metav1.ListOptions{LabelSelector: ManagedByLabel})
+	list, err := cs.CoreV1().Secrets(namespace).List(ctx, metav1.ListOptions{LabelSelector: ManagedByLabel})
 	if err != nil {
 		return nil, fmt.Errorf("list secrets: %w", err)
 	}
@@ -105,6 +109,10 @@ func (s *Stack) ManagedSecrets(ctx context.Context, role string) ([]corev1.Secre
 // TokenStatus returns the HTTP status of listing pods in the scanner
 // namespace with token: 200 while valid, 401 once rejected.
 func (s *Stack) TokenStatus(ctx context.Context, token string) (int, error) {
-	code, _, err := s.Kube.Get(ctx, "/api/v1/namespaces/"+ScannerNamespace+"/pods", token)
+	return s.tokenStatusIn(ctx, ScannerNamespace, token)
+}
+
+func (s *Stack) tokenStatusIn(ctx context.Context, namespace, token string) (int, error) {
+	code, _, err := s.Kube.Get(ctx, "/api/v1/namespaces/"+namespace+"/pods", token)
 	return code, err
 }

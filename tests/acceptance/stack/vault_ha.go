@@ -12,7 +12,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // Names of the Kubernetes objects the Vault HA test issues for: a namespace
@@ -467,26 +466,11 @@ func WriteHARole(ctx context.Context, node *HANode, name string, extra ...string
 // HASecrets lists the plugin's bound Secrets in HANamespace; with role != ""
 // only those annotated with that role.
 func (s *Stack) HASecrets(ctx context.Context, role string) ([]corev1.Secret, error) {
-	cs, err := s.Kube.AdminClient()
-	if err != nil {
-		return nil, err
-	}
-	list, err := cs.CoreV1().Secrets(HANamespace).List(ctx, metav1.ListOptions{LabelSelector: ManagedByLabel})
-	if err != nil {
-		return nil, fmt.Errorf("list secrets: %w", err)
-	}
-	var out []corev1.Secret
-	for _, sec := range list.Items {
-		if role == "" || sec.Annotations[RoleAnnotation] == role {
-			out = append(out, sec)
-		}
-	}
-	return out, nil
+	return s.managedSecretsIn(ctx, HANamespace, role)
 }
 
 // HATokenStatus returns the HTTP status of listing pods in HANamespace with
 // token: 200 while valid, 401 once rejected.
 func (s *Stack) HATokenStatus(ctx context.Context, token string) (int, error) {
-	code, _, err := s.Kube.Get(ctx, "/api/v1/namespaces/"+HANamespace+"/pods", token)
-	return code, err
+	return s.tokenStatusIn(ctx, HANamespace, token)
 }
