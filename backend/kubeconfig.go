@@ -4,10 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 
-	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	clientcmdlatest "k8s.io/client-go/tools/clientcmd/api/latest"
 	clientcmdapiv1 "k8s.io/client-go/tools/clientcmd/api/v1"
+	"sigs.k8s.io/yaml"
 )
 
 // kubeconfigParams is what one issued kubeconfig carries.
@@ -42,12 +42,8 @@ func buildKubeconfig(p kubeconfigParams) (yamlOut, jsonOut string, err error) {
 	cfg.Contexts[p.ClusterName] = kctx
 	cfg.CurrentContext = p.ClusterName
 
-	y, err := clientcmd.Write(*cfg)
-	if err != nil {
-		return "", "", fmt.Errorf("encoding kubeconfig: %w", err)
-	}
-	// clientcmd's codec writes YAML only; convert to the v1 wire type
-	// (which sets apiVersion and kind) and marshal that.
+	// Convert once to the v1 wire type (which sets apiVersion and kind) and
+	// derive both encodings from its JSON, as clientcmd.Write does for YAML.
 	v1, err := clientcmdlatest.Scheme.ConvertToVersion(cfg, clientcmdapiv1.SchemeGroupVersion)
 	if err != nil {
 		return "", "", fmt.Errorf("converting kubeconfig: %w", err)
@@ -55,6 +51,10 @@ func buildKubeconfig(p kubeconfigParams) (yamlOut, jsonOut string, err error) {
 	j, err := json.Marshal(v1)
 	if err != nil {
 		return "", "", fmt.Errorf("encoding kubeconfig as JSON: %w", err)
+	}
+	y, err := yaml.JSONToYAML(j)
+	if err != nil {
+		return "", "", fmt.Errorf("encoding kubeconfig as YAML: %w", err)
 	}
 	return string(y), string(j), nil
 }
