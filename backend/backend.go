@@ -39,6 +39,8 @@ type backend struct {
 
 	clientsLock sync.RWMutex
 	clients     map[string]*clusterClient
+
+	roles *roleCache
 }
 
 // clusterClient is a cached client together with what it was built from.
@@ -69,6 +71,7 @@ func newBackend(version string) *backend {
 		requestTimeout: defaultRequestTimeout,
 		newKubeAPI:     newClientsetAPI,
 		clients:        map[string]*clusterClient{},
+		roles:          newRoleCache(),
 	}
 	b.Backend = &framework.Backend{
 		Help:           strings.TrimSpace(backendHelp),
@@ -87,7 +90,10 @@ func newBackend(version string) *backend {
 		WALRollback:       b.walRollback,
 		WALRollbackMinAge: walRollbackMinAge(),
 		Invalidate:        b.invalidate,
-		Clean:             func(context.Context) { b.resetClients() },
+		Clean: func(context.Context) {
+			b.resetClients()
+			b.roles.reset()
+		},
 	}
 	return b
 }
@@ -95,6 +101,9 @@ func newBackend(version string) *backend {
 func (b *backend) invalidate(_ context.Context, key string) {
 	if name, ok := strings.CutPrefix(key, clusterStoragePrefix); ok {
 		b.resetClient(name)
+	}
+	if name, ok := strings.CutPrefix(key, roleStoragePrefix); ok {
+		b.roles.invalidate(name)
 	}
 }
 

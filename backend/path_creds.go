@@ -89,7 +89,7 @@ func (b *backend) credsIssue(ctx context.Context, req *logical.Request, d *frame
 	if err := validateVaultName("role", name); err != nil {
 		return logical.ErrorResponse(err.Error()), nil
 	}
-	role, err := getRole(ctx, req.Storage, name)
+	role, err := b.roles.get(ctx, req.Storage, name)
 	if err != nil {
 		return nil, err
 	}

@@ -256,6 +256,7 @@ func (b *backend) roleWrite(ctx context.Context, req *logical.Request, d *framew
 	if err := req.Storage.Put(ctx, entry); err != nil {
 		return nil, fmt.Errorf("storing role %q: %w", name, err)
 	}
+	b.roles.invalidate(name)
 	return resp, nil
 }
 
@@ -422,6 +423,7 @@ func (b *backend) roleDelete(ctx context.Context, req *logical.Request, d *frame
 	if err := req.Storage.Delete(ctx, roleStoragePrefix+name); err != nil {
 		return nil, fmt.Errorf("deleting role %q: %w", name, err)
 	}
+	b.roles.invalidate(name)
 	return nil, nil
 }
 

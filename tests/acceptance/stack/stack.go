@@ -22,6 +22,9 @@ type Options struct {
 	Dir string
 	// NoSetup only starts the processes (no manifests, no plugin).
 	NoSetup bool
+	// VaultStorage is "file" (the default: simple, restartable) or "raft"
+	// (single-node Integrated Storage, Vault's recommended production storage).
+	VaultStorage string
 }
 
 // Stack is a running etcd + kube-apiserver + Vault.
@@ -100,7 +103,7 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 	s.log.Logf("stack: kube-apiserver ready at %s (%s)", s.Kube.URL, since(t))
 
 	t = time.Now()
-	if s.Vault, err = newVault(s.Tools.Vault, filepath.Join(s.Dir, "vault"), s.log); err != nil {
+	if s.Vault, err = newVault(s.Tools.Vault, filepath.Join(s.Dir, "vault"), opts.VaultStorage, s.log); err != nil {
 		return s, err
 	}
 	if err = s.Vault.start(ctx); err != nil {

@@ -11,8 +11,9 @@ import (
 	vaultapi "github.com/hashicorp/vault/api"
 )
 
-// Vault is a `vault server` (not -dev) with file storage, so it can be
-// restarted with its data. It listens on loopback without TLS.
+// Vault is a `vault server` (not -dev) with file or single-node raft
+// storage, so it can be restarted with its data. It listens on loopback
+// without TLS.
 type Vault struct {
 	Addr       string // http://127.0.0.1:PORT
 	RootToken  string
@@ -27,8 +28,12 @@ type Vault struct {
 	log Logger
 }
 
-func newVault(bin, dir string, log Logger) (*Vault, error) {
+func newVault(bin, dir, storage string, log Logger) (*Vault, error) {
 	port, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	storageCfg, err := vaultStorageConfig(storage, filepath.Join(dir, "data"))
 	if err != nil {
 		return nil, err
 	}
@@ -46,9 +51,7 @@ func newVault(bin, dir string, log Logger) (*Vault, error) {
 			return nil, err
 		}
 	}
-	cfg := fmt.Sprintf(`storage "file" {
-  path = %q
-}
+	cfg := fmt.Sprintf(`%s
 listener "tcp" {
   address     = "127.0.0.1:%d"
   tls_disable = true
@@ -58,11 +61,27 @@ api_addr         = %q
 disable_mlock    = true
 log_level        = "trace"
 ui               = false
-`, filepath.Join(dir, "data"), port, v.PluginDir, v.Addr)
+`, storageCfg, port, v.PluginDir, v.Addr)
 	if err := os.WriteFile(v.ConfigPath, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
 	return v, nil
+}
+
+// vaultStorageConfig is the storage stanza for "file" (or "") and "raft".
+// Raft needs a cluster address even alone; nothing ever dials it.
+func vaultStorageConfig(kind, dataDir string) (string, error) {
+	switch kind {
+	case "", "file":
+		return fmt.Sprintf("storage \"file\" {\n  path = %q\n}", dataDir), nil
+	case "raft":
+		cport, err := FreePort()
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("storage \"raft\" {\n  path    = %q\n  node_id = \"bench\"\n}\ncluster_addr = \"https://127.0.0.1:%d\"", dataDir, cport), nil
+	}
+	return "", fmt.Errorf("vault storage %q: want file or raft", kind)
 }
 
 // Client returns an API client authenticated with the root token.

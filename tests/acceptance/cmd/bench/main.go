@@ -45,6 +45,7 @@ type config struct {
 	engines  []string
 	logLevel string
 	profile  string // directory for Vault CPU profiles
+	storage  string // Vault's storage backend
 }
 
 func main() {
@@ -56,6 +57,7 @@ func main() {
 	engines := flag.String("engines", strings.Join(allEngines, ","), "engines to run, in this order at each level")
 	logLevel := flag.String("vault-log-level", "info", "Vault log level during the run (sys/loggers; the stack starts Vault at trace); empty keeps it")
 	profile := flag.String("profile", "", "directory to save Vault CPU profiles (sys/pprof/profile) of the plugin slices in, one per level (the last slice)")
+	storage := flag.String("vault-storage", "raft", "Vault's storage: raft (single-node Integrated Storage, recommended for production) or file")
 	keep := flag.Bool("keep-logs", false, "keep the stack's directory and logs after a successful run")
 	quick := flag.Bool("quick", false, "short smoke run: -c 1,8 -duration 2s -rounds 1 -warmup 2 -prefix-n 50, unless given explicitly")
 	flag.Parse()
@@ -68,7 +70,7 @@ func main() {
 			}
 		}
 	}
-	cfg := config{duration: *duration, rounds: max(*rounds, 1), warmup: *warmup, prefixN: *prefixN, logLevel: *logLevel, profile: *profile}
+	cfg := config{duration: *duration, rounds: max(*rounds, 1), warmup: *warmup, prefixN: *prefixN, logLevel: *logLevel, profile: *profile, storage: *storage}
 	for _, f := range strings.Split(*levels, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || n < 1 {
@@ -89,7 +91,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	started := time.Now()
-	s, err := stack.Start(ctx, stack.Options{Log: &stack.StderrLogger{}})
+	s, err := stack.Start(ctx, stack.Options{Log: &stack.StderrLogger{}, VaultStorage: cfg.storage})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "bench: FAILED to start the stack: %v\n", err)
 		os.Exit(1)
