@@ -64,6 +64,13 @@ type issuedCredential struct {
 // issue creates the lease's objects and requests the token. Whatever fails
 // after the first object exists deletes what was created; the WAL entry
 // covers a crash in between.
+//
+// For a role's existing service account the WAL entry is written while
+// the per-lease Secret is being created, two independent round trips, and
+// is stored before the token is requested: a crash in between can only
+// leave an empty Secret no token is bound to, which tidy removes once its
+// expires-at passes. Ephemeral roles store the entry first: their objects
+// grant access.
 func (b *backend) issue(ctx context.Context, req *logical.Request, client *clusterClient, ir *issueRequest) (*issuedCredential, error) {
 	started := time.Now()
 	plan, err := planIssue(ir, req.DisplayName, started)
@@ -77,20 +84,21 @@ func (b *backend) issue(ctx context.Context, req *logical.Request, client *clust
 	for i, obj := range plan.objects {
 		planned[i] = objectRef{Kind: kindOf(obj), Namespace: obj.GetNamespace(), Name: obj.GetName()}
 	}
-	walID, err := framework.PutWAL(ctx, req.Storage, walObjectsKind, &walObjects{Cluster: ir.role.Cluster, Objects: planned})
-	if err != nil {
-		return nil, fmt.Errorf("writing WAL entry: %w", err)
-	}
+	wal := b.putWALAsync(ctx, req.Storage, &walObjects{Cluster: ir.role.Cluster, Objects: planned})
 
 	lease := leaseInternal{
 		Cluster: ir.role.Cluster, Role: ir.roleName,
 		Namespace: plan.namespace, ServiceAccount: plan.serviceAccount,
 	}
-	cred, err := b.createAndRequest(ctx, client, ir, plan, &lease, started)
-	if err == nil {
+	cred, err := b.createAndRequest(ctx, client, ir, plan, &lease, started, wal.wait)
+	walID, walErr := wal.wait()
+	if err == nil && walErr == nil {
 		if err = framework.DeleteWAL(ctx, req.Storage, walID); err != nil {
 			err = fmt.Errorf("deleting WAL entry: %w", err)
 		}
+	}
+	if err == nil {
+		err = walErr
 	}
 	if err != nil {
 		cleanupCtx, cancel := b.cleanupContext(ctx)
@@ -98,7 +106,7 @@ func (b *backend) issue(ctx context.Context, req *logical.Request, client *clust
 		if delErr := deleteObjects(cleanupCtx, client.api, lease.Objects); delErr != nil {
 			// The WAL entry stays, so rollback deletes the rest later.
 			b.Logger().Error("deleting the objects of a failed issue", "error", delErr)
-		} else {
+		} else if walErr == nil {
 			b.deleteWAL(ctx, req, walID)
 		}
 		return nil, err
@@ -106,7 +114,39 @@ func (b *backend) issue(ctx context.Context, req *logical.Request, client *clust
 	return cred, nil
 }
 
-func (b *backend) createAndRequest(ctx context.Context, client *clusterClient, ir *issueRequest, plan *issuePlan, lease *leaseInternal, started time.Time) (*issuedCredential, error) {
+// pendingWAL is a WAL entry being written.
+type pendingWAL struct {
+	done chan struct{}
+	id   string
+	err  error
+}
+
+func (b *backend) putWALAsync(ctx context.Context, s logical.Storage, entry *walObjects) *pendingWAL {
+	w := &pendingWAL{done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		w.id, w.err = framework.PutWAL(ctx, s, walObjectsKind, entry)
+		if w.err != nil {
+			w.err = fmt.Errorf("writing WAL entry: %w", w.err)
+		}
+	}()
+	return w
+}
+
+// wait returns the entry's ID once it is stored; it may be called again.
+func (w *pendingWAL) wait() (string, error) {
+	<-w.done
+	return w.id, w.err
+}
+
+// walStored blocks until the WAL entry is stored; it is called before
+// anything that grants access is created.
+func (b *backend) createAndRequest(ctx context.Context, client *clusterClient, ir *issueRequest, plan *issuePlan, lease *leaseInternal, started time.Time, walStored func() (string, error)) (*issuedCredential, error) {
+	if !plan.bindToken {
+		if _, err := walStored(); err != nil {
+			return nil, err
+		}
+	}
 	for i, obj := range plan.objects {
 		if i > 0 {
 			ownedBy(obj, lease.Objects[0])
@@ -116,6 +156,11 @@ func (b *backend) createAndRequest(ctx context.Context, client *clusterClient, i
 			return nil, fmt.Errorf("creating %s %q: %w", kindOf(obj), obj.GetName(), err)
 		}
 		lease.Objects = append(lease.Objects, ref)
+		if i == 0 {
+			if _, err := walStored(); err != nil {
+				return nil, err
+			}
+		}
 	}
 
 	expirationSeconds := tokenExpirationSeconds(ir.ttl)
