@@ -46,6 +46,7 @@ type config struct {
 	logLevel string
 	profile  string // directory for Vault CPU profiles
 	storage  string // Vault's storage backend
+	dataDir  string // where the stack keeps etcd's and Vault's data
 }
 
 func main() {
@@ -57,7 +58,7 @@ func main() {
 	engines := flag.String("engines", strings.Join(allEngines, ","), "engines to run, in this order at each level")
 	logLevel := flag.String("vault-log-level", "info", "Vault log level during the run (sys/loggers; the stack starts Vault at trace); empty keeps it")
 	profile := flag.String("profile", "", "directory to save Vault CPU profiles (sys/pprof/profile) of the plugin slices in, one per level (the last slice)")
-	storage := flag.String("vault-storage", "raft", "Vault's storage: raft (single-node Integrated Storage, recommended for production) or file")
+	storage := flag.String("vault-storage", "file", "Vault's storage: file (as the acceptance tests) or raft (single-node Integrated Storage)")
 	keep := flag.Bool("keep-logs", false, "keep the stack's directory and logs after a successful run")
 	quick := flag.Bool("quick", false, "short smoke run: -c 1,8 -duration 2s -rounds 1 -warmup 2 -prefix-n 50, unless given explicitly")
 	flag.Parse()
@@ -96,6 +97,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "bench: FAILED to start the stack: %v\n", err)
 		os.Exit(1)
 	}
+	cfg.dataDir = s.Dir
 	res, err := run(ctx, s, cfg)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "\nbench: FAILED: %v\n", err)

@@ -5,6 +5,7 @@ import (
 	"io"
 	"runtime"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 )
@@ -52,6 +53,7 @@ func (res *results) print(w io.Writer, cfg config) {
 	fmt.Fprintf(w, "\n== vault-plugin-scanner bench, %s, %d CPUs, load average at start %s\n", time.Now().UTC().Format(time.RFC3339), runtime.NumCPU(), res.loadAtStart)
 	fmt.Fprintf(w, "   clients %v; per engine and level %s of issuing in %d slice(s), engines taking turns, each slice followed by per-lease\n", cfg.levels, cfg.duration, cfg.rounds)
 	fmt.Fprintf(w, "   sys/leases/revoke at the same concurrency and a check that nothing is left; Vault log level %q\n", cfg.logLevel)
+	fmt.Fprintf(w, "   Vault storage %q; etcd and Vault data under %s (%s; TMPDIR chooses it)\n", cfg.storage, cfg.dataDir, fsType(cfg.dataDir))
 	fmt.Fprintf(w, "   (vault-read: creds are LISTs of scanner/roles/, no lease; RSS: peak VmRSS sampled every 100 ms during the phase)\n\n")
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -198,4 +200,26 @@ func (res *results) printTargets(w io.Writer) {
 	}
 	fmt.Fprintf(tw, "errors, leftovers\t%d\t0\t%s\n", res.problems(), verdict(res.problems() == 0))
 	tw.Flush()
+}
+
+// fsType names the filesystem holding dir: the stack's data on tmpfs or on
+// a disk changes what every storage write costs.
+func fsType(dir string) string {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return "unknown filesystem"
+	}
+	switch st.Type {
+	case 0x01021994:
+		return "tmpfs"
+	case 0xEF53:
+		return "ext4"
+	case 0x9123683E:
+		return "btrfs"
+	case 0x58465342:
+		return "xfs"
+	case 0x794C7630:
+		return "overlayfs"
+	}
+	return fmt.Sprintf("filesystem magic %#x", st.Type)
 }
