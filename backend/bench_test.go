@@ -3,6 +3,8 @@ package backend
 import (
 	"context"
 	"errors"
+	"github.com/hashicorp/go-hclog"
+	"io"
 	"sync"
 	"testing"
 	"time"
@@ -71,8 +73,10 @@ func (m *memKube) Allowed(context.Context, authorizationv1.ResourceAttributes) (
 // BenchmarkIssue measures the plugin's own cost of one credential plus its
 // revoke: request parsing, WAL, bound Secret, TokenRequest, kubeconfig and
 // lease response.
+// BenchmarkIssue logs as the plugin does under Vault at level info (JSON
+// lines), into io.Discard so the figures stay readable.
 func BenchmarkIssue(b *testing.B) {
-	be, s, _ := newTestBackend(b)
+	be, s, _ := newTestBackendLogging(b, hclog.New(&hclog.LoggerOptions{Output: io.Discard, Level: hclog.Info, JSONFormat: true}))
 	mem := &memKube{objects: map[string]types.UID{}}
 	be.newKubeAPI = func(*rest.Config) (kubeAPI, error) { return mem, nil }
 	configureCluster(b, be, s)

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"github.com/hashicorp/go-hclog"
 	"math/big"
 	"strings"
 	"sync"
@@ -182,8 +183,18 @@ func fakeJWT(claims map[string]interface{}) string {
 // newTestBackend returns a configured backend whose clients talk to fk.
 func newTestBackend(t testing.TB) (*backend, logical.Storage, *fakeKube) {
 	t.Helper()
+	return newTestBackendLogging(t, nil)
+}
+
+// newTestBackendLogging is newTestBackend with the given logger (nil: the
+// SDK's test logger, trace level to stderr).
+func newTestBackendLogging(t testing.TB, logger hclog.Logger) (*backend, logical.Storage, *fakeKube) {
+	t.Helper()
 	fk := newFakeKube(t)
 	config := logical.TestBackendConfig()
+	if logger != nil {
+		config.Logger = logger
+	}
 	config.StorageView = &logical.InmemStorage{}
 	config.System = &logical.StaticSystemView{DefaultLeaseTTLVal: time.Hour, MaxLeaseTTLVal: 24 * time.Hour}
 	b := newBackend("v0.0.0-test")
