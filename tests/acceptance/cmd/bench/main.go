@@ -47,6 +47,7 @@ type config struct {
 	profile  string // directory for Vault CPU profiles
 	storage  string // Vault's storage backend
 	dataDir  string // where the stack keeps etcd's and Vault's data
+	dataFS   string // the filesystem under dataDir
 }
 
 func main() {
@@ -59,6 +60,7 @@ func main() {
 	logLevel := flag.String("vault-log-level", "info", "Vault log level during the run (sys/loggers; the stack starts Vault at trace); empty keeps it")
 	profile := flag.String("profile", "", "directory to save Vault CPU profiles (sys/pprof/profile) of the plugin slices in, one per level (the last slice)")
 	storage := flag.String("vault-storage", "file", "Vault's storage: file (as the acceptance tests) or raft (single-node Integrated Storage)")
+	dataParent := flag.String("data-dir", defaultDataParent(), "parent directory for the stack's data (etcd, Vault storage, logs); empty: TMPDIR. The default is tmpfs (/dev/shm) when present: see docs/performance.md")
 	keep := flag.Bool("keep-logs", false, "keep the stack's directory and logs after a successful run")
 	quick := flag.Bool("quick", false, "short smoke run: -c 1,8 -duration 2s -rounds 1 -warmup 2 -prefix-n 50, unless given explicitly")
 	flag.Parse()
@@ -92,12 +94,17 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	started := time.Now()
-	s, err := stack.Start(ctx, stack.Options{Log: &stack.StderrLogger{}, VaultStorage: cfg.storage})
+	dir, err := os.MkdirTemp(*dataParent, "vault-plugin-scanner-stack-")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench: FAILED to create the stack's directory: %v\n", err)
+		os.Exit(1)
+	}
+	cfg.dataDir, cfg.dataFS = dir, fsType(dir)
+	s, err := stack.Start(ctx, stack.Options{Log: &stack.StderrLogger{}, VaultStorage: cfg.storage, Dir: dir})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "bench: FAILED to start the stack: %v\n", err)
 		os.Exit(1)
 	}
-	cfg.dataDir = s.Dir
 	res, err := run(ctx, s, cfg)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "\nbench: FAILED: %v\n", err)
@@ -411,4 +418,12 @@ func profileVault(ctx context.Context, vc *vaultapi.Client, d time.Duration, pat
 		}
 	}()
 	return func() { <-done }
+}
+
+// defaultDataParent is /dev/shm when it is a tmpfs, else TMPDIR ("").
+func defaultDataParent() string {
+	if fsType("/dev/shm") == "tmpfs" {
+		return "/dev/shm"
+	}
+	return ""
 }

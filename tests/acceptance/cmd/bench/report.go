@@ -53,7 +53,7 @@ func (res *results) print(w io.Writer, cfg config) {
 	fmt.Fprintf(w, "\n== vault-plugin-scanner bench, %s, %d CPUs, load average at start %s\n", time.Now().UTC().Format(time.RFC3339), runtime.NumCPU(), res.loadAtStart)
 	fmt.Fprintf(w, "   clients %v; per engine and level %s of issuing in %d slice(s), engines taking turns, each slice followed by per-lease\n", cfg.levels, cfg.duration, cfg.rounds)
 	fmt.Fprintf(w, "   sys/leases/revoke at the same concurrency and a check that nothing is left; Vault log level %q\n", cfg.logLevel)
-	fmt.Fprintf(w, "   Vault storage %q; etcd and Vault data under %s (%s; TMPDIR chooses it)\n", cfg.storage, cfg.dataDir, fsType(cfg.dataDir))
+	fmt.Fprintf(w, "   Vault storage %q; etcd's and Vault's data in %s (%s; -data-dir)\n", cfg.storage, cfg.dataDir, cfg.dataFS)
 	fmt.Fprintf(w, "   (vault-read: creds are LISTs of scanner/roles/, no lease; RSS: peak VmRSS sampled every 100 ms during the phase)\n\n")
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
