@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	sigsyaml "sigs.k8s.io/yaml"
 )
 
 func TestBuildKubeconfig(t *testing.T) {
@@ -64,5 +66,45 @@ func TestBuildKubeconfigWithoutCA(t *testing.T) {
 	}
 	if c := cfg.Clusters["c"]; len(c.CertificateAuthorityData) != 0 || c.InsecureSkipTLSVerify {
 		t.Errorf("without a CA the kubeconfig must rely on system roots, got %+v", c)
+	}
+}
+
+// The YAML is exactly what clientcmd.Write (kubectl's writer) produces for
+// the same kubeconfig, and the JSON is the same document.
+func TestBuildKubeconfigMatchesClientcmdWrite(t *testing.T) {
+	cases := []kubeconfigParams{
+		{ClusterName: "prod", Server: "https://k8s.example.com:6443", CACert: testCAPEM(t), TLSServerName: "api.internal", UserName: "scanner-sa", Token: "header.payload.sig", Namespace: "team-a"},
+		{ClusterName: "c", Server: "https://10.0.0.1", UserName: "u", Token: "a.b.c", Namespace: "n"},
+		{ClusterName: "odd: name", Server: "https://[::1]:6443", UserName: "yes", Token: "x.y.z", Namespace: "true"},
+	}
+	for _, p := range cases {
+		t.Run(p.ClusterName, func(t *testing.T) {
+			yamlOut, jsonOut, err := buildKubeconfig(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := clientcmdapi.NewConfig()
+			cluster := clientcmdapi.NewCluster()
+			cluster.Server, cluster.CertificateAuthorityData, cluster.TLSServerName = p.Server, []byte(p.CACert), p.TLSServerName
+			cfg.Clusters[p.ClusterName] = cluster
+			user := clientcmdapi.NewAuthInfo()
+			user.Token = p.Token
+			cfg.AuthInfos[p.UserName] = user
+			kctx := clientcmdapi.NewContext()
+			kctx.Cluster, kctx.AuthInfo, kctx.Namespace = p.ClusterName, p.UserName, p.Namespace
+			cfg.Contexts[p.ClusterName] = kctx
+			cfg.CurrentContext = p.ClusterName
+			want, err := clientcmd.Write(*cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if yamlOut != string(want) {
+				t.Errorf("YAML differs from clientcmd.Write:\n got: %s\nwant: %s", yamlOut, want)
+			}
+			fromJSON, err := sigsyaml.JSONToYAML([]byte(jsonOut))
+			if err != nil || string(fromJSON) != string(want) {
+				t.Errorf("JSON is not the same document: %v\n%s", err, fromJSON)
+			}
+		})
 	}
 }
