@@ -153,7 +153,7 @@ func (res *results) printTargets(w io.Writer) {
 			}
 			x := p.issue.rate() / o.issue.rate()
 			if unit == "%" {
-				parts = append(parts, fmt.Sprintf("%d clients %.0f%%", c, 100*x))
+				parts = append(parts, fmt.Sprintf("%d clients %.1f%%", c, 100*x))
 			} else {
 				parts = append(parts, fmt.Sprintf("%d clients %.1fx", c, x))
 			}
