@@ -169,3 +169,50 @@ func storeRoleTTL(t *testing.T, s logical.Storage, ttl time.Duration) {
 		t.Fatal(err)
 	}
 }
+
+// Concurrent creds share one cached role; run with -race this shows that
+// nothing on the issue path writes to it.
+func TestRoleCacheSharedByConcurrentIssues(t *testing.T) {
+	cases := []struct {
+		name   string
+		fields map[string]interface{}
+		path   string
+	}{
+		{"existing service account", nil, "creds/" + testRole},
+		{"generated rules", map[string]interface{}{"generated_role_rules": podReaderRules, "allowed_kubernetes_namespaces": "team-a", "extra_labels": "team=a"}, "creds/eph"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var b *backend
+			var s logical.Storage
+			if tc.fields == nil {
+				b, s, _ = newConfiguredBackend(t)
+			} else {
+				b, s, _ = ephemeralBackend(t, tc.fields)
+			}
+			var wg sync.WaitGroup
+			errs := make(chan error, 16)
+			for range 8 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for range 2 {
+						resp, err := request(t, b, s, logical.ReadOperation, tc.path, nil)
+						if err == nil && resp.IsError() {
+							err = resp.Error()
+						}
+						if err != nil {
+							errs <- err
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Error(err)
+			}
+		})
+	}
+}
