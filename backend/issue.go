@@ -84,7 +84,7 @@ func (b *backend) issue(ctx context.Context, req *logical.Request, client *clust
 	for i, obj := range plan.objects {
 		planned[i] = objectRef{Kind: kindOf(obj), Namespace: obj.GetNamespace(), Name: obj.GetName()}
 	}
-	wal := b.putWALAsync(ctx, req.Storage, &walObjects{Cluster: ir.role.Cluster, Objects: planned})
+	wal := putWALAsync(ctx, req.Storage, &walObjects{Cluster: ir.role.Cluster, Objects: planned})
 
 	lease := leaseInternal{
 		Cluster: ir.role.Cluster, Role: ir.roleName,
@@ -121,7 +121,7 @@ type pendingWAL struct {
 	err  error
 }
 
-func (b *backend) putWALAsync(ctx context.Context, s logical.Storage, entry *walObjects) *pendingWAL {
+func putWALAsync(ctx context.Context, s logical.Storage, entry *walObjects) *pendingWAL {
 	w := &pendingWAL{done: make(chan struct{})}
 	go func() {
 		defer close(w.done)
@@ -139,8 +139,9 @@ func (w *pendingWAL) wait() (string, error) {
 	return w.id, w.err
 }
 
-// walStored blocks until the WAL entry is stored; it is called before
-// anything that grants access is created.
+// createAndRequest creates the plan's objects and requests the token.
+// walStored blocks until the WAL entry is stored: ephemeral objects grant
+// access, so they wait for it; the token always does.
 func (b *backend) createAndRequest(ctx context.Context, client *clusterClient, ir *issueRequest, plan *issuePlan, lease *leaseInternal, started time.Time, walStored func() (string, error)) (*issuedCredential, error) {
 	if !plan.bindToken {
 		if _, err := walStored(); err != nil {
@@ -156,11 +157,9 @@ func (b *backend) createAndRequest(ctx context.Context, client *clusterClient, i
 			return nil, fmt.Errorf("creating %s %q: %w", kindOf(obj), obj.GetName(), err)
 		}
 		lease.Objects = append(lease.Objects, ref)
-		if i == 0 {
-			if _, err := walStored(); err != nil {
-				return nil, err
-			}
-		}
+	}
+	if _, err := walStored(); err != nil {
+		return nil, err
 	}
 
 	expirationSeconds := tokenExpirationSeconds(ir.ttl)
