@@ -43,6 +43,46 @@ func readJSONLines[T any](t *testing.T, path string) []T {
 	return out
 }
 
+// kubeAuditEvent is the part of a kube-apiserver audit event we look at.
+type kubeAuditEvent struct {
+	Verb        string            `json:"verb"`
+	RequestURI  string            `json:"requestURI"`
+	Annotations map[string]string `json:"annotations"`
+	User        struct {
+		Username string              `json:"username"`
+		Extra    map[string][]string `json:"extra"`
+	} `json:"user"`
+	ObjectRef struct {
+		Resource    string `json:"resource"`
+		Namespace   string `json:"namespace"`
+		Name        string `json:"name"`
+		Subresource string `json:"subresource"`
+	} `json:"objectRef"`
+	ResponseStatus struct {
+		Code int `json:"code"`
+	} `json:"responseStatus"`
+}
+
+// credentialAuditEvents waits up to 20 s for the kube-apiserver audit
+// events that carry credentialID: a request made with the token (user.extra
+// credential-id) and the TokenRequest that issued it (annotation
+// issued-credential-id). Either is nil if it never showed.
+func credentialAuditEvents(t *testing.T, credentialID string) (used, issued *kubeAuditEvent, err error) {
+	t.Helper()
+	_, err = stack.Poll(testCtx(t, time.Minute), 20*time.Second, 500*time.Millisecond, func() (bool, error) {
+		for _, ev := range readJSONLines[kubeAuditEvent](t, st.Kube.AuditLogPath) {
+			if ids := ev.User.Extra["authentication.kubernetes.io/credential-id"]; len(ids) == 1 && ids[0] == credentialID {
+				used = &ev
+			}
+			if ev.Annotations["authentication.kubernetes.io/issued-credential-id"] == credentialID {
+				issued = &ev
+			}
+		}
+		return used != nil && issued != nil, nil
+	})
+	return used, issued, err
+}
+
 // Test 6: a file audit device HMACs the token and kubeconfig; once tuned,
 // the credential_id in Vault's audit log equals the credential id that the
 // kube-apiserver audit log records for requests made with the token.
@@ -117,29 +157,7 @@ func TestAuditNoPlaintextAndCredentialIDJoin(t *testing.T) {
 	if code := tokenStatus(t, c2.Token); code != 200 {
 		t.Fatalf("GET pods with the token: HTTP %d, want 200", code)
 	}
-	type kubeEvent struct {
-		Verb        string            `json:"verb"`
-		RequestURI  string            `json:"requestURI"`
-		Annotations map[string]string `json:"annotations"`
-		User        struct {
-			Username string              `json:"username"`
-			Extra    map[string][]string `json:"extra"`
-		} `json:"user"`
-	}
-	var used, issued *kubeEvent
-	_, err = stack.Poll(testCtx(t, time.Minute), 20*time.Second, 500*time.Millisecond, func() (bool, error) {
-		for _, e := range readJSONLines[kubeEvent](t, st.Kube.AuditLogPath) {
-			e := e
-			ids := e.User.Extra["authentication.kubernetes.io/credential-id"]
-			if len(ids) == 1 && ids[0] == logged {
-				used = &e
-			}
-			if e.Annotations["authentication.kubernetes.io/issued-credential-id"] == logged {
-				issued = &e
-			}
-		}
-		return used != nil && issued != nil, nil
-	})
+	used, issued, _ := credentialAuditEvents(t, logged)
 	if used == nil {
 		t.Fatalf("no kube-apiserver audit event with user.extra credential-id %q", logged)
 	}

@@ -1,7 +1,6 @@
 package acceptance
 
 import (
-	"encoding/json"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -23,17 +22,7 @@ func TestCredsKubeconfigWithKubectl(t *testing.T) {
 	ensureTargetPod(t)
 
 	done := step(t, "vault read -format=json scanner/creds/cluster-a")
-	res := mustVault(t, "read", "-format=json", stack.Mount+"/creds/"+stack.RoleName)
-	var sec struct {
-		LeaseID       string            `json:"lease_id"`
-		LeaseDuration int               `json:"lease_duration"`
-		Renewable     bool              `json:"renewable"`
-		Data          map[string]string `json:"data"`
-	}
-	if err := json.Unmarshal([]byte(res.Stdout), &sec); err != nil {
-		t.Fatalf("parse vault read output: %v\n%s", err, res.Stdout)
-	}
-	revokeAtEnd(t, sec.LeaseID)
+	sec := vaultReadCreds(t, stack.Mount+"/creds/"+stack.RoleName)
 	done()
 	t.Logf("lease %s, lease_duration %d, renewable %v", sec.LeaseID, sec.LeaseDuration, sec.Renewable)
 	if !strings.HasPrefix(sec.LeaseID, stack.Mount+"/creds/"+stack.RoleName+"/") {

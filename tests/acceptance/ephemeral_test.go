@@ -1,7 +1,6 @@
 package acceptance
 
 import (
-	"encoding/json"
 	"net/http"
 	"net/url"
 	"path/filepath"
@@ -38,17 +37,7 @@ func TestEphemeralExistingRole(t *testing.T) {
 	})
 
 	done := step(t, "vault read -format=json %s/creds/%s kubernetes_namespace=%s", stack.Mount, role, teamA)
-	res := mustVault(t, "read", "-format=json", stack.Mount+"/creds/"+role, "kubernetes_namespace="+teamA)
-	var sec struct {
-		LeaseID       string            `json:"lease_id"`
-		LeaseDuration int               `json:"lease_duration"`
-		Renewable     bool              `json:"renewable"`
-		Data          map[string]string `json:"data"`
-	}
-	if err := json.Unmarshal([]byte(res.Stdout), &sec); err != nil {
-		t.Fatalf("parse vault read output: %v\n%s", err, res.Stdout)
-	}
-	revokeAtEnd(t, sec.LeaseID)
+	sec := vaultReadCreds(t, stack.Mount+"/creds/"+role, "kubernetes_namespace="+teamA)
 	name := sec.Data["service_account_name"]
 	token := sec.Data["service_account_token"]
 	t.Logf("lease %s (%d s, renewable %v): service account %s/%s, %s", sec.LeaseID, sec.LeaseDuration, sec.Renewable, sec.Data["service_account_namespace"], name, sec.Data["credential_id"])
@@ -360,26 +349,6 @@ func TestEphemeralTokenRequestFailure(t *testing.T) {
 	done()
 }
 
-// kubeAuditEvent is the part of a kube-apiserver audit event we look at.
-type kubeAuditEvent struct {
-	Verb        string            `json:"verb"`
-	RequestURI  string            `json:"requestURI"`
-	Annotations map[string]string `json:"annotations"`
-	User        struct {
-		Username string              `json:"username"`
-		Extra    map[string][]string `json:"extra"`
-	} `json:"user"`
-	ObjectRef struct {
-		Resource    string `json:"resource"`
-		Namespace   string `json:"namespace"`
-		Name        string `json:"name"`
-		Subresource string `json:"subresource"`
-	} `json:"objectRef"`
-	ResponseStatus struct {
-		Code int `json:"code"`
-	} `json:"responseStatus"`
-}
-
 // The per-lease identity shows in the kube-apiserver audit log: requests
 // made with the token carry user system:serviceaccount:team-a:<generated
 // name> and the credential id from the creds response; the TokenRequest
@@ -408,19 +377,7 @@ func TestEphemeralAuditLog(t *testing.T) {
 
 	done = step(t, "kube-apiserver audit: user system:serviceaccount:%s:%s with %s", teamA, name, c.CredentialID)
 	wantUser := "system:serviceaccount:" + teamA + ":" + name
-	var used, issued *kubeAuditEvent
-	_, err := stack.Poll(testCtx(t, time.Minute), 20*time.Second, 500*time.Millisecond, func() (bool, error) {
-		for _, ev := range readJSONLines[kubeAuditEvent](t, st.Kube.AuditLogPath) {
-			ev := ev
-			if ids := ev.User.Extra["authentication.kubernetes.io/credential-id"]; len(ids) == 1 && ids[0] == c.CredentialID {
-				used = &ev
-			}
-			if ev.Annotations["authentication.kubernetes.io/issued-credential-id"] == c.CredentialID {
-				issued = &ev
-			}
-		}
-		return used != nil && issued != nil, nil
-	})
+	used, issued, err := credentialAuditEvents(t, c.CredentialID)
 	if used == nil {
 		t.Fatalf("no kube-apiserver audit event with user.extra credential-id %q: %v", c.CredentialID, err)
 	}

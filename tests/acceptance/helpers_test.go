@@ -110,6 +110,19 @@ func readCreds(t *testing.T, role string, query url.Values) *creds {
 	return c
 }
 
+// vaultReadCreds runs `vault read -format=json <args>` (the CLI, as an
+// operator would) and revokes the lease when the test ends.
+func vaultReadCreds(t *testing.T, args ...string) stack.CLISecret {
+	t.Helper()
+	res := mustVault(t, append([]string{"read", "-format=json"}, args...)...)
+	sec, err := stack.ParseCLISecret(res.Stdout)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, res.Stdout)
+	}
+	revokeAtEnd(t, sec.LeaseID)
+	return sec
+}
+
 // revokeAtEnd revokes a lease in t.Cleanup (a lease already gone is fine).
 func revokeAtEnd(t *testing.T, leaseID string) {
 	t.Cleanup(func() {

@@ -91,7 +91,17 @@ func startKubeAPIServer(ctx context.Context, bin, dir, etcdURL string) (*KubeAPI
 	if err != nil {
 		return nil, err
 	}
-	_, err = Poll(ctx, 120*time.Second, 500*time.Millisecond, func() (bool, error) {
+	if err = k.waitReady(ctx, 500*time.Millisecond); err != nil {
+		k.Proc.Stop(5 * time.Second)
+		return nil, fmt.Errorf("kube-apiserver not ready: %w\n%s", err, k.Proc.Tail(40))
+	}
+	return k, nil
+}
+
+// waitReady polls /readyz every interval, for up to 2 minutes, until it
+// answers 200; it gives up at once if the process exits.
+func (k *KubeAPIServer) waitReady(ctx context.Context, interval time.Duration) error {
+	_, err := Poll(ctx, 120*time.Second, interval, func() (bool, error) {
 		if exited, werr := k.Proc.Exited(); exited {
 			return false, Permanent(fmt.Errorf("kube-apiserver exited: %v", werr))
 		}
@@ -101,11 +111,7 @@ func startKubeAPIServer(ctx context.Context, bin, dir, etcdURL string) (*KubeAPI
 		}
 		return code == http.StatusOK, nil
 	})
-	if err != nil {
-		k.Proc.Stop(5 * time.Second)
-		return nil, fmt.Errorf("kube-apiserver not ready: %w\n%s", err, k.Proc.Tail(40))
-	}
-	return k, nil
+	return err
 }
 
 // HTTPClient returns a client that trusts the cluster CA.

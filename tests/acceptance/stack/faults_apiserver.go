@@ -3,7 +3,6 @@ package stack
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"time"
 )
 
@@ -44,17 +43,7 @@ func (k *KubeAPIServer) StartAPIServer(ctx context.Context) (time.Duration, erro
 		return time.Since(start), err
 	}
 	k.Proc = p
-	_, err = Poll(ctx, 120*time.Second, 250*time.Millisecond, func() (bool, error) {
-		if exited, werr := p.Exited(); exited {
-			return false, Permanent(fmt.Errorf("kube-apiserver exited: %v", werr))
-		}
-		code, _, err := k.Get(ctx, "/readyz", k.AdminToken)
-		if err != nil {
-			return false, err
-		}
-		return code == http.StatusOK, nil
-	})
-	if err != nil {
+	if err := k.waitReady(ctx, 250*time.Millisecond); err != nil {
 		return time.Since(start), fmt.Errorf("kube-apiserver not ready after restart: %w\n%s", err, p.Tail(40))
 	}
 	return time.Since(start), nil

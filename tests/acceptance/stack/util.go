@@ -2,6 +2,7 @@ package stack
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -92,4 +93,21 @@ func Poll(ctx context.Context, timeout, interval time.Duration, f func() (bool, 
 		case <-time.After(interval):
 		}
 	}
+}
+
+// CLISecret is what `vault read -format=json` prints for a leased secret.
+type CLISecret struct {
+	LeaseID       string            `json:"lease_id"`
+	LeaseDuration int               `json:"lease_duration"`
+	Renewable     bool              `json:"renewable"`
+	Data          map[string]string `json:"data"`
+}
+
+// ParseCLISecret parses `vault read -format=json` output.
+func ParseCLISecret(stdout string) (CLISecret, error) {
+	var sec CLISecret
+	if err := json.Unmarshal([]byte(stdout), &sec); err != nil {
+		return sec, fmt.Errorf("parse vault read output: %w", err)
+	}
+	return sec, nil
 }

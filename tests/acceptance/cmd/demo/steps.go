@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -27,14 +26,9 @@ func runDemo(ctx context.Context, s *stack.Stack) error {
 	if err := expectExit0("vault read", res, err); err != nil {
 		return err
 	}
-	var sec struct {
-		LeaseID       string            `json:"lease_id"`
-		LeaseDuration int               `json:"lease_duration"`
-		Renewable     bool              `json:"renewable"`
-		Data          map[string]string `json:"data"`
-	}
-	if err := json.Unmarshal([]byte(res.Stdout), &sec); err != nil {
-		return fmt.Errorf("parse vault read output: %w", err)
+	sec, err := stack.ParseCLISecret(res.Stdout)
+	if err != nil {
+		return err
 	}
 	printTable(sec.LeaseID, sec.LeaseDuration, sec.Renewable, sec.Data)
 	token := sec.Data["service_account_token"]
