@@ -10,13 +10,13 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 GO_BUILD := CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)"
 PLATFORMS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64
 
-# Loads the pinned Vault, kube-apiserver, kubectl and etcd (built and cached
-# on first use) into the environment of the recipe line that uses it.
-WITH_TOOLS := set -a; eval "$$(scripts/build-tools.sh)"; PLUGIN_BINARY=$(BIN); PLUGIN_VERSION=$(VERSION); PLUGIN_SHORTWAL_BINARY=$(SHORTWAL_BIN); set +a;
-
 # A test-only build whose WAL rollback age is 5 s instead of 10 min, so the
 # acceptance tests can watch rollback delete what a killed plugin left.
 SHORTWAL_BIN := $(CURDIR)/bin/$(PLUGIN)-shortwal
+
+# Loads the pinned Vault, kube-apiserver, kubectl and etcd (built and cached
+# on first use) into the environment of the recipe line that uses it.
+WITH_TOOLS := set -a; eval "$$(scripts/build-tools.sh)"; PLUGIN_BINARY=$(BIN); PLUGIN_VERSION=$(VERSION); PLUGIN_SHORTWAL_BINARY=$(SHORTWAL_BIN); set +a;
 
 .PHONY: all build build-shortwal test unit acceptance fuzz tools demo dev bench fmt vet lint release clean
 

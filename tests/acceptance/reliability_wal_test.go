@@ -143,7 +143,7 @@ func TestReliabilityWALRollback(t *testing.T) {
 	t.Parallel()
 	bin := os.Getenv("PLUGIN_SHORTWAL_BINARY")
 	if bin == "" {
-		bin = filepath.Join(st.RepoRoot, "bin", walPluginName)
+		t.Fatal("PLUGIN_SHORTWAL_BINARY is not set (run the acceptance tests with `make acceptance`)")
 	}
 	if _, err := os.Stat(bin); err != nil {
 		t.Fatalf("PLUGIN_SHORTWAL_BINARY %s: %v (run `make build-shortwal`)", bin, err)
