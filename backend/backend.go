@@ -5,12 +5,14 @@ package backend
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/helper/consts"
 	"github.com/hashicorp/vault/sdk/logical"
 	"k8s.io/client-go/rest"
 )
@@ -41,10 +43,14 @@ type backend struct {
 	clients     map[string]*clusterClient
 
 	roles *roleCache
+
+	tidyLock sync.Mutex
+	lastTidy time.Time
 }
 
 // clusterClient is a cached client together with what it was built from.
 type clusterClient struct {
+	cluster  string
 	api      kubeAPI
 	endpoint *endpoint
 	// revocable remembers, per "kind/namespace", when the plugin was last
@@ -78,7 +84,10 @@ func newBackend(version string) *backend {
 		BackendType:    logical.TypeLogical,
 		RunningVersion: version,
 		PathsSpecial: &logical.Paths{
-			SealWrapStorage: []string{clusterStoragePrefix},
+			SealWrapStorage: []string{clusterStoragePrefix, retiredEndpointPrefix},
+			// An unfinished issue is this cluster's own business: a
+			// performance secondary must not roll back the primary's.
+			LocalStorage: []string{framework.WALPrefix},
 		},
 		Paths: framework.PathAppend(
 			pathClusters(b),
@@ -89,6 +98,7 @@ func newBackend(version string) *backend {
 		Secrets:           []*framework.Secret{secretToken(b)},
 		WALRollback:       b.walRollback,
 		WALRollbackMinAge: walRollbackMinAge(),
+		PeriodicFunc:      b.periodic,
 		Invalidate:        b.invalidate,
 		Clean: func(context.Context) {
 			b.resetClients()
@@ -100,23 +110,42 @@ func newBackend(version string) *backend {
 
 func (b *backend) invalidate(_ context.Context, key string) {
 	if name, ok := strings.CutPrefix(key, clusterStoragePrefix); ok {
-		b.resetClient(name)
+		b.dropCachedClient(name)
+	}
+	if rest, ok := strings.CutPrefix(key, retiredEndpointPrefix); ok {
+		if cluster, id, ok := strings.Cut(rest, "/"); ok {
+			b.dropCachedClient(retiredClientKey(cluster, id))
+		}
 	}
 	if name, ok := strings.CutPrefix(key, roleStoragePrefix); ok {
 		b.roles.invalidate(name)
 	}
 }
 
-func (b *backend) resetClient(name string) {
+// Clients are cached under the cluster's name for its current endpoint and
+// under retiredClientKey for a retired one ('@' is not valid in names).
+func retiredClientKey(cluster, id string) string { return cluster + "@" + id }
+
+func (b *backend) dropCachedClient(key string) {
 	b.clientsLock.Lock()
 	defer b.clientsLock.Unlock()
-	delete(b.clients, name)
+	delete(b.clients, key)
 }
 
 func (b *backend) resetClients() {
 	b.clientsLock.Lock()
 	defer b.clientsLock.Unlock()
 	b.clients = map[string]*clusterClient{}
+}
+
+// writesHere reports whether this node may change storage and objects:
+// not a standby, and not a secondary unless the mount is local to it.
+func (b *backend) writesHere() bool {
+	state := b.System().ReplicationState()
+	if state.HasState(consts.ReplicationDRSecondary | consts.ReplicationPerformanceStandby) {
+		return false
+	}
+	return !state.HasState(consts.ReplicationPerformanceSecondary) || b.System().LocalMount()
 }
 
 // errClusterNotFound lets callers turn a missing cluster into a 400.
@@ -126,10 +155,50 @@ func (e errClusterNotFound) Error() string {
 	return fmt.Sprintf("cluster %q is not configured; write clusters/%s first", e.name, e.name)
 }
 
-// client returns the cached client for a cluster, building it on first use.
+// client returns the cached client for a cluster's current endpoint,
+// building it on first use.
 func (b *backend) client(ctx context.Context, s logical.Storage, name string) (*clusterClient, error) {
+	return b.cachedClient(name, func() (string, *clusterConfig, error) {
+		cfg, err := getCluster(ctx, s, name)
+		if err == nil && cfg == nil {
+			err = errClusterNotFound{name: name}
+		}
+		return name, cfg, err
+	})
+}
+
+// endpointClient returns a client for the endpoint that issued a lease or
+// WAL entry: the cluster's current one, or a retired one. It fails when
+// that endpoint is no longer known, rather than reach another server.
+func (b *backend) endpointClient(ctx context.Context, s logical.Storage, cluster, id string) (*clusterClient, error) {
+	if id == "" {
+		id = legacyEndpointID
+	}
+	current, err := b.client(ctx, s, cluster)
+	var notFound errClusterNotFound
+	switch {
+	case err == nil && current.endpoint.ID == id:
+		return current, nil
+	case err != nil && !errors.As(err, &notFound):
+		return nil, err
+	}
+	return b.cachedClient(retiredClientKey(cluster, id), func() (string, *clusterConfig, error) {
+		rec, err := getRetiredEndpoint(ctx, s, cluster, id)
+		if err == nil && rec == nil {
+			err = fmt.Errorf("cluster %q no longer has endpoint %s, which issued this credential, and does not know it as retired: cannot reach the API server that holds its objects", cluster, id)
+		}
+		if err != nil {
+			return "", nil, err
+		}
+		return cluster, &rec.Config, nil
+	})
+}
+
+// cachedClient returns the client cached under key, or builds one from the
+// configuration load returns (re-checked under the write lock).
+func (b *backend) cachedClient(key string, load func() (string, *clusterConfig, error)) (*clusterClient, error) {
 	b.clientsLock.RLock()
-	c, ok := b.clients[name]
+	c, ok := b.clients[key]
 	b.clientsLock.RUnlock()
 	if ok {
 		return c, nil
@@ -137,26 +206,23 @@ func (b *backend) client(ctx context.Context, s logical.Storage, name string) (*
 
 	b.clientsLock.Lock()
 	defer b.clientsLock.Unlock()
-	if c, ok := b.clients[name]; ok {
+	if c, ok := b.clients[key]; ok {
 		return c, nil
 	}
-	cfg, err := getCluster(ctx, s, name)
+	name, cfg, err := load()
 	if err != nil {
 		return nil, err
 	}
-	if cfg == nil {
-		return nil, errClusterNotFound{name: name}
-	}
 	ep, err := cfg.resolve(b.inCluster, "vault-plugin-scanner/"+b.version, b.requestTimeout)
 	if err != nil {
-		return nil, fmt.Errorf("cluster %q: %w", name, err)
+		return nil, userError{fmt.Errorf("cluster %q: %w", name, err)}
 	}
 	api, err := b.newKubeAPI(ep.restConfig)
 	if err != nil {
 		return nil, fmt.Errorf("cluster %q: %w", name, err)
 	}
-	c = &clusterClient{api: api, endpoint: ep}
-	b.clients[name] = c
+	c = &clusterClient{cluster: name, api: api, endpoint: ep}
+	b.clients[key] = c
 	return c, nil
 }
 

@@ -115,10 +115,7 @@ func TestInClusterMode(t *testing.T) {
 	// Outside a pod the same cluster fails with a clear error.
 	delete(env, "KUBERNETES_SERVICE_HOST")
 	b.resetClients()
-	_, err := request(t, b, s, logical.ReadOperation, "creds/"+testRole, nil)
-	if err == nil || !strings.Contains(err.Error(), "KUBERNETES_SERVICE_HOST") {
-		t.Errorf("creds outside a pod: %v", err)
-	}
+	mustBadRequest(t, b, s, logical.ReadOperation, "creds/"+testRole, nil, "KUBERNETES_SERVICE_HOST")
 }
 
 // No token, not even the plugin's own, may appear in the plugin's logs.

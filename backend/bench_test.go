@@ -27,8 +27,8 @@ type memKube struct {
 	objects map[string]types.UID
 }
 
-func (m *memKube) CreateObject(_ context.Context, obj metav1.Object) (objectRef, error) {
-	ref := objectRef{Kind: kindOf(obj), Namespace: obj.GetNamespace(), Name: obj.GetName(), UID: types.UID(uuid.NewString())}
+func (m *memKube) CreateObject(_ context.Context, kind string, obj metav1.Object) (objectRef, error) {
+	ref := objectRef{Kind: kind, Namespace: obj.GetNamespace(), Name: obj.GetName(), UID: types.UID(uuid.NewString())}
 	m.mu.Lock()
 	m.objects[ref.Kind+"/"+ref.Namespace+"/"+ref.Name] = ref.UID
 	m.mu.Unlock()
@@ -52,7 +52,7 @@ func (m *memKube) GetNamespace(_ context.Context, name string) (*corev1.Namespac
 
 func (m *memKube) ListNamespaces(context.Context, string) ([]string, error) { return nil, nil }
 
-func (m *memKube) ListManagedSecrets(context.Context, string) ([]corev1.Secret, error) {
+func (m *memKube) ListManaged(context.Context, string, string) ([]metav1.Object, error) {
 	return nil, nil
 }
 

@@ -3,8 +3,7 @@ package backend
 import (
 	"crypto/rand"
 	"strings"
-	"time"
-
+	
 	corev1 "k8s.io/api/core/v1"
 )
 
@@ -17,6 +16,7 @@ const (
 	roleAnnotation       = annotationPrefix + "role"
 	clusterAnnotation    = annotationPrefix + "cluster"
 	expiresAtAnnotation  = annotationPrefix + "expires-at"
+	issueAnnotation      = annotationPrefix + "issue-id"
 	boundSecretNameStart = "vault-scanner-"
 )
 
@@ -44,10 +44,10 @@ func randomSecretName() string {
 
 // boundSecret is the per-lease object the token is bound to; deleting it
 // invalidates the token. It holds no data.
-func boundSecret(name, roleName string, role *roleEntry, expiresAt time.Time) *corev1.Secret {
+func boundSecret(name string, lm leaseMeta) *corev1.Secret {
 	immutable := true
 	return &corev1.Secret{
-		ObjectMeta: objectMeta(name, role.ServiceAccountNamespace, roleName, role, expiresAt),
+		ObjectMeta: objectMeta(name, lm.role.ServiceAccountNamespace, lm),
 		Type:       corev1.SecretTypeOpaque,
 		Immutable:  &immutable,
 	}

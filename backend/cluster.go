@@ -2,6 +2,7 @@ package backend
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -38,7 +39,39 @@ type clusterConfig struct {
 	KubeconfigCACert string  `json:"kubeconfig_ca_cert,omitempty"`
 	QPS              float32 `json:"qps,omitempty"`
 	Burst            int     `json:"burst,omitempty"`
+	// EndpointID names where the plugin connects (host, CA, TLS server
+	// name, proxy); it changes whenever one of them does. Leases and WAL
+	// entries record it, so revoke reaches the API server that issued them.
+	EndpointID string `json:"endpoint_id,omitempty"`
 }
+
+// legacyEndpointID stands for the endpoint of a configuration, lease or WAL
+// entry written before endpoints had IDs.
+const legacyEndpointID = "legacy"
+
+func (c *clusterConfig) endpointID() string {
+	if c.EndpointID == "" {
+		return legacyEndpointID
+	}
+	return c.EndpointID
+}
+
+// inCluster reports whether the plugin uses the pod's own credentials.
+func (c *clusterConfig) inCluster() bool { return c.JWT == "" }
+
+// connection is everything that decides where, and through what, the
+// plugin's credential is sent.
+type connection struct {
+	host, caCert, tlsServerName, proxyURL string
+}
+
+func (c *clusterConfig) connection() connection {
+	return connection{host: normalizeHost(c.Host), caCert: c.CACert, tlsServerName: c.TLSServerName, proxyURL: c.ProxyURL}
+}
+
+// errInClusterConnection: the pod's own token goes only to the in-cluster
+// API server, verified with the pod's own CA.
+var errInClusterConnection = errors.New("without service_account_jwt the plugin uses the pod's own token, which it sends only to the in-cluster API server verified by the pod's CA: leave kubernetes_host, kubernetes_ca_cert, tls_server_name and proxy_url unset, or send service_account_jwt")
 
 // inClusterEnv locates the pod's own credentials; a field so tests can point
 // it at temporary files.
@@ -67,6 +100,7 @@ func (e inClusterEnv) host() (string, error) {
 // endpoint is what the plugin and the issued kubeconfigs use for one cluster,
 // with the in-cluster defaults resolved.
 type endpoint struct {
+	ID               string
 	Host             string
 	CACert           string
 	KubeconfigHost   string
@@ -76,7 +110,10 @@ type endpoint struct {
 }
 
 func (c *clusterConfig) resolve(env inClusterEnv, userAgent string, timeout time.Duration) (*endpoint, error) {
-	ep := &endpoint{Host: c.Host, CACert: c.CACert, TLSServerName: c.TLSServerName}
+	if c.inCluster() && c.connection() != (connection{}) {
+		return nil, errInClusterConnection
+	}
+	ep := &endpoint{ID: c.endpointID(), Host: c.Host, CACert: c.CACert, TLSServerName: c.TLSServerName}
 	rc := &rest.Config{
 		QPS:       c.QPS,
 		Burst:     c.Burst,
@@ -89,13 +126,11 @@ func (c *clusterConfig) resolve(env inClusterEnv, userAgent string, timeout time
 			return nil, err
 		}
 		ep.Host = host
-		if ep.CACert == "" {
-			ca, err := os.ReadFile(env.CAPath)
-			if err != nil {
-				return nil, fmt.Errorf("reading the pod's CA certificate: %w", err)
-			}
-			ep.CACert = string(ca)
+		ca, err := os.ReadFile(env.CAPath)
+		if err != nil {
+			return nil, fmt.Errorf("reading the pod's CA certificate: %w", err)
 		}
+		ep.CACert = string(ca)
 	}
 	if c.JWT != "" {
 		rc.BearerToken = c.JWT
@@ -115,7 +150,8 @@ func (c *clusterConfig) resolve(env inClusterEnv, userAgent string, timeout time
 	if c.ProxyURL != "" {
 		proxy, err := url.Parse(c.ProxyURL)
 		if err != nil {
-			return nil, fmt.Errorf("parsing proxy_url: %w", err)
+			// url.Error quotes the URL, and with it any proxy password.
+			return nil, errors.New("proxy_url does not parse")
 		}
 		rc.Proxy = http.ProxyURL(proxy)
 	}
@@ -160,16 +196,15 @@ func putCluster(ctx context.Context, s logical.Storage, name string, cfg *cluste
 	return nil
 }
 
-// hostsEqual compares API server URLs ignoring a trailing slash and the
-// case of scheme and host, so re-sending the same host is not a "change".
-func hostsEqual(a, b string) bool {
-	norm := func(s string) string {
-		u, err := url.Parse(strings.TrimRight(s, "/"))
-		if err != nil {
-			return s
-		}
-		u.Scheme, u.Host = strings.ToLower(u.Scheme), strings.ToLower(u.Host)
-		return u.String()
+// normalizeHost ignores a trailing slash and the case of scheme and host,
+// so re-sending the same host is not a change of endpoint.
+func normalizeHost(s string) string {
+	u, err := url.Parse(strings.TrimRight(s, "/"))
+	if err != nil {
+		return s
 	}
-	return norm(a) == norm(b)
+	u.Scheme, u.Host = strings.ToLower(u.Scheme), strings.ToLower(u.Host)
+	return u.String()
 }
+
+func hostsEqual(a, b string) bool { return normalizeHost(a) == normalizeHost(b) }

@@ -14,9 +14,6 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 )
 
-// userError is a request the caller must fix: the handler answers 400.
-type userError struct{ error }
-
 // resolveNamespace picks and checks the namespace of an ephemeral lease.
 func resolveNamespace(ctx context.Context, api kubeAPI, roleName string, role *roleEntry, requested string) (string, error) {
 	if requested == "" {
@@ -59,32 +56,42 @@ func describeAllowed(role *roleEntry) string {
 	return s
 }
 
+// leaseMeta is what every object of one lease is labelled and annotated
+// with.
+type leaseMeta struct {
+	roleName  string
+	role      *roleEntry
+	expiresAt time.Time
+	// issueID is unique to one issue: rollback deletes an object it holds
+	// no UID for only when the object carries it.
+	issueID string
+}
+
 // objectMeta is the metadata every object of a lease carries.
-func objectMeta(name, namespace, roleName string, role *roleEntry, expiresAt time.Time) metav1.ObjectMeta {
+func objectMeta(name, namespace string, lm leaseMeta) metav1.ObjectMeta {
 	lbls := map[string]string{}
-	for k, v := range role.ExtraLabels {
+	for k, v := range lm.role.ExtraLabels {
 		lbls[k] = v
 	}
 	lbls[managedByLabel] = managedByValue
 	annotations := map[string]string{}
-	for k, v := range role.ExtraAnnotations {
+	for k, v := range lm.role.ExtraAnnotations {
 		annotations[k] = v
 	}
-	annotations[roleAnnotation] = roleName
-	annotations[clusterAnnotation] = role.Cluster
-	annotations[expiresAtAnnotation] = expiresAt.UTC().Format(time.RFC3339)
+	annotations[roleAnnotation] = lm.roleName
+	annotations[clusterAnnotation] = lm.role.Cluster
+	annotations[expiresAtAnnotation] = lm.expiresAt.UTC().Format(time.RFC3339)
+	annotations[issueAnnotation] = lm.issueID
 	return metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: lbls, Annotations: annotations}
 }
 
 // ephemeralObjects are what one ephemeral lease creates, in creation order:
 // the ServiceAccount first (it owns the namespaced rest), then a generated
 // Role or ClusterRole, then the binding.
-func ephemeralObjects(name string, ir *issueRequest, expiresAt time.Time) ([]metav1.Object, error) {
+func ephemeralObjects(name string, ir *issueRequest, lm leaseMeta) ([]plannedObject, error) {
 	role := ir.role
-	meta := func(namespace string) metav1.ObjectMeta {
-		return objectMeta(name, namespace, ir.roleName, role, expiresAt)
-	}
-	objs := []metav1.Object{&corev1.ServiceAccount{ObjectMeta: meta(ir.namespace)}}
+	meta := func(namespace string) metav1.ObjectMeta { return objectMeta(name, namespace, lm) }
+	objs := []plannedObject{{kindServiceAccount, &corev1.ServiceAccount{ObjectMeta: meta(ir.namespace)}}}
 
 	roleRef := rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: role.KubernetesRoleType, Name: role.KubernetesRoleName}
 	if role.mode() == modeGeneratedRole {
@@ -94,16 +101,16 @@ func ephemeralObjects(name string, ir *issueRequest, expiresAt time.Time) ([]met
 		}
 		roleRef.Name = name
 		if role.KubernetesRoleType == kindClusterRole {
-			objs = append(objs, &rbacv1.ClusterRole{ObjectMeta: meta(""), Rules: rules})
+			objs = append(objs, plannedObject{kindClusterRole, &rbacv1.ClusterRole{ObjectMeta: meta(""), Rules: rules}})
 		} else {
-			objs = append(objs, &rbacv1.Role{ObjectMeta: meta(ir.namespace), Rules: rules})
+			objs = append(objs, plannedObject{kindRole, &rbacv1.Role{ObjectMeta: meta(ir.namespace), Rules: rules}})
 		}
 	}
 	subjects := []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: ir.namespace}}
 	if ir.clusterRoleBinding {
-		objs = append(objs, &rbacv1.ClusterRoleBinding{ObjectMeta: meta(""), RoleRef: roleRef, Subjects: subjects})
+		objs = append(objs, plannedObject{kindClusterRoleBinding, &rbacv1.ClusterRoleBinding{ObjectMeta: meta(""), RoleRef: roleRef, Subjects: subjects}})
 	} else {
-		objs = append(objs, &rbacv1.RoleBinding{ObjectMeta: meta(ir.namespace), RoleRef: roleRef, Subjects: subjects})
+		objs = append(objs, plannedObject{kindRoleBinding, &rbacv1.RoleBinding{ObjectMeta: meta(ir.namespace), RoleRef: roleRef, Subjects: subjects}})
 	}
 	return objs, nil
 }

@@ -190,9 +190,15 @@ func TestIssueFaults(t *testing.T) {
 		setup       func(*apiServer)
 		wantErr     string // empty: the issue succeeds
 		wantDeletes int    // Secrets deleted by the failed issue's cleanup
-		timeout     time.Duration
+		// wantWAL: entries left for rollback (a create whose outcome is
+		// unknown, which this server cannot look up).
+		wantWAL int
+		timeout time.Duration
 	}{
-		{name: "Secret create answers 500", setup: func(a *apiServer) { a.secretStatus = internal }, wantErr: "creating Secret"},
+		{name: "Secret create answers 500", setup: func(a *apiServer) { a.secretStatus = internal }, wantErr: "creating Secret", wantWAL: 1},
+		{name: "Secret create forbidden", setup: func(a *apiServer) {
+			a.secretStatus = apierrors.NewForbidden(schema.GroupResource{Resource: "secrets"}, "", errors.New("RBAC: access denied"))
+		}, wantErr: "creating Secret"},
 		{name: "TokenRequest answers 500", setup: func(a *apiServer) { a.tokenStatus = internal }, wantErr: "request timed out", wantDeletes: 1},
 		{name: "TokenRequest forbidden", setup: func(a *apiServer) { a.tokenStatus = forbidden }, wantErr: "forbidden", wantDeletes: 1},
 		{name: "TokenRequest hangs past the timeout", setup: func(a *apiServer) { a.tokenHang = 2 * time.Second }, wantErr: "requesting a token", wantDeletes: 1},
@@ -230,8 +236,8 @@ func TestIssueFaults(t *testing.T) {
 			if secrets != 0 || deletes != tc.wantDeletes {
 				t.Errorf("after the failure: %d Secrets left, %d deleted; want 0 left, %d deleted", secrets, deletes, tc.wantDeletes)
 			}
-			if wals, _ := framework.ListWAL(context.Background(), s); len(wals) != 0 {
-				t.Errorf("WAL entries left: %d", len(wals))
+			if wals := walEntries(t, s); len(wals) != tc.wantWAL {
+				t.Errorf("WAL entries left: %d, want %d", len(wals), tc.wantWAL)
 			}
 		})
 	}

@@ -307,6 +307,25 @@ func testCAPEM(t testing.TB) string {
 	return testCA
 }
 
+// otherCAPEM is a CA certificate other than testCAPEM's, as an attacker's.
+func otherCAPEM(t testing.TB) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "other-ca"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+}
+
 func testPrivateKeyPEM(t testing.TB) string {
 	testCAPEM(t)
 	return testKeyPEM
@@ -316,7 +335,13 @@ func containsFold(s, sub string) bool {
 	return strings.Contains(strings.ToLower(s), strings.ToLower(sub))
 }
 
-func timeNow() time.Time { return time.Now() }
+// testLeaseMeta is the metadata of a lease of testRole issued now.
+func testLeaseMeta(issueID string) leaseMeta {
+	return leaseMeta{
+		roleName: testRole, issueID: issueID, expiresAt: time.Now(),
+		role: &roleEntry{Cluster: testCluster, ServiceAccountName: testSA, ServiceAccountNamespace: testNamespace},
+	}
+}
 
 func names(secrets []corev1.Secret) []string {
 	out := make([]string, 0, len(secrets))

@@ -17,15 +17,20 @@ import (
 
 // kubeAPI is the narrow slice of the Kubernetes API the plugin uses. The real
 // implementation wraps a clientset; tests wrap client-go's fake clientset.
+// Errors from the API server, or from the network on the way to it, are
+// marked (kubeCallError) so the handler can tell them from the plugin's own.
 type kubeAPI interface {
-	// CreateObject creates a Secret, ServiceAccount, Role, ClusterRole,
-	// RoleBinding or ClusterRoleBinding and returns its reference with UID.
-	CreateObject(ctx context.Context, obj metav1.Object) (objectRef, error)
+	// CreateObject creates an object of one of objectKinds and returns its
+	// reference with UID.
+	CreateObject(ctx context.Context, kind string, obj metav1.Object) (objectRef, error)
 	GetObjectMeta(ctx context.Context, ref objectRef) (metav1.Object, error)
-	// DeleteObject deletes the object only if it still has ref's UID. A
-	// missing object, or one replaced by another, counts as deleted.
+	// DeleteObject deletes the object only if it still has ref's UID, and
+	// refuses a ref without one. A missing object, or one replaced by
+	// another, counts as deleted.
 	DeleteObject(ctx context.Context, ref objectRef) error
-	ListManagedSecrets(ctx context.Context, namespace string) ([]corev1.Secret, error)
+	// ListManaged lists the objects of kind labelled as the plugin's in
+	// namespace ("" for all, or for a cluster-scoped kind).
+	ListManaged(ctx context.Context, kind, namespace string) ([]metav1.Object, error)
 	GetNamespace(ctx context.Context, name string) (*corev1.Namespace, error)
 	// ListNamespaces names the namespaces whose labels match selector.
 	ListNamespaces(ctx context.Context, selector string) ([]string, error)
@@ -43,22 +48,15 @@ type clientsetAPI struct {
 
 var _ kubeAPI = clientsetAPI{}
 
-func (c clientsetAPI) ListManagedSecrets(ctx context.Context, namespace string) ([]corev1.Secret, error) {
-	list, err := c.clientset.CoreV1().Secrets(namespace).List(ctx, metav1.ListOptions{LabelSelector: managedBySelector})
-	if err != nil {
-		return nil, err
-	}
-	return list.Items, nil
-}
-
 func (c clientsetAPI) CreateToken(ctx context.Context, namespace, serviceAccount string, req *authenticationv1.TokenRequest) (*authenticationv1.TokenRequest, error) {
-	return c.clientset.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, serviceAccount, req, metav1.CreateOptions{})
+	out, err := c.clientset.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, serviceAccount, req, metav1.CreateOptions{})
+	return out, kubeCallError(err)
 }
 
 func (c clientsetAPI) ServerVersion(ctx context.Context) (string, error) {
 	info, err := c.clientset.Discovery().ServerVersion()
 	if err != nil {
-		return "", err
+		return "", kubeCallError(err)
 	}
 	return info.GitVersion, nil
 }
@@ -69,7 +67,7 @@ func (c clientsetAPI) Allowed(ctx context.Context, attrs authorizationv1.Resourc
 	}
 	out, err := c.clientset.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, review, metav1.CreateOptions{})
 	if err != nil {
-		return false, err
+		return false, kubeCallError(err)
 	}
 	return out.Status.Allowed, nil
 }

@@ -2,23 +2,13 @@ package backend
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-)
-
-// Kinds of objects the plugin creates per lease.
-const (
-	kindSecret             = "Secret"
-	kindServiceAccount     = "ServiceAccount"
-	kindRole               = "Role"
-	kindClusterRole        = "ClusterRole"
-	kindRoleBinding        = "RoleBinding"
-	kindClusterRoleBinding = "ClusterRoleBinding"
 )
 
 // objectRef names one object a lease owns. Namespace is empty for
@@ -41,91 +31,64 @@ func refOf(kind string, meta metav1.Object) objectRef {
 	return objectRef{Kind: kind, Namespace: meta.GetNamespace(), Name: meta.GetName(), UID: meta.GetUID()}
 }
 
-func (c clientsetAPI) CreateObject(ctx context.Context, obj metav1.Object) (objectRef, error) {
-	opts := metav1.CreateOptions{}
-	var out metav1.Object
-	var err error
-	var kind string
-	switch o := obj.(type) {
-	case *corev1.Secret:
-		kind = kindSecret
-		out, err = c.clientset.CoreV1().Secrets(o.Namespace).Create(ctx, o, opts)
-	case *corev1.ServiceAccount:
-		kind = kindServiceAccount
-		out, err = c.clientset.CoreV1().ServiceAccounts(o.Namespace).Create(ctx, o, opts)
-	case *rbacv1.Role:
-		kind = kindRole
-		out, err = c.clientset.RbacV1().Roles(o.Namespace).Create(ctx, o, opts)
-	case *rbacv1.ClusterRole:
-		kind = kindClusterRole
-		out, err = c.clientset.RbacV1().ClusterRoles().Create(ctx, o, opts)
-	case *rbacv1.RoleBinding:
-		kind = kindRoleBinding
-		out, err = c.clientset.RbacV1().RoleBindings(o.Namespace).Create(ctx, o, opts)
-	case *rbacv1.ClusterRoleBinding:
-		kind = kindClusterRoleBinding
-		out, err = c.clientset.RbacV1().ClusterRoleBindings().Create(ctx, o, opts)
-	default:
-		return objectRef{}, fmt.Errorf("cannot create a %T", obj)
-	}
+// errNoUID guards the rule that the plugin deletes only objects it knows
+// by UID: a name alone may by now belong to someone else.
+var errNoUID = errors.New("refusing to delete an object without its UID")
+
+func (c clientsetAPI) CreateObject(ctx context.Context, kind string, obj metav1.Object) (objectRef, error) {
+	k, err := lookupKind(kind)
 	if err != nil {
 		return objectRef{}, err
+	}
+	out, err := k.create(ctx, c.clientset, obj)
+	if err != nil {
+		return objectRef{}, kubeCallError(err)
 	}
 	return refOf(kind, out), nil
 }
 
 func (c clientsetAPI) GetObjectMeta(ctx context.Context, ref objectRef) (metav1.Object, error) {
-	opts := metav1.GetOptions{}
-	switch ref.Kind {
-	case kindSecret:
-		return c.clientset.CoreV1().Secrets(ref.Namespace).Get(ctx, ref.Name, opts)
-	case kindServiceAccount:
-		return c.clientset.CoreV1().ServiceAccounts(ref.Namespace).Get(ctx, ref.Name, opts)
-	case kindRole:
-		return c.clientset.RbacV1().Roles(ref.Namespace).Get(ctx, ref.Name, opts)
-	case kindClusterRole:
-		return c.clientset.RbacV1().ClusterRoles().Get(ctx, ref.Name, opts)
-	case kindRoleBinding:
-		return c.clientset.RbacV1().RoleBindings(ref.Namespace).Get(ctx, ref.Name, opts)
-	case kindClusterRoleBinding:
-		return c.clientset.RbacV1().ClusterRoleBindings().Get(ctx, ref.Name, opts)
+	k, err := lookupKind(ref.Kind)
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("unknown kind %q", ref.Kind)
+	out, err := k.get(ctx, c.clientset, ref.Namespace, ref.Name)
+	return out, kubeCallError(err)
 }
 
 func (c clientsetAPI) DeleteObject(ctx context.Context, ref objectRef) error {
-	opts := metav1.DeleteOptions{}
-	if ref.UID != "" {
-		uid := ref.UID
-		opts.Preconditions = &metav1.Preconditions{UID: &uid}
+	if ref.UID == "" {
+		return fmt.Errorf("%s: %w", ref, errNoUID)
 	}
-	var err error
-	switch ref.Kind {
-	case kindSecret:
-		err = c.clientset.CoreV1().Secrets(ref.Namespace).Delete(ctx, ref.Name, opts)
-	case kindServiceAccount:
-		err = c.clientset.CoreV1().ServiceAccounts(ref.Namespace).Delete(ctx, ref.Name, opts)
-	case kindRole:
-		err = c.clientset.RbacV1().Roles(ref.Namespace).Delete(ctx, ref.Name, opts)
-	case kindClusterRole:
-		err = c.clientset.RbacV1().ClusterRoles().Delete(ctx, ref.Name, opts)
-	case kindRoleBinding:
-		err = c.clientset.RbacV1().RoleBindings(ref.Namespace).Delete(ctx, ref.Name, opts)
-	case kindClusterRoleBinding:
-		err = c.clientset.RbacV1().ClusterRoleBindings().Delete(ctx, ref.Name, opts)
-	default:
-		return fmt.Errorf("unknown kind %q", ref.Kind)
+	k, err := lookupKind(ref.Kind)
+	if err != nil {
+		return err
 	}
+	uid := ref.UID
+	err = k.delete(ctx, c.clientset, ref.Namespace, ref.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
 	// Conflict means the UID precondition failed: the object the lease owned
 	// is gone and a different one now has its name.
 	if err == nil || apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
 		return nil
 	}
-	return err
+	return kubeCallError(err)
+}
+
+func (c clientsetAPI) ListManaged(ctx context.Context, kind, namespace string) ([]metav1.Object, error) {
+	k, err := lookupKind(kind)
+	if err != nil {
+		return nil, err
+	}
+	out, err := k.list(ctx, c.clientset, namespace, metav1.ListOptions{LabelSelector: managedBySelector})
+	return out, kubeCallError(err)
 }
 
 func (c clientsetAPI) GetNamespace(ctx context.Context, name string) (*corev1.Namespace, error) {
-	return c.clientset.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+	ns, err := c.clientset.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, kubeCallError(err)
+	}
+	return ns, nil
 }
 
 func (c clientsetAPI) ListNamespaces(ctx context.Context, selector string) ([]string, error) {
@@ -135,11 +98,22 @@ func (c clientsetAPI) ListNamespaces(ctx context.Context, selector string) ([]st
 	}
 	list, err := c.clientset.CoreV1().Namespaces().List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
 	if err != nil {
-		return nil, err
+		return nil, kubeCallError(err)
 	}
 	names := make([]string, 0, len(list.Items))
 	for _, ns := range list.Items {
 		names = append(names, ns.Name)
 	}
 	return names, nil
+}
+
+// createOutcomeUnknown tells whether a failed create may still have stored
+// the object: only a 4xx answer says for sure that it did not.
+func createOutcomeUnknown(err error) bool {
+	var status apierrors.APIStatus
+	if errors.As(err, &status) {
+		code := status.Status().Code
+		return code < 400 || code >= 500
+	}
+	return true
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
@@ -168,10 +169,19 @@ func (b *backend) clusterWrite(ctx context.Context, req *logical.Request, d *fra
 	if err := applyClusterFields(cfg, old, d); err != nil {
 		return logical.ErrorResponse(err.Error()), nil
 	}
+	if old == nil || old.connection() != cfg.connection() {
+		cfg.EndpointID = randomString(16)
+	}
+	if old != nil && old.endpointID() != cfg.endpointID() {
+		// Leases the old endpoint issued are revoked there, never here.
+		if err := retireEndpoint(ctx, req.Storage, name, old, b.System().MaxLeaseTTL(), time.Now()); err != nil {
+			return nil, err
+		}
+	}
 	if err := putCluster(ctx, req.Storage, name, cfg); err != nil {
 		return nil, err
 	}
-	b.resetClient(name)
+	b.dropCachedClient(name)
 	return nil, nil
 }
 
@@ -202,8 +212,11 @@ func applyClusterFields(cfg, old *clusterConfig, d *framework.FieldData) error {
 		cfg.Burst = v.(int)
 	}
 
-	if old != nil && !jwtSent && old.JWT != "" && !hostsEqual(old.Host, cfg.Host) {
-		return errors.New("kubernetes_host changed: send service_account_jwt again with it, so the stored credential is never sent to a new host")
+	// The credential, stored or the pod's own, goes only where it was
+	// written for: whoever changes where or how the plugin connects must
+	// hold it.
+	if old != nil && !jwtSent && old.connection() != cfg.connection() {
+		return errors.New("kubernetes_host, kubernetes_ca_cert, tls_server_name or proxy_url changed: send service_account_jwt in the same write, so the stored credential never goes to an endpoint it was not written for")
 	}
 	if cfg.Host != "" {
 		if err := validateHTTPSURL("kubernetes_host", cfg.Host); err != nil {
@@ -212,6 +225,9 @@ func applyClusterFields(cfg, old *clusterConfig, d *framework.FieldData) error {
 		if cfg.JWT == "" {
 			return errors.New("service_account_jwt is required when kubernetes_host is set; leave both unset to use the pod's own credentials")
 		}
+	}
+	if cfg.inCluster() && cfg.connection() != (connection{}) {
+		return errInClusterConnection
 	}
 	if cfg.JWT != "" {
 		if err := validateJWTShape(cfg.JWT); err != nil {
@@ -295,12 +311,20 @@ func (b *backend) clusterDelete(ctx context.Context, req *logical.Request, d *fr
 		return nil, err
 	}
 	if len(users) > 0 {
-		return logical.ErrorResponse("cluster %q is used by role(s) %s; delete or move them first (outstanding leases need the cluster to be revoked)", name, strings.Join(sortedKeys(users), ", ")), nil
+		return logical.ErrorResponse("cluster %q is used by role(s) %s; delete or move them first", name, strings.Join(sortedKeys(users), ", ")), nil
+	}
+	cfg, err := getCluster(ctx, req.Storage, name)
+	if err != nil || cfg == nil {
+		return nil, err
+	}
+	// Its outstanding leases stay revocable on the endpoint that issued them.
+	if err := retireEndpoint(ctx, req.Storage, name, cfg, b.System().MaxLeaseTTL(), time.Now()); err != nil {
+		return nil, err
 	}
 	if err := req.Storage.Delete(ctx, clusterStoragePrefix+name); err != nil {
 		return nil, fmt.Errorf("deleting cluster %q: %w", name, err)
 	}
-	b.resetClient(name)
+	b.dropCachedClient(name)
 	return nil, nil
 }
 

@@ -2,7 +2,6 @@ package backend
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -11,7 +10,6 @@ import (
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 	authorizationv1 "k8s.io/api/authorization/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 )
 
 const (
@@ -118,7 +116,7 @@ func permissionsFor(role *roleEntry, selected []string) []requiredPermission {
 		if role.mode() == modeExistingRole {
 			// Binding a role needs bind on it, unless the plugin holds every
 			// permission the role grants.
-			perms = append(perms, perm("bind", strings.ToLower(role.KubernetesRoleType)+"s", "", role.KubernetesRoleName, ns))
+			perms = append(perms, perm("bind", objectKinds[role.KubernetesRoleType].resource, "", role.KubernetesRoleName, ns))
 		}
 	}
 	if role.mode() == modeGeneratedRole && role.KubernetesRoleType == kindClusterRole {
@@ -165,10 +163,12 @@ func ruleAttributes(role *roleEntry, ns string) []authorizationv1.ResourceAttrib
 	return out
 }
 
+// groupOf is the API group of a resource the plugin creates or uses.
 func groupOf(resource string) string {
-	switch resource {
-	case "roles", "clusterroles", "rolebindings", "clusterrolebindings":
-		return rbacv1.GroupName
+	for _, k := range objectKinds {
+		if k.resource == resource {
+			return k.group
+		}
 	}
 	return ""
 }
@@ -178,11 +178,12 @@ func (b *backend) clusterCheck(ctx context.Context, req *logical.Request, d *fra
 	if err := validateVaultName("cluster", name); err != nil {
 		return logical.ErrorResponse(err.Error()), nil
 	}
+	resp, err := b.checkCluster(ctx, req, name)
+	return respond(name, resp, err)
+}
+
+func (b *backend) checkCluster(ctx context.Context, req *logical.Request, name string) (*logical.Response, error) {
 	client, err := b.client(ctx, req.Storage, name)
-	var notFound errClusterNotFound
-	if errors.As(err, &notFound) {
-		return logical.ErrorResponse(err.Error()), nil
-	}
 	if err != nil {
 		return nil, err
 	}

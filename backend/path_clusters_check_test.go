@@ -61,7 +61,7 @@ func TestClusterCheckUnknownCluster(t *testing.T) {
 
 func TestClusterReadRedactsProxyPassword(t *testing.T) {
 	b, s, _ := newConfiguredBackend(t)
-	mustOK(t, b, s, logical.UpdateOperation, "clusters/"+testCluster, map[string]interface{}{"proxy_url": "http://scanner:hunter2@proxy.internal:3128"})
+	mustOK(t, b, s, logical.UpdateOperation, "clusters/"+testCluster, map[string]interface{}{"proxy_url": "http://scanner:hunter2@proxy.internal:3128", "service_account_jwt": testRequesterJWT})
 	resp := mustOK(t, b, s, logical.ReadOperation, "clusters/"+testCluster, nil)
 	if got := resp.Data["proxy_url"]; got != "http://scanner:xxxxx@proxy.internal:3128" {
 		t.Errorf("proxy_url read back as %v", got)

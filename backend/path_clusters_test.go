@@ -229,12 +229,17 @@ func TestClusterHostChangeNeedsJWT(t *testing.T) {
 		{"new port", map[string]interface{}{"kubernetes_host": "https://127.0.0.1:443"}},
 		{"new path", map[string]interface{}{"kubernetes_host": testHost + "/proxy"}},
 		{"host unset (in-cluster address)", map[string]interface{}{"kubernetes_host": ""}},
+		{"proxy", map[string]interface{}{"proxy_url": "http://attacker.example:3128"}},
+		{"CA", map[string]interface{}{"kubernetes_ca_cert": otherCAPEM(t)}},
+		{"proxy and CA, host kept", map[string]interface{}{"kubernetes_host": testHost, "proxy_url": "https://attacker.example:8443", "kubernetes_ca_cert": otherCAPEM(t)}},
+		{"TLS server name", map[string]interface{}{"tls_server_name": "attacker.example"}},
+		{"CA removed (system roots)", map[string]interface{}{"kubernetes_ca_cert": ""}},
 	}
 	for _, tc := range refused {
 		t.Run("refused/"+tc.name, func(t *testing.T) {
 			b, s, fk := newConfiguredBackend(t)
 			state := recordState(t, b, s, fk, "clusters/"+testCluster)
-			mustBadRequest(t, b, s, logical.UpdateOperation, "clusters/"+testCluster, tc.data, "send service_account_jwt again")
+			mustBadRequest(t, b, s, logical.UpdateOperation, "clusters/"+testCluster, tc.data, "send service_account_jwt in the same write")
 			state.check(t)
 			if got := readResponseData(t, b, s, "clusters/"+testCluster)["kubernetes_host"]; got != testHost {
 				t.Fatalf("stored host is %v, want %s", got, testHost)
@@ -292,12 +297,22 @@ func TestClusterHostChangeNeedsJWT(t *testing.T) {
 	t.Run("other fields without the JWT", func(t *testing.T) {
 		b, s, _ := newConfiguredBackend(t)
 		mustOK(t, b, s, logical.UpdateOperation, "clusters/"+testCluster, map[string]interface{}{
-			"tls_server_name": "kubernetes.default.svc", "burst": 2000,
+			"kubeconfig_host": "https://scanners.example.com", "burst": 2000,
 		})
 		got := readResponseData(t, b, s, "clusters/"+testCluster)
-		if got["kubernetes_host"] != testHost || got["tls_server_name"] != "kubernetes.default.svc" || got["burst"] != 2000 || got["service_account_jwt_set"] != true {
+		if got["kubernetes_host"] != testHost || got["kubeconfig_host"] != "https://scanners.example.com" || got["burst"] != 2000 || got["service_account_jwt_set"] != true {
 			t.Fatalf("read back %#v", got)
 		}
+	})
+
+	// Each write is judged against what is stored: splitting a change over
+	// several writes needs the credential in each that changes the endpoint.
+	t.Run("proxy then CA over two writes", func(t *testing.T) {
+		b, s, fk := newConfiguredBackend(t)
+		state := recordState(t, b, s, fk, "clusters/"+testCluster)
+		mustBadRequest(t, b, s, logical.UpdateOperation, "clusters/"+testCluster, map[string]interface{}{"proxy_url": "http://attacker.example:3128"}, "service_account_jwt")
+		mustBadRequest(t, b, s, logical.UpdateOperation, "clusters/"+testCluster, map[string]interface{}{"kubernetes_ca_cert": otherCAPEM(t)}, "service_account_jwt")
+		state.check(t)
 	})
 }
 
@@ -315,7 +330,7 @@ func lastRestConfig(t *testing.T, b *backend, s logical.Storage) struct{ Host, B
 func TestClusterReadNeverReturnsJWT(t *testing.T) {
 	b, s, _ := newConfiguredBackend(t)
 	// An update that does not touch the JWT must not expose it either.
-	mustOK(t, b, s, logical.UpdateOperation, "clusters/"+testCluster, map[string]interface{}{"proxy_url": "http://proxy.internal:3128"})
+	mustOK(t, b, s, logical.UpdateOperation, "clusters/"+testCluster, map[string]interface{}{"kubeconfig_host": "https://scanners.example.com"})
 	parts := strings.Split(testRequesterJWT, ".")
 
 	assertNoJWT := func(t *testing.T, what string, v interface{}) {
@@ -397,8 +412,11 @@ func TestClusterDelete(t *testing.T) {
 		// Once its last role is gone, the cluster can go too.
 		mustOK(t, b, s, logical.DeleteOperation, "roles/"+testRole, nil)
 		mustOK(t, b, s, logical.DeleteOperation, "clusters/"+testCluster, nil)
-		if keys := storageSnapshot(t, s); len(keys) != 0 {
-			t.Fatalf("storage not empty: %v", sortedKeys(keys))
+		// Only the retired endpoints stay, so outstanding leases remain revocable.
+		for _, key := range sortedKeys(storageSnapshot(t, s)) {
+			if !strings.HasPrefix(key, retiredEndpointPrefix+"cluster-a/") && !strings.HasPrefix(key, retiredEndpointPrefix+"cluster-b/") {
+				t.Errorf("storage still holds %s", key)
+			}
 		}
 		// Deleting what is not there is not an error.
 		mustOK(t, b, s, logical.DeleteOperation, "clusters/"+testCluster, nil)

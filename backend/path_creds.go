@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -96,29 +98,34 @@ func (b *backend) credsIssue(ctx context.Context, req *logical.Request, d *frame
 	if role == nil {
 		return logical.ErrorResponse("role %q does not exist", name), nil
 	}
+	resp, err := b.issueFor(ctx, req, d, name, role)
+	return respond(role.Cluster, resp, err)
+}
+
+func (b *backend) issueFor(ctx context.Context, req *logical.Request, d *framework.FieldData, name string, role *roleEntry) (*logical.Response, error) {
 	ir, err := parseIssueRequest(name, role, d, b.System().MaxLeaseTTL())
 	if err != nil {
-		return logical.ErrorResponse(err.Error()), nil
+		return nil, userError{err}
 	}
-	client, err := b.client(ctx, req.Storage, ir.role.Cluster)
+	client, err := b.client(ctx, req.Storage, role.Cluster)
 	var notFound errClusterNotFound
 	if errors.As(err, &notFound) {
-		return logical.ErrorResponse("role %q uses cluster %q, which is not configured", ir.roleName, ir.role.Cluster), nil
+		return nil, userError{fmt.Errorf("role %q uses cluster %q, which is not configured", name, role.Cluster)}
 	}
 	if err != nil {
 		return nil, err
 	}
-	if ir.role.ephemeral() {
-		ir.namespace, err = resolveNamespace(ctx, client.api, name, ir.role, d.Get("kubernetes_namespace").(string))
+	if role.ephemeral() {
+		ir.namespace, err = resolveNamespace(ctx, client.api, name, role, d.Get("kubernetes_namespace").(string))
 		if err != nil {
-			return userErrorResponse(err)
+			return nil, err
 		}
 	}
-	cred, err := b.issue(ctx, req, client, ir)
+	txn, err := b.planLease(req, client, ir)
 	if err != nil {
-		return userErrorResponse(err)
+		return nil, err
 	}
-	return b.credentialResponse(req, ir, client, cred)
+	return txn.run(ctx, req)
 }
 
 // parseIssueRequest validates the request against the role; its errors are
@@ -156,15 +163,13 @@ func parseIssueRequest(name string, role *roleEntry, d *framework.FieldData, mou
 		if err := validateAudiences(requested); err != nil {
 			return nil, err
 		}
-		if len(role.Audiences) > 0 {
-			allowed := map[string]bool{}
-			for _, a := range role.Audiences {
-				allowed[a] = true
-			}
-			for _, a := range requested {
-				if !allowed[a] {
-					return nil, fmt.Errorf("audience %q is not allowed by role %q (allowed: %v)", a, name, role.Audiences)
-				}
+		// An audience is a grant: other systems accept tokens by it.
+		if len(requested) > 0 && len(role.Audiences) == 0 {
+			return nil, fmt.Errorf("role %q lists no audiences, so its tokens are for the Kubernetes API server only; an operator may allow others with the role's audiences", name)
+		}
+		for _, a := range requested {
+			if !slices.Contains(role.Audiences, a) {
+				return nil, fmt.Errorf("audience %q is not allowed by role %q (allowed: %s)", clip(a), name, strings.Join(role.Audiences, ", "))
 			}
 		}
 		if len(requested) > 0 {
@@ -172,15 +177,6 @@ func parseIssueRequest(name string, role *roleEntry, d *framework.FieldData, mou
 		}
 	}
 	return ir, nil
-}
-
-// userErrorResponse turns a userError into a 400 and passes other errors on.
-func userErrorResponse(err error) (*logical.Response, error) {
-	var ue userError
-	if errors.As(err, &ue) {
-		return logical.ErrorResponse(ue.Error()), nil
-	}
-	return nil, err
 }
 
 // tokenExpirationSeconds is what the plugin asks TokenRequest for: the lease

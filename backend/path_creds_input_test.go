@@ -42,7 +42,7 @@ func TestCredsBadInput(t *testing.T) {
 				if err := s.Delete(context.Background(), clusterStoragePrefix+testCluster); err != nil {
 					t.Fatal(err)
 				}
-				b.resetClient(testCluster)
+				b.dropCachedClient(testCluster)
 			},
 			want: `uses cluster "cluster-a", which is not configured`,
 		},

@@ -84,7 +84,7 @@ func TestCredsIssue(t *testing.T) {
 			}
 
 			internal := resp.Secret.InternalData
-			lease, err := leaseInternalFrom(internal)
+			lease, err := leaseRecordFrom(internal)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -256,7 +256,8 @@ func TestCredsKubeconfigOverrides(t *testing.T) {
 	configureCluster(t, b, s)
 	mustOK(t, b, s, logical.UpdateOperation, "clusters/"+testCluster, map[string]interface{}{
 		"kubeconfig_host": "https://scanners.example.com:443",
-		"tls_server_name": "kubernetes.internal",
+		"tls_server_name":     "kubernetes.internal",
+		"service_account_jwt": testRequesterJWT,
 	})
 	configureRole(t, b, s, map[string]interface{}{"kubeconfig_namespace": "scan-target"})
 	resp := mustOK(t, b, s, logical.ReadOperation, "creds/"+testRole, nil)

@@ -10,100 +10,177 @@ import (
 )
 
 const (
-	tidyHelpSynopsis    = "Delete bound Secrets whose lease has ended but which still exist."
+	tidyHelpSynopsis    = "Delete objects the plugin created whose lease has ended but which still exist."
 	tidyHelpDescription = `
-Normally revoking a lease deletes its bound Secret. After 'vault lease revoke
--force', or a revoke that failed for good, the Secret stays. tidy lists the
-plugin's Secrets (label app.kubernetes.io/managed-by=vault-plugin-scanner) in
-every namespace a role uses and deletes those whose expires-at annotation is
-more than grace ago. It needs 'list' on secrets in those namespaces, beyond
-the least-privilege default.
+Normally revoking a lease deletes its objects. After 'vault lease revoke
+-force', a revoke that failed for good, or a rollback that gave up, they stay.
+tidy lists, on every cluster, the objects of every kind the plugin creates
+(Secrets, ServiceAccounts, Roles, RoleBindings, ClusterRoles,
+ClusterRoleBindings) labelled app.kubernetes.io/managed-by=vault-plugin-scanner
+and annotated with that cluster's name, in every namespace a role of that
+cluster uses (cluster-wide for roles allowing any namespace, and for
+cluster-scoped kinds), and deletes, by UID, those whose expires-at is more
+than grace ago. It needs 'list' on those kinds, beyond the least-privilege
+default; what it may not list is reported as skipped. tidy/config makes the
+active node run it by itself.
 `
-	defaultTidyGrace = time.Minute
+	tidyConfigHelpSynopsis    = "Configure automatic tidy."
+	tidyConfigHelpDescription = `
+With enabled (the default), the active node runs tidy every interval (default
+1h, at least 1m), deleting objects whose expires-at is more than grace
+(default 1m) ago.
+`
+	tidyConfigStorageKey = "config/tidy"
+
+	defaultTidyGrace    = time.Minute
+	defaultTidyInterval = time.Hour
+	minTidyInterval     = time.Minute
 )
 
-func pathTidy(b *backend) []*framework.Path {
-	return []*framework.Path{{
-		Pattern: "tidy$",
-		DisplayAttrs: &framework.DisplayAttributes{
-			OperationPrefix: operationPrefix,
-			OperationVerb:   "tidy",
-		},
-		Fields: map[string]*framework.FieldSchema{
-			"grace": {
-				Type:        framework.TypeDurationSecond,
-				Description: "How long after its expiry a Secret is left alone. Default 1m.",
-				Default:     int(defaultTidyGrace.Seconds()),
-			},
-		},
-		Operations: map[logical.Operation]framework.OperationHandler{
-			logical.UpdateOperation: &framework.PathOperation{
-				Callback:                    b.tidy,
-				Summary:                     "Delete expired bound Secrets.",
-				ForwardPerformanceStandby:   true,
-				ForwardPerformanceSecondary: true,
-			},
-		},
-		HelpSynopsis:    tidyHelpSynopsis,
-		HelpDescription: tidyHelpDescription,
-	}}
+// tidyConfig is how automatic tidy runs.
+type tidyConfig struct {
+	Enabled  bool          `json:"enabled"`
+	Interval time.Duration `json:"interval"`
+	Grace    time.Duration `json:"grace"`
 }
 
-func (b *backend) tidy(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+func defaultTidyConfig() tidyConfig {
+	return tidyConfig{Enabled: true, Interval: defaultTidyInterval, Grace: defaultTidyGrace}
+}
+
+func pathTidy(b *backend) []*framework.Path {
+	return []*framework.Path{
+		{
+			Pattern: "tidy$",
+			DisplayAttrs: &framework.DisplayAttributes{
+				OperationPrefix: operationPrefix,
+				OperationVerb:   "tidy",
+			},
+			Fields: map[string]*framework.FieldSchema{
+				"grace": {
+					Type:        framework.TypeDurationSecond,
+					Description: "How long after its expiry an object is left alone. Default: tidy/config's grace.",
+				},
+			},
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.UpdateOperation: &framework.PathOperation{
+					Callback:                    b.tidyNow,
+					Summary:                     "Delete expired objects the plugin created.",
+					ForwardPerformanceStandby:   true,
+					ForwardPerformanceSecondary: true,
+				},
+			},
+			HelpSynopsis:    tidyHelpSynopsis,
+			HelpDescription: tidyHelpDescription,
+		},
+		{
+			Pattern: "tidy/config$",
+			DisplayAttrs: &framework.DisplayAttributes{
+				OperationPrefix: operationPrefix,
+				OperationSuffix: "tidy-configuration",
+			},
+			Fields: map[string]*framework.FieldSchema{
+				"enabled":  {Type: framework.TypeBool, Description: "Run tidy automatically on the active node. Default true."},
+				"interval": {Type: framework.TypeDurationSecond, Description: "Time between automatic runs. Default 1h, at least 1m."},
+				"grace":    {Type: framework.TypeDurationSecond, Description: "How long after its expiry an object is left alone. Default 1m."},
+			},
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.ReadOperation: &framework.PathOperation{
+					Callback:     b.tidyConfigRead,
+					DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "read"},
+				},
+				logical.UpdateOperation: &framework.PathOperation{
+					Callback:     b.tidyConfigWrite,
+					DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "configure"},
+				},
+			},
+			HelpSynopsis:    tidyConfigHelpSynopsis,
+			HelpDescription: tidyConfigHelpDescription,
+		},
+	}
+}
+
+func getTidyConfig(ctx context.Context, s logical.Storage) (tidyConfig, error) {
+	cfg := defaultTidyConfig()
+	entry, err := s.Get(ctx, tidyConfigStorageKey)
+	if err != nil {
+		return cfg, fmt.Errorf("reading tidy/config: %w", err)
+	}
+	if entry != nil {
+		if err := entry.DecodeJSON(&cfg); err != nil {
+			return cfg, fmt.Errorf("decoding tidy/config: %w", err)
+		}
+	}
+	return cfg, nil
+}
+
+func (b *backend) tidyConfigRead(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	cfg, err := getTidyConfig(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	return &logical.Response{Data: map[string]interface{}{
+		"enabled":  cfg.Enabled,
+		"interval": int64(cfg.Interval.Seconds()),
+		"grace":    int64(cfg.Grace.Seconds()),
+	}}, nil
+}
+
+func (b *backend) tidyConfigWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	if err := unknownFields(d); err != nil {
 		return logical.ErrorResponse(err.Error()), nil
 	}
-	grace := time.Duration(d.Get("grace").(int)) * time.Second
+	cfg, err := getTidyConfig(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	if v, ok := d.GetOk("enabled"); ok {
+		cfg.Enabled = v.(bool)
+	}
+	if v, ok := d.GetOk("interval"); ok {
+		cfg.Interval = time.Duration(v.(int)) * time.Second
+	}
+	if v, ok := d.GetOk("grace"); ok {
+		cfg.Grace = time.Duration(v.(int)) * time.Second
+	}
+	if cfg.Interval < minTidyInterval {
+		return logical.ErrorResponse("interval must be at least %s", minTidyInterval), nil
+	}
+	if cfg.Grace < 0 {
+		return logical.ErrorResponse("grace must not be negative"), nil
+	}
+	entry, err := logical.StorageEntryJSON(tidyConfigStorageKey, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("encoding tidy/config: %w", err)
+	}
+	if err := req.Storage.Put(ctx, entry); err != nil {
+		return nil, fmt.Errorf("storing tidy/config: %w", err)
+	}
+	return nil, nil
+}
+
+func (b *backend) tidyNow(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	if err := unknownFields(d); err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
+	cfg, err := getTidyConfig(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	grace := cfg.Grace
+	if v, ok := d.GetOk("grace"); ok {
+		grace = time.Duration(v.(int)) * time.Second
+	}
 	if grace < 0 {
 		return logical.ErrorResponse("grace must not be negative"), nil
 	}
-	roleNames, err := req.Storage.List(ctx, roleStoragePrefix)
+	result, err := b.tidy(ctx, req.Storage, time.Now().Add(-grace))
 	if err != nil {
-		return nil, fmt.Errorf("listing roles: %w", err)
+		return nil, err
 	}
-	// cluster -> namespaces the plugin creates Secrets in.
-	targets := map[string]map[string]bool{}
-	for _, name := range roleNames {
-		role, err := getRole(ctx, req.Storage, name)
-		if err != nil {
-			return nil, err
-		}
-		if role == nil || role.ephemeral() {
-			continue // ephemeral leases own ServiceAccounts, not bound Secrets
-		}
-		if targets[role.Cluster] == nil {
-			targets[role.Cluster] = map[string]bool{}
-		}
-		targets[role.Cluster][role.ServiceAccountNamespace] = true
+	resp := &logical.Response{Data: result.data()}
+	for _, e := range result.errors {
+		resp.AddWarning(e)
 	}
-
-	cutoff := time.Now().Add(-grace)
-	deleted := 0
-	for _, cluster := range sortedKeys(targets) {
-		client, err := b.client(ctx, req.Storage, cluster)
-		if err != nil {
-			return nil, err
-		}
-		for _, ns := range sortedKeys(targets[cluster]) {
-			secrets, err := client.api.ListManagedSecrets(ctx, ns)
-			if err != nil {
-				return nil, fmt.Errorf("listing bound Secrets in %s/%s: %w", cluster, ns, err)
-			}
-			for _, s := range secrets {
-				if s.Annotations[clusterAnnotation] != cluster {
-					continue
-				}
-				expiresAt, err := time.Parse(time.RFC3339, s.Annotations[expiresAtAnnotation])
-				if err != nil || expiresAt.After(cutoff) {
-					continue
-				}
-				if err := client.api.DeleteObject(ctx, refOf(kindSecret, &s)); err != nil {
-					return nil, fmt.Errorf("deleting expired bound Secret %s/%s: %w", ns, s.Name, err)
-				}
-				deleted++
-			}
-		}
-	}
-	b.Logger().Info("tidy finished", "deleted", deleted)
-	return &logical.Response{Data: map[string]interface{}{"deleted": deleted}}, nil
+	return resp, nil
 }

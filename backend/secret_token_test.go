@@ -78,7 +78,7 @@ func TestRevokeSparesAReplacedSecret(t *testing.T) {
 	if err := secrets.Delete(context.Background(), name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	replacement := boundSecret(name, testRole, &roleEntry{ServiceAccountNamespace: testNamespace, Cluster: testCluster}, timeNow())
+	replacement := boundSecret(name, testLeaseMeta("some-issue"))
 	replacement.UID = "other-uid"
 	if _, err := secrets.Create(context.Background(), replacement, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -139,7 +139,7 @@ func TestIssueFailureAfterSecretLeavesNothing(t *testing.T) {
 
 func leaseObjects(t *testing.T, resp *logical.Response) []objectRef {
 	t.Helper()
-	lease, err := leaseInternalFrom(resp.Secret.InternalData)
+	lease, err := leaseRecordFrom(resp.Secret.InternalData)
 	if err != nil {
 		t.Fatal(err)
 	}

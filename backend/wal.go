@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 )
 
 const walObjectsKind = "lease_objects"
@@ -26,14 +25,23 @@ func walRollbackMinAge() time.Duration {
 	return d
 }
 
-// walObjects names the objects the issue flow is about to create. The entry
-// is removed once the lease exists; if it is still there after the rollback
-// age, the lease never came to be and the objects are deleted.
-type walObjects struct {
-	Cluster string      `json:"cluster"`
+// walEntry names the objects of an issue that has not become a lease yet.
+// It is removed once the lease exists; if it is still there after the
+// rollback age, the lease never came to be and the objects are deleted.
+type walEntry struct {
+	Cluster   string    `json:"cluster"`
+	Endpoint  string    `json:"endpoint,omitempty"`
+	IssueID   string    `json:"issue_id,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	// Objects carry a UID once created; one without is deleted only if it
+	// carries IssueID.
 	Objects []objectRef `json:"objects"`
 }
 
+// walRollback deletes what an unfinished issue created, on the endpoint
+// that created it. It keeps the entry (returns an error) while anything is
+// left or that endpoint cannot be reached, and gives up, loudly, after
+// walGiveUpAge.
 func (b *backend) walRollback(ctx context.Context, req *logical.Request, kind string, data interface{}) error {
 	if kind != walObjectsKind {
 		return fmt.Errorf("unknown WAL entry kind %q", kind)
@@ -43,44 +51,36 @@ func (b *backend) walRollback(ctx context.Context, req *logical.Request, kind st
 	if err != nil {
 		return fmt.Errorf("re-encoding WAL entry: %w", err)
 	}
-	var entry walObjects
+	var entry walEntry
 	if err := json.Unmarshal(raw, &entry); err != nil {
 		return fmt.Errorf("decoding WAL entry: %w", err)
 	}
-	client, err := b.client(ctx, req.Storage, entry.Cluster)
-	var notFound errClusterNotFound
-	if errors.As(err, &notFound) {
-		// Nothing can reach that cluster any more; keeping the entry would
-		// only retry forever.
-		b.Logger().Warn("dropping WAL entry for a deleted cluster", "cluster", entry.Cluster, "objects", describeRefs(entry.Objects))
+	err = b.rollbackEntry(ctx, req.Storage, &entry)
+	if err == nil {
 		return nil
 	}
+	// Entries from before created_at was recorded get one try.
+	if entry.CreatedAt.IsZero() || time.Since(entry.CreatedAt) > walGiveUpAge {
+		b.Logger().Error("giving up on rolling back an unfinished issue; delete its objects by hand or let tidy remove them",
+			"cluster", entry.Cluster, "endpoint", entry.Endpoint, "objects", describeRefs(entry.Objects), "created_at", entry.CreatedAt, "error", err)
+		return nil
+	}
+	return err
+}
+
+func (b *backend) rollbackEntry(ctx context.Context, s logical.Storage, entry *walEntry) error {
+	client, err := b.endpointClient(ctx, s, entry.Cluster, entry.Endpoint)
 	if err != nil {
-		return err
+		return fmt.Errorf("rolling back on cluster %q: %w", entry.Cluster, err)
 	}
-	for i := len(entry.Objects) - 1; i >= 0; i-- {
-		ref := entry.Objects[i]
-		meta, err := client.api.GetObjectMeta(ctx, ref)
-		switch {
-		case apierrors.IsNotFound(err):
-			continue
-		case apierrors.IsForbidden(err):
-			// The least-privilege RBAC grants create and delete but not get
-			// (get on secrets would reveal every Secret's data). The name
-			// was generated with random characters for this issue, and an
-			// older object of that name would have failed the create, so
-			// delete by name.
-		case err != nil:
-			return fmt.Errorf("looking up %s for rollback: %w", ref, err)
-		case meta.GetLabels()[managedByLabel] != managedByValue:
-			continue // not ours: never delete a foreign object
-		default:
-			ref.UID = meta.GetUID()
+	var errs []error
+	for _, ref := range inRevokeOrder(entry.Objects) {
+		if err := deleteIfFromIssue(ctx, client.api, ref, entry.IssueID); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", ref, err))
 		}
-		if err := client.api.DeleteObject(ctx, ref); err != nil {
-			return fmt.Errorf("deleting %s of an unfinished issue: %w", ref, err)
-		}
-		b.Logger().Info("rolled back an object of an unfinished issue", "cluster", entry.Cluster, "object", ref.String())
 	}
-	return nil
+	if len(errs) == 0 {
+		b.Logger().Info("rolled back an unfinished issue", "cluster", entry.Cluster, "endpoint", entry.Endpoint, "objects", describeRefs(entry.Objects))
+	}
+	return errors.Join(errs...)
 }

@@ -4,25 +4,49 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	k8stesting "k8s.io/client-go/testing"
 )
 
-func rollbackNow(t *testing.T, b *backend, s logical.Storage) {
+// runRollback runs the rollback manager's pass over every WAL entry, as
+// Vault does, and reports whether it succeeded. The SDK reports a failed
+// rollback as an error response with a nil error.
+func runRollback(t *testing.T, b *backend, s logical.Storage) bool {
 	t.Helper()
-	_, err := b.HandleRequest(context.Background(), &logical.Request{
+	resp, err := b.HandleRequest(context.Background(), &logical.Request{
 		Operation: logical.RollbackOperation, Storage: s,
 		Data: map[string]interface{}{"immediate": true},
 	})
 	if err != nil {
 		t.Fatalf("rollback: %v", err)
 	}
+	return resp == nil || !resp.IsError()
+}
+
+func rollbackNow(t *testing.T, b *backend, s logical.Storage) {
+	t.Helper()
+	if !runRollback(t, b, s) {
+		t.Fatal("rollback reported a failure")
+	}
+}
+
+// walEntries lists the stored WAL entries, failing the test on error.
+func walEntries(t *testing.T, s logical.Storage) []string {
+	t.Helper()
+	ids, err := framework.ListWAL(context.Background(), s)
+	if err != nil {
+		t.Fatalf("listing WAL entries: %v", err)
+	}
+	return ids
 }
 
 // A plugin that dies between creating the Secret and returning the lease
@@ -43,57 +67,137 @@ func TestWALRollbackDeletesOrphanedSecret(t *testing.T) {
 	if n := len(fk.managedSecrets(t)); n != 1 {
 		t.Fatalf("setup: want the undeletable Secret left, got %d", n)
 	}
-	if wals, _ := framework.ListWAL(context.Background(), s); len(wals) != 1 {
+	if wals := walEntries(t, s); len(wals) != 1 {
 		t.Fatalf("want the WAL entry kept for rollback, got %d", len(wals))
 	}
 
+	if runRollback(t, b, s) {
+		t.Fatal("rollback reported success while the API server refuses deletes")
+	}
+	if wals := walEntries(t, s); len(wals) != 1 {
+		t.Fatalf("a failed rollback dropped its entry: %d left", len(wals))
+	}
 	failDeletes = false
 	rollbackNow(t, b, s)
 	if left := fk.managedSecrets(t); len(left) != 0 {
 		t.Errorf("Secrets left after rollback: %v", names(left))
 	}
-	if wals, _ := framework.ListWAL(context.Background(), s); len(wals) != 0 {
+	if wals := walEntries(t, s); len(wals) != 0 {
 		t.Errorf("WAL entries left after rollback: %d", len(wals))
 	}
 }
 
+const testIssueID = "issue-under-test"
+
 func TestWALRollbackCases(t *testing.T) {
 	cases := []struct {
-		name        string
-		entry       walObjects
-		secretLabel string // "" means no Secret exists
+		name string
+		// secret to create before rollback; nil: none exists
+		secret func() *corev1.Secret
+		// ref makes the WAL entry's object from the created Secret (nil if none)
+		ref         func(created *corev1.Secret) objectRef
 		wantDeleted bool
 	}{
-		{name: "orphaned plugin Secret", entry: secretWAL(testCluster, "vault-scanner-orphan"), secretLabel: managedByValue, wantDeleted: true},
-		{name: "Secret never created", entry: secretWAL(testCluster, "vault-scanner-never")},
-		{name: "foreign Secret with the name", entry: secretWAL(testCluster, "vault-scanner-foreign"), secretLabel: "someone-else"},
-		{name: "cluster deleted since", entry: secretWAL("gone", "vault-scanner-gone"), secretLabel: managedByValue},
+		{
+			name:        "created by the issue, UID recorded",
+			secret:      func() *corev1.Secret { return boundSecret("vault-scanner-uid", testLeaseMeta(testIssueID)) },
+			ref:         func(c *corev1.Secret) objectRef { return refOf(kindSecret, c) },
+			wantDeleted: true,
+		},
+		{
+			name:   "replaced since: recorded UID differs",
+			secret: func() *corev1.Secret { return boundSecret("vault-scanner-replaced", testLeaseMeta(testIssueID)) },
+			ref: func(c *corev1.Secret) objectRef {
+				r := refOf(kindSecret, c)
+				r.UID = "the-old-uid"
+				return r
+			},
+		},
+		{
+			name:        "create outcome unknown, object carries the issue ID",
+			secret:      func() *corev1.Secret { return boundSecret("vault-scanner-unknown", testLeaseMeta(testIssueID)) },
+			ref:         nameOnly,
+			wantDeleted: true,
+		},
+		{
+			name:   "name collision: the plugin's label, another issue's ID",
+			secret: func() *corev1.Secret { return boundSecret("vault-scanner-other", testLeaseMeta("another-issue")) },
+			ref:    nameOnly,
+		},
+		{
+			name: "name collision: a foreign object",
+			secret: func() *corev1.Secret {
+				return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "cluster-admin", Namespace: testNamespace}}
+			},
+			ref: nameOnly,
+		},
+		{
+			name: "never created",
+			ref: func(*corev1.Secret) objectRef {
+				return objectRef{Kind: kindSecret, Namespace: testNamespace, Name: "vault-scanner-never"}
+			},
+		},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			b, s, fk := newConfiguredBackend(t)
 			secrets := fk.clientset.CoreV1().Secrets(testNamespace)
-			if tc.secretLabel != "" {
-				secret := boundSecret(tc.entry.Objects[0].Name, testRole, &roleEntry{Cluster: testCluster, ServiceAccountNamespace: testNamespace}, timeNow())
-				secret.Labels[managedByLabel] = tc.secretLabel
-				if _, err := secrets.Create(context.Background(), secret, metav1.CreateOptions{}); err != nil {
+			var created *corev1.Secret
+			if tc.secret != nil {
+				var err error
+				if created, err = secrets.Create(context.Background(), tc.secret(), metav1.CreateOptions{}); err != nil {
 					t.Fatal(err)
 				}
 			}
-			if _, err := framework.PutWAL(context.Background(), s, walObjectsKind, &tc.entry); err != nil {
-				t.Fatal(err)
-			}
+			putTestWAL(t, b, s, tc.ref(created))
 			rollbackNow(t, b, s)
 
-			_, err := secrets.Get(context.Background(), tc.entry.Objects[0].Name, metav1.GetOptions{})
-			exists := err == nil
-			if tc.secretLabel != "" && exists == tc.wantDeleted {
-				t.Errorf("Secret exists = %v, want deleted = %v", exists, tc.wantDeleted)
+			if created != nil {
+				_, err := secrets.Get(context.Background(), created.Name, metav1.GetOptions{})
+				if exists := err == nil; exists == tc.wantDeleted {
+					t.Errorf("Secret exists = %v, want deleted = %v", exists, tc.wantDeleted)
+				}
 			}
-			if wals, _ := framework.ListWAL(context.Background(), s); len(wals) != 0 {
+			if wals := walEntries(t, s); len(wals) != 0 {
 				t.Errorf("WAL entry kept: %d", len(wals))
 			}
 		})
+	}
+}
+
+func nameOnly(c *corev1.Secret) objectRef {
+	return objectRef{Kind: kindSecret, Namespace: c.Namespace, Name: c.Name}
+}
+
+// putTestWAL stores an entry for testCluster's current endpoint.
+func putTestWAL(t *testing.T, b *backend, s logical.Storage, refs ...objectRef) {
+	t.Helper()
+	client, err := b.client(context.Background(), s, testCluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entry := &walEntry{Cluster: testCluster, Endpoint: client.endpoint.ID, IssueID: testIssueID, CreatedAt: time.Now(), Objects: refs}
+	if _, err := framework.PutWAL(context.Background(), s, walObjectsKind, entry); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Every delete rollback sends carries the UID precondition.
+func TestWALRollbackDeletesOnlyByUID(t *testing.T) {
+	b, s, fk := newConfiguredBackend(t)
+	secret, err := fk.clientset.CoreV1().Secrets(testNamespace).Create(context.Background(), boundSecret("vault-scanner-pre", testLeaseMeta(testIssueID)), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var preconditions []*metav1.Preconditions
+	fk.clientset.PrependReactor("delete", "*", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		preconditions = append(preconditions, action.(k8stesting.DeleteActionImpl).DeleteOptions.Preconditions)
+		return false, nil, nil
+	})
+	putTestWAL(t, b, s, nameOnly(secret))
+	rollbackNow(t, b, s)
+	if len(preconditions) != 1 || preconditions[0] == nil || preconditions[0].UID == nil || *preconditions[0].UID != secret.UID {
+		t.Fatalf("deletes sent with preconditions %v, want one with UID %s", preconditions, secret.UID)
 	}
 }
 
@@ -102,42 +206,86 @@ func TestWALRollbackKeepsEntryWhileAPIFails(t *testing.T) {
 	fk.clientset.PrependReactor("get", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
 		return true, nil, apierrors.NewServiceUnavailable("apiserver is down")
 	})
-	entry := secretWAL(testCluster, "vault-scanner-later")
-	if _, err := framework.PutWAL(context.Background(), s, walObjectsKind, &entry); err != nil {
-		t.Fatal(err)
+	putTestWAL(t, b, s, objectRef{Kind: kindSecret, Namespace: testNamespace, Name: "vault-scanner-later"})
+	if runRollback(t, b, s) {
+		t.Error("rollback reported success while the API server fails")
 	}
-	_, _ = b.HandleRequest(context.Background(), &logical.Request{
-		Operation: logical.RollbackOperation, Storage: s, Data: map[string]interface{}{"immediate": true},
-	})
-	if wals, _ := framework.ListWAL(context.Background(), s); len(wals) != 1 {
+	if wals := walEntries(t, s); len(wals) != 1 {
 		t.Errorf("WAL entries = %d, want the entry kept for the next rollback", len(wals))
 	}
 }
 
-func secretWAL(cluster, name string) walObjects {
-	return walObjects{Cluster: cluster, Objects: []objectRef{{Kind: kindSecret, Namespace: testNamespace, Name: name}}}
-}
-
-// With the shipped RBAC the plugin may not read Secrets; rollback still
-// deletes what it created.
-func TestWALRollbackWithoutGetPermission(t *testing.T) {
+// Without get, an object known only by name cannot be proven the issue's:
+// it is never deleted by name; the entry stays (tidy is the backstop).
+func TestWALRollbackWithoutGetNeverDeletesByName(t *testing.T) {
 	b, s, fk := newConfiguredBackend(t)
-	secret := boundSecret("vault-scanner-noget", testRole, &roleEntry{Cluster: testCluster, ServiceAccountNamespace: testNamespace}, timeNow())
-	if _, err := fk.clientset.CoreV1().Secrets(testNamespace).Create(context.Background(), secret, metav1.CreateOptions{}); err != nil {
+	secret, err := fk.clientset.CoreV1().Secrets(testNamespace).Create(context.Background(), boundSecret("vault-scanner-noget", testLeaseMeta(testIssueID)), metav1.CreateOptions{})
+	if err != nil {
 		t.Fatal(err)
 	}
 	fk.clientset.PrependReactor("get", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
 		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "secrets"}, "vault-scanner-noget", errors.New("RBAC: get not granted"))
 	})
-	entry := secretWAL(testCluster, "vault-scanner-noget")
-	if _, err := framework.PutWAL(context.Background(), s, walObjectsKind, &entry); err != nil {
-		t.Fatal(err)
+	putTestWAL(t, b, s, nameOnly(secret))
+	if runRollback(t, b, s) {
+		t.Error("rollback reported success without being able to check the object")
 	}
+	if len(fk.managedSecrets(t)) != 1 {
+		t.Error("rollback deleted an object it could not prove was its own")
+	}
+	if wals := walEntries(t, s); len(wals) != 1 {
+		t.Errorf("WAL entries = %d, want the entry kept", len(wals))
+	}
+}
+
+// The issue flow records the bound Secret's UID before the token, so even
+// without get (the shipped RBAC) rollback deletes it.
+func TestWALRollbackWithoutGetDeletesRecordedSecret(t *testing.T) {
+	b, s, fk := newConfiguredBackend(t)
+	fk.setTokenErr(apierrors.NewInternalError(errors.New("etcd timeout")))
+	fk.clientset.PrependReactor("get", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "secrets"}, "", errors.New("RBAC: get not granted"))
+	})
+	failDeletes := true
+	fk.clientset.PrependReactor("delete", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if failDeletes {
+			return true, nil, apierrors.NewServiceUnavailable("apiserver is down")
+		}
+		return false, nil, nil
+	})
+	_, _ = request(t, b, s, logical.ReadOperation, "creds/"+testRole, nil)
+	if n := len(fk.managedSecrets(t)); n != 1 {
+		t.Fatalf("setup: want the undeletable Secret left, got %d", n)
+	}
+	failDeletes = false
 	rollbackNow(t, b, s)
 	if left := fk.managedSecrets(t); len(left) != 0 {
 		t.Errorf("Secrets left after rollback: %v", names(left))
 	}
-	if wals, _ := framework.ListWAL(context.Background(), s); len(wals) != 0 {
-		t.Errorf("WAL entries left: %d", len(wals))
+}
+
+// An entry whose endpoint is unknown (its cluster deleted and the retired
+// endpoint gone) is kept, never dropped as if done, until the give-up age.
+func TestWALRollbackUnknownEndpoint(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		age      time.Duration
+		wantKept bool
+	}{
+		{name: "young entry kept", age: time.Minute, wantKept: true},
+		{name: "entry past the give-up age dropped", age: walGiveUpAge + time.Minute},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, s, _ := newConfiguredBackend(t)
+			entry := &walEntry{Cluster: "gone", Endpoint: "nowhere", IssueID: testIssueID, CreatedAt: time.Now().Add(-tc.age),
+				Objects: []objectRef{{Kind: kindSecret, Namespace: testNamespace, Name: "vault-scanner-gone", UID: types.UID("u")}}}
+			if _, err := framework.PutWAL(context.Background(), s, walObjectsKind, entry); err != nil {
+				t.Fatal(err)
+			}
+			ok := runRollback(t, b, s)
+			if kept := len(walEntries(t, s)) == 1; kept != tc.wantKept || ok == tc.wantKept {
+				t.Errorf("kept = %v (rollback ok = %v), want kept = %v", kept, ok, tc.wantKept)
+			}
+		})
 	}
 }

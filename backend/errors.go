@@ -1,0 +1,138 @@
+package backend
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+
+	"github.com/hashicorp/vault/sdk/logical"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+)
+
+// userError is a request, or stored configuration, the caller or operator
+// must fix: the handler answers 400.
+type userError struct{ error }
+
+// kubeError marks an error that came from the Kubernetes API server, or from
+// the network on the way to it, as opposed to the plugin's own failures.
+type kubeError struct{ err error }
+
+func (e *kubeError) Error() string { return e.err.Error() }
+func (e *kubeError) Unwrap() error { return e.err }
+
+// kubeCallError marks err (nil stays nil) as the API server's.
+func kubeCallError(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &kubeError{err: err}
+}
+
+// upstreamError is a failure already classified by the code that saw it,
+// such as a permission a SelfSubjectAccessReview denied.
+type upstreamError struct {
+	status int
+	msg    string
+}
+
+func (e *upstreamError) Error() string { return e.msg }
+
+// kubeStatus says what an error from the API server means for the caller:
+// 400 when the request or stored configuration must change, 502 when the
+// API server refuses the plugin's own credential or RBAC, 503 when it is
+// unreachable or overloaded, 504 when it timed out.
+func kubeStatus(err error) int {
+	var status apierrors.APIStatus
+	if errors.As(err, &status) {
+		switch apierrors.ReasonForError(err) {
+		case "NotFound", "AlreadyExists", "Conflict", "Invalid", "BadRequest", "Gone":
+			return http.StatusBadRequest
+		case "Unauthorized", "Forbidden":
+			return http.StatusBadGateway
+		case "Timeout", "ServerTimeout":
+			return http.StatusGatewayTimeout
+		case "TooManyRequests", "ServiceUnavailable", "InternalError":
+			return http.StatusServiceUnavailable
+		}
+		switch code := int(status.Status().Code); {
+		case code == http.StatusGatewayTimeout:
+			return http.StatusGatewayTimeout
+		case code >= 500:
+			return http.StatusServiceUnavailable
+		}
+		// Any other answer means the API server does not speak to the
+		// plugin as expected.
+		return http.StatusBadGateway
+	}
+	var netErr net.Error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
+		return http.StatusGatewayTimeout
+	case isTLSVerificationError(err):
+		// The endpoint is not who the stored CA says: retrying won't help.
+		return http.StatusBadGateway
+	}
+	return http.StatusServiceUnavailable
+}
+
+func isTLSVerificationError(err error) bool {
+	var (
+		unknownAuthority x509.UnknownAuthorityError
+		hostname         x509.HostnameError
+		invalid          x509.CertificateInvalidError
+		verification     *tls.CertificateVerificationError
+	)
+	return errors.As(err, &unknownAuthority) || errors.As(err, &hostname) ||
+		errors.As(err, &invalid) || errors.As(err, &verification)
+}
+
+// kubeErrorMessage explains a classified API server error and, where the
+// operator must act, says where to look.
+func kubeErrorMessage(status int, cluster string, err error) string {
+	switch {
+	case apierrors.IsUnauthorized(err):
+		return fmt.Sprintf("the API server of cluster %q rejected the plugin's own credential (401): write clusters/%s with a valid service_account_jwt and verify with clusters/%s/check: %v", cluster, cluster, cluster, err)
+	case apierrors.IsForbidden(err):
+		return fmt.Sprintf("the API server of cluster %q refused the plugin's RBAC: %v; grant it (see deploy/) and verify with clusters/%s/check", cluster, err, cluster)
+	case status == http.StatusBadGateway && isTLSVerificationError(err):
+		return fmt.Sprintf("cluster %q: the API server's certificate does not verify against kubernetes_ca_cert / tls_server_name: %v", cluster, err)
+	case status == http.StatusServiceUnavailable:
+		return fmt.Sprintf("the API server of cluster %q is unreachable or overloaded; retry later: %v", cluster, err)
+	case status == http.StatusGatewayTimeout:
+		return fmt.Sprintf("the API server of cluster %q timed out; retry later: %v", cluster, err)
+	}
+	return fmt.Sprintf("cluster %q: %v", cluster, err)
+}
+
+// respond is the one place that turns a handler's error into what Vault
+// returns: a 400 error response for what the caller or operator must fix,
+// a coded error (502/503/504) for the API server, and a plain error (500)
+// for the plugin's own failures.
+func respond(cluster string, resp *logical.Response, err error) (*logical.Response, error) {
+	if err == nil {
+		return resp, nil
+	}
+	var (
+		user     userError
+		notFound errClusterNotFound
+		kube     *kubeError
+		upstream *upstreamError
+	)
+	switch {
+	case errors.As(err, &user), errors.As(err, &notFound):
+		return logical.ErrorResponse(err.Error()), nil
+	case errors.As(err, &upstream):
+		return nil, logical.CodedError(upstream.status, upstream.msg)
+	case errors.As(err, &kube):
+		status := kubeStatus(kube.err)
+		if status == http.StatusBadRequest {
+			return logical.ErrorResponse(err.Error()), nil
+		}
+		return nil, logical.CodedError(status, kubeErrorMessage(status, cluster, err))
+	}
+	return nil, err
+}

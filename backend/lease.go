@@ -1,0 +1,418 @@
+package backend
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// tokenExpirySkew keeps the lease ending before the token does, so Vault,
+// not the JWT's exp, decides when a credential stops working.
+const tokenExpirySkew = 30 * time.Second
+
+// expiryTolerance is how much shorter than asked a token may come back
+// before the lease is shortened to match.
+const expiryTolerance = 5 * time.Second
+
+// revocableCheckTTL is how long a positive "may delete" answer is trusted.
+const revocableCheckTTL = time.Minute
+
+// plannedObject is one object a lease is about to create.
+type plannedObject struct {
+	kind string
+	obj  metav1.Object
+}
+
+func (p plannedObject) ref() objectRef {
+	return objectRef{Kind: p.kind, Namespace: p.obj.GetNamespace(), Name: p.obj.GetName()}
+}
+
+// leaseRecord is what a lease keeps in its InternalData: everything revoke
+// needs, since Vault may revoke a lease it failed to register from that
+// alone.
+type leaseRecord struct {
+	Cluster string
+	// Endpoint is the ID of the endpoint that issued the lease; revoke goes
+	// there, even after the cluster entry was re-pointed or deleted.
+	Endpoint       string
+	Role           string
+	Namespace      string
+	ServiceAccount string
+	CredentialID   string
+	IssueID        string
+	// Objects the lease created, with UIDs, in creation order. The first is
+	// the bound Secret or the per-lease ServiceAccount.
+	Objects []objectRef
+}
+
+func (l leaseRecord) toMap() (map[string]interface{}, error) {
+	objects, err := json.Marshal(l.Objects)
+	if err != nil {
+		return nil, fmt.Errorf("encoding lease objects: %w", err)
+	}
+	return map[string]interface{}{
+		"cluster":         l.Cluster,
+		"endpoint":        l.Endpoint,
+		"role":            l.Role,
+		"namespace":       l.Namespace,
+		"service_account": l.ServiceAccount,
+		"credential_id":   l.CredentialID,
+		"issue_id":        l.IssueID,
+		"objects":         string(objects),
+	}, nil
+}
+
+func leaseRecordFrom(m map[string]interface{}) (leaseRecord, error) {
+	str := func(k string) string { s, _ := m[k].(string); return s }
+	l := leaseRecord{
+		Cluster:        str("cluster"),
+		Endpoint:       str("endpoint"),
+		Role:           str("role"),
+		Namespace:      str("namespace"),
+		ServiceAccount: str("service_account"),
+		CredentialID:   str("credential_id"),
+		IssueID:        str("issue_id"),
+	}
+	if err := json.Unmarshal([]byte(str("objects")), &l.Objects); err != nil || l.Cluster == "" || len(l.Objects) == 0 {
+		return l, errors.New("lease does not name its cluster and the objects it created")
+	}
+	return l, nil
+}
+
+// leaseTxn is one issue, from plan to a committed lease or a rollback:
+//
+//   - plan: the objects to create, each labelled with the issue's ID;
+//   - check: the plugin may delete every kind it creates (else it could not
+//     revoke);
+//   - WAL: stored before anything that can grant access exists: for
+//     ephemeral roles before the first object; for a role's existing
+//     service account after the per-lease Secret exists (so the entry
+//     holds its UID) and before the token is bound to it;
+//   - create, token, response;
+//   - commit (drop the WAL entry) or roll back: delete what was created,
+//     resolve creates whose outcome is unknown, and leave a WAL entry for
+//     whatever could not be removed yet.
+type leaseTxn struct {
+	b       *backend
+	storage logical.Storage
+	client  *clusterClient
+	ir      *issueRequest
+	started time.Time
+
+	objects []plannedObject
+	// bindToken binds the token to objects[0] (the per-lease Secret);
+	// otherwise objects[0] is the per-lease ServiceAccount itself.
+	bindToken bool
+
+	record leaseRecord
+	walID  string
+	// unknown are objects whose create failed in a way that does not say
+	// whether the API server stored them.
+	unknown []objectRef
+}
+
+func (b *backend) planLease(req *logical.Request, client *clusterClient, ir *issueRequest) (*leaseTxn, error) {
+	t := &leaseTxn{b: b, storage: req.Storage, client: client, ir: ir, started: time.Now()}
+	lm := leaseMeta{roleName: ir.roleName, role: ir.role, expiresAt: t.started.Add(ir.ttl), issueID: randomString(20)}
+	t.record = leaseRecord{
+		Cluster: client.cluster, Endpoint: client.endpoint.ID, Role: ir.roleName,
+		Namespace: ir.namespace, IssueID: lm.issueID,
+	}
+	if !ir.role.ephemeral() {
+		t.objects = []plannedObject{{kindSecret, boundSecret(randomSecretName(), lm)}}
+		t.bindToken = true
+		t.record.ServiceAccount = ir.role.ServiceAccountName
+		return t, nil
+	}
+	name, err := renderName(ir.role.nameTemplate(), nameTemplateData{RoleName: ir.roleName, DisplayName: req.DisplayName, Namespace: ir.namespace})
+	if err != nil {
+		return nil, userError{err}
+	}
+	if t.objects, err = ephemeralObjects(name, ir, lm); err != nil {
+		return nil, err
+	}
+	t.record.ServiceAccount = name
+	return t, nil
+}
+
+// run carries the lease through to a response, or rolls it back.
+func (t *leaseTxn) run(ctx context.Context, req *logical.Request) (*logical.Response, error) {
+	if err := t.checkRevocable(ctx); err != nil {
+		return nil, err
+	}
+	if !t.bindToken {
+		if err := t.writeWAL(ctx, t.plannedRefs()); err != nil {
+			return nil, err
+		}
+	}
+	if err := t.createObjects(ctx); err != nil {
+		return nil, t.rollback(ctx, err)
+	}
+	if t.bindToken {
+		if err := t.writeWAL(ctx, t.record.Objects); err != nil {
+			return nil, t.rollback(ctx, err)
+		}
+	}
+	cred, err := t.requestToken(ctx)
+	if err != nil {
+		return nil, t.rollback(ctx, err)
+	}
+	resp, err := t.b.credentialResponse(req, t.ir, t.client, cred)
+	if err != nil {
+		return nil, t.rollback(ctx, err)
+	}
+	if err := framework.DeleteWAL(ctx, t.storage, t.walID); err != nil {
+		// A WAL entry left behind would roll back a live lease.
+		return nil, t.rollback(ctx, fmt.Errorf("deleting WAL entry: %w", err))
+	}
+	t.walID = ""
+	return resp, nil
+}
+
+func (t *leaseTxn) plannedRefs() []objectRef {
+	refs := make([]objectRef, len(t.objects))
+	for i, p := range t.objects {
+		refs[i] = p.ref()
+	}
+	return refs
+}
+
+// checkRevocable refuses to issue a lease the plugin could not revoke: it
+// asks the API server whether the plugin may delete every kind, in every
+// namespace, the lease creates, and remembers a yes for a minute.
+func (t *leaseTxn) checkRevocable(ctx context.Context) error {
+	for _, p := range t.objects {
+		k, err := lookupKind(p.kind)
+		if err != nil {
+			return err
+		}
+		ns := p.obj.GetNamespace()
+		key := p.kind + "/" + ns
+		if checked, ok := t.client.revocable.Load(key); ok && time.Since(checked.(time.Time)) < revocableCheckTTL {
+			continue
+		}
+		allowed, err := t.client.api.Allowed(ctx, authorizationv1.ResourceAttributes{Verb: "delete", Group: k.group, Resource: k.resource, Namespace: ns})
+		if err != nil {
+			return fmt.Errorf("checking that the plugin may delete %s in namespace %q: %w", k.resource, ns, err)
+		}
+		if !allowed {
+			perm := requiredPermission{attrs: authorizationv1.ResourceAttributes{Verb: "delete", Group: k.group, Resource: k.resource, Namespace: ns}}
+			return &upstreamError{status: 502, msg: fmt.Sprintf("the plugin may not %s on cluster %q, so it could not revoke the lease; grant it (see deploy/) and verify with clusters/%s/check", perm, t.client.cluster, t.client.cluster)}
+		}
+		t.client.revocable.Store(key, time.Now())
+	}
+	return nil
+}
+
+func (t *leaseTxn) writeWAL(ctx context.Context, refs []objectRef) error {
+	id, err := framework.PutWAL(ctx, t.storage, walObjectsKind, t.walEntry(refs))
+	if err != nil {
+		return fmt.Errorf("writing WAL entry: %w", err)
+	}
+	t.walID = id
+	return nil
+}
+
+func (t *leaseTxn) walEntry(refs []objectRef) *walEntry {
+	return &walEntry{
+		Cluster: t.record.Cluster, Endpoint: t.record.Endpoint, IssueID: t.record.IssueID,
+		CreatedAt: t.started.UTC(), Objects: refs,
+	}
+}
+
+func (t *leaseTxn) createObjects(ctx context.Context) error {
+	for i, p := range t.objects {
+		if i > 0 {
+			ownedBy(p.obj, t.record.Objects[0])
+		}
+		ref, err := t.client.api.CreateObject(ctx, p.kind, p.obj)
+		if err != nil {
+			if createOutcomeUnknown(err) {
+				t.unknown = append(t.unknown, p.ref())
+			}
+			return fmt.Errorf("creating %s: %w", p.ref(), err)
+		}
+		t.record.Objects = append(t.record.Objects, ref)
+	}
+	return nil
+}
+
+// issuedCredential is the outcome of a successful TokenRequest.
+type issuedCredential struct {
+	token     string
+	lease     leaseRecord
+	leaseTTL  time.Duration
+	expiresAt time.Time
+	warnings  []string
+}
+
+func (t *leaseTxn) requestToken(ctx context.Context) (*issuedCredential, error) {
+	expirationSeconds := tokenExpirationSeconds(t.ir.ttl)
+	spec := authenticationv1.TokenRequestSpec{Audiences: t.ir.audiences, ExpirationSeconds: &expirationSeconds}
+	if t.bindToken {
+		bound := t.record.Objects[0]
+		spec.BoundObjectRef = &authenticationv1.BoundObjectReference{Kind: bound.Kind, APIVersion: "v1", Name: bound.Name, UID: bound.UID}
+	}
+	ns, saName := t.record.Namespace, t.record.ServiceAccount
+	sa := ns + "/" + saName
+	tr, err := t.client.api.CreateToken(ctx, ns, saName, &authenticationv1.TokenRequest{Spec: spec})
+	if err != nil {
+		return nil, fmt.Errorf("requesting a token for service account %s: %w", sa, err)
+	}
+	if tr.Status.Token == "" {
+		return nil, fmt.Errorf("TokenRequest for %s returned no token", sa)
+	}
+	claims, err := parseTokenClaims(tr.Status.Token)
+	if err != nil {
+		return nil, err
+	}
+	t.record.CredentialID = credentialID(claims.JTI)
+
+	cred := &issuedCredential{token: tr.Status.Token, lease: t.record, leaseTTL: t.ir.ttl}
+	// The API server may shorten the token (--service-account-max-token-expiration):
+	// the lease must never outlive it. Its timestamp has whole seconds and
+	// its clock may differ a little from ours, hence the tolerance; the skew
+	// still keeps the lease well inside the token's life.
+	tokenLeft := tr.Status.ExpirationTimestamp.Sub(t.started.Truncate(time.Second)) - tokenExpirySkew
+	if tokenLeft < cred.leaseTTL-expiryTolerance {
+		if tokenLeft <= 0 {
+			return nil, fmt.Errorf("the API server issued a token for %s that expires at once (%s)", sa, tr.Status.ExpirationTimestamp.UTC().Format(time.RFC3339))
+		}
+		cred.leaseTTL = tokenLeft.Truncate(time.Second)
+		cred.warnings = append(cred.warnings, fmt.Sprintf("the API server shortened the token; lease capped at %s", cred.leaseTTL))
+	}
+	cred.expiresAt = t.started.Add(cred.leaseTTL).UTC()
+	return cred, nil
+}
+
+// rollback undoes a failed issue and returns cause. What it cannot remove
+// now stays covered by a WAL entry, so rollback retries it later.
+func (t *leaseTxn) rollback(ctx context.Context, cause error) error {
+	ctx, cancel := t.b.cleanupContext(ctx)
+	defer cancel()
+	left := deleteInRevokeOrder(ctx, t.client.api, t.record.Objects)
+	for _, ref := range t.unknown {
+		if err := deleteIfFromIssue(ctx, t.client.api, ref, t.record.IssueID); err != nil {
+			left = append(left, failedDelete{ref, err})
+		}
+	}
+	if len(left) == 0 {
+		if t.walID != "" {
+			t.b.deleteWAL(ctx, t.storage, t.walID)
+		}
+		return cause
+	}
+	t.b.Logger().Error("could not undo a failed issue; rollback will retry", "cluster", t.record.Cluster, "error", left.err())
+	previous := t.walID
+	if err := t.writeWAL(ctx, left.refs()); err != nil {
+		// The previous entry, if any, names a superset; keep it.
+		t.b.Logger().Error("recording what a failed issue left", "objects", describeRefs(left.refs()), "error", err)
+		return cause
+	}
+	if previous != "" {
+		t.b.deleteWAL(ctx, t.storage, previous)
+	}
+	return cause
+}
+
+func (b *backend) deleteWAL(ctx context.Context, s logical.Storage, id string) {
+	if err := framework.DeleteWAL(ctx, s, id); err != nil {
+		// Rollback will find nothing left to delete and drop the entry.
+		b.Logger().Warn("deleting WAL entry", "id", id, "error", err)
+	}
+}
+
+// failedDelete is an object that could not be deleted, and why.
+type failedDelete struct {
+	ref objectRef
+	err error
+}
+
+type failedDeletes []failedDelete
+
+func (f failedDeletes) refs() []objectRef {
+	out := make([]objectRef, len(f))
+	for i, d := range f {
+		out[i] = d.ref
+	}
+	return out
+}
+
+func (f failedDeletes) err() error {
+	if len(f) == 0 {
+		return nil
+	}
+	errs := make([]error, len(f))
+	for i, d := range f {
+		errs[i] = fmt.Errorf("deleting %s: %w", d.ref, d.err)
+	}
+	return errors.Join(errs...)
+}
+
+// inRevokeOrder returns refs ordered for deletion: what invalidates the
+// token first, then by kind rank, later-created objects before earlier ones
+// of the same rank.
+func inRevokeOrder(refs []objectRef) []objectRef {
+	order := slices.Clone(refs)
+	slices.Reverse(order)
+	slices.SortStableFunc(order, func(a, b objectRef) int { return rankOf(a.Kind) - rankOf(b.Kind) })
+	return order
+}
+
+func rankOf(kind string) int {
+	if k, ok := objectKinds[kind]; ok {
+		return k.deleteRank
+	}
+	return len(objectKinds)
+}
+
+// deleteInRevokeOrder deletes refs (each by UID), continuing past errors so
+// one failure never leaves the token alive; it returns what failed.
+func deleteInRevokeOrder(ctx context.Context, api kubeAPI, refs []objectRef) failedDeletes {
+	var failed failedDeletes
+	for _, ref := range inRevokeOrder(refs) {
+		if err := api.DeleteObject(ctx, ref); err != nil {
+			failed = append(failed, failedDelete{ref, err})
+		}
+	}
+	return failed
+}
+
+// deleteIfFromIssue deletes an object known only by name, and only if it
+// carries issueID: an object of that name may belong to someone else.
+func deleteIfFromIssue(ctx context.Context, api kubeAPI, ref objectRef, issueID string) error {
+	if ref.UID != "" {
+		return api.DeleteObject(ctx, ref)
+	}
+	meta, err := api.GetObjectMeta(ctx, ref)
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil
+	case err != nil:
+		return fmt.Errorf("looking up %s, whose create may have succeeded: %w", ref, err)
+	case issueID == "" || meta.GetLabels()[managedByLabel] != managedByValue || meta.GetAnnotations()[issueAnnotation] != issueID:
+		return nil // not created by this issue: never touch it
+	}
+	return api.DeleteObject(ctx, refOf(ref.Kind, meta))
+}
+
+// revoke deletes the lease's objects on the endpoint that issued it; the
+// token dies with the first. Objects already gone count as deleted, so it is
+// idempotent and safe to run concurrently.
+func (b *backend) revoke(ctx context.Context, s logical.Storage, lease leaseRecord) error {
+	client, err := b.endpointClient(ctx, s, lease.Cluster, lease.Endpoint)
+	if err != nil {
+		return err
+	}
+	return deleteInRevokeOrder(ctx, client.api, lease.Objects).err()
+}

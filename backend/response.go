@@ -1,0 +1,53 @@
+package backend
+
+import (
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// credentialResponse is the lease as Vault returns it: the token, the
+// kubeconfig in two forms and what was issued, with the record revoke needs.
+func (b *backend) credentialResponse(req *logical.Request, ir *issueRequest, client *clusterClient, cred *issuedCredential) (*logical.Response, error) {
+	ep := client.endpoint
+	role := ir.role
+	lease := cred.lease
+	kubeconfigYAML, kubeconfigJSON, err := buildKubeconfig(kubeconfigParams{
+		ClusterName:   role.Cluster,
+		Server:        ep.KubeconfigHost,
+		CACert:        ep.KubeconfigCACert,
+		TLSServerName: ep.TLSServerName,
+		UserName:      lease.ServiceAccount,
+		Token:         cred.token,
+		Namespace:     role.kubeconfigNamespace(lease.Namespace),
+	})
+	if err != nil {
+		return nil, err
+	}
+	internal, err := lease.toMap()
+	if err != nil {
+		return nil, err
+	}
+	resp := b.Secret(secretTokenType).Response(map[string]interface{}{
+		"service_account_token":     cred.token,
+		"kubeconfig":                kubeconfigYAML,
+		"kubeconfig_json":           kubeconfigJSON,
+		"cluster":                   role.Cluster,
+		"service_account_name":      lease.ServiceAccount,
+		"service_account_namespace": lease.Namespace,
+		"kubernetes_host":           ep.KubeconfigHost,
+		"kubernetes_ca_cert":        ep.KubeconfigCACert,
+		"credential_id":             lease.CredentialID,
+		"expires_at":                cred.expiresAt.Format(time.RFC3339),
+	}, internal)
+	resp.Secret.TTL = cred.leaseTTL
+	resp.Secret.MaxTTL = cred.leaseTTL
+	resp.Secret.Renewable = false
+	for _, w := range append(ir.warnings, cred.warnings...) {
+		resp.AddWarning(w)
+	}
+	b.Logger().Info("issued credential", "role", ir.roleName, "cluster", role.Cluster,
+		"service_account", lease.Namespace+"/"+lease.ServiceAccount, "objects", describeRefs(lease.Objects),
+		"credential_id", lease.CredentialID, "expires_at", resp.Data["expires_at"], "request_id", req.ID)
+	return resp, nil
+}
