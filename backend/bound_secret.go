@@ -3,7 +3,7 @@ package backend
 import (
 	"crypto/rand"
 	"strings"
-	
+
 	corev1 "k8s.io/api/core/v1"
 )
 

@@ -255,7 +255,7 @@ func TestCredsKubeconfigOverrides(t *testing.T) {
 	b, s, _ := newTestBackend(t)
 	configureCluster(t, b, s)
 	mustOK(t, b, s, logical.UpdateOperation, "clusters/"+testCluster, map[string]interface{}{
-		"kubeconfig_host": "https://scanners.example.com:443",
+		"kubeconfig_host":     "https://scanners.example.com:443",
 		"tls_server_name":     "kubernetes.internal",
 		"service_account_jwt": testRequesterJWT,
 	})
