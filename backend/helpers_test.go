@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"github.com/hashicorp/go-hclog"
 	"math/big"
@@ -359,4 +360,20 @@ func assertNoSecretIn(t testing.TB, text, token string) {
 			t.Errorf("a credential leaked into %q", text)
 		}
 	}
+}
+
+var errTokenRequestFailed = apierrors.NewInternalError(errors.New("etcdserver: request timed out"))
+
+// failSecretDeletes makes Secret deletes answer 503 while the returned flag
+// is set (it starts set).
+func failSecretDeletes(fk *fakeKube) *atomic.Bool {
+	failing := &atomic.Bool{}
+	failing.Store(true)
+	fk.clientset.PrependReactor("delete", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if failing.Load() {
+			return true, nil, apierrors.NewServiceUnavailable("apiserver is down")
+		}
+		return false, nil, nil
+	})
+	return failing
 }

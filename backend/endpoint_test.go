@@ -1,0 +1,214 @@
+package backend
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+	"k8s.io/client-go/rest"
+)
+
+const (
+	otherHost = "https://10.0.0.2:6443"
+	otherJWT  = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJvdGhlciJ9.b3RoZXItc2lnbmF0dXJl"
+)
+
+// twoClusters is a backend whose clients reach one of two independent fake
+// API servers, chosen by host, as two real clusters would be.
+type twoClusters struct {
+	b    *backend
+	s    logical.Storage
+	a, o *fakeKube // testHost, otherHost
+}
+
+func newTwoClusters(t *testing.T) *twoClusters {
+	t.Helper()
+	b, s, a := newTestBackend(t)
+	o := newFakeKube(t)
+	b.newKubeAPI = func(cfg *rest.Config) (kubeAPI, error) {
+		if cfg.Host == otherHost {
+			return clientsetAPI{clientset: o.clientset}, nil
+		}
+		return clientsetAPI{clientset: a.clientset}, nil
+	}
+	configureCluster(t, b, s)
+	configureRole(t, b, s, nil)
+	return &twoClusters{b: b, s: s, a: a, o: o}
+}
+
+func (tc *twoClusters) repoint(t *testing.T) {
+	t.Helper()
+	mustOK(t, tc.b, tc.s, logical.UpdateOperation, "clusters/"+testCluster, map[string]interface{}{
+		"kubernetes_host": otherHost, "service_account_jwt": otherJWT,
+	})
+}
+
+func (tc *twoClusters) revoke(t *testing.T, resp *logical.Response) error {
+	t.Helper()
+	_, err := tc.b.HandleRequest(context.Background(), revokeRequest(tc.s, resp))
+	return err
+}
+
+// After the cluster entry is re-pointed, a lease is revoked on the API
+// server that issued it, not on the new one (where its Secret would be
+// "not found" and the revoke a lie).
+func TestRevokeReachesIssuingEndpointAfterRepoint(t *testing.T) {
+	tc := newTwoClusters(t)
+	first := mustOK(t, tc.b, tc.s, logical.ReadOperation, "creds/"+testRole, nil)
+	tc.repoint(t)
+	second := mustOK(t, tc.b, tc.s, logical.ReadOperation, "creds/"+testRole, nil)
+	if len(tc.a.managedSecrets(t)) != 1 || len(tc.o.managedSecrets(t)) != 1 {
+		t.Fatalf("setup: Secrets on the clusters: %d and %d, want one each", len(tc.a.managedSecrets(t)), len(tc.o.managedSecrets(t)))
+	}
+
+	if err := tc.revoke(t, first); err != nil {
+		t.Fatalf("revoking the first lease: %v", err)
+	}
+	if left := tc.a.managedSecrets(t); len(left) != 0 {
+		t.Errorf("the first lease's Secret survived its revoke: %v", names(left))
+	}
+	if len(tc.o.managedSecrets(t)) != 1 {
+		t.Error("revoking the first lease touched the new cluster")
+	}
+	if err := tc.revoke(t, second); err != nil {
+		t.Fatalf("revoking the second lease: %v", err)
+	}
+	if left := tc.o.managedSecrets(t); len(left) != 0 {
+		t.Errorf("the second lease's Secret survived its revoke: %v", names(left))
+	}
+}
+
+// Deleting the role and then its cluster leaves the leases revocable.
+func TestRevokeAfterRoleAndClusterDeleted(t *testing.T) {
+	tc := newTwoClusters(t)
+	resp := mustOK(t, tc.b, tc.s, logical.ReadOperation, "creds/"+testRole, nil)
+	mustOK(t, tc.b, tc.s, logical.DeleteOperation, "roles/"+testRole, nil)
+	mustOK(t, tc.b, tc.s, logical.DeleteOperation, "clusters/"+testCluster, nil)
+	tc.b.resetClients() // as after a restart: nothing cached
+
+	if err := tc.revoke(t, resp); err != nil {
+		t.Fatalf("revoke after the cluster was deleted: %v", err)
+	}
+	if left := tc.a.managedSecrets(t); len(left) != 0 {
+		t.Errorf("Secret left: %v", names(left))
+	}
+
+	// A cluster of the same name created again is another endpoint.
+	mustOK(t, tc.b, tc.s, logical.CreateOperation, "clusters/"+testCluster, map[string]interface{}{
+		"kubernetes_host": otherHost, "kubernetes_ca_cert": testCAPEM(t), "service_account_jwt": otherJWT,
+	})
+	configureRole(t, tc.b, tc.s, nil)
+	again := mustOK(t, tc.b, tc.s, logical.ReadOperation, "creds/"+testRole, nil)
+	if len(tc.o.managedSecrets(t)) != 1 {
+		t.Fatal("the re-created cluster did not issue on its own endpoint")
+	}
+	if err := tc.revoke(t, again); err != nil || len(tc.o.managedSecrets(t)) != 0 {
+		t.Fatalf("revoke on the re-created cluster: %v", err)
+	}
+}
+
+// A lease whose endpoint the plugin no longer knows fails to revoke, loudly,
+// and touches nothing on the cluster's current endpoint.
+func TestRevokeOfUnknownEndpointFails(t *testing.T) {
+	tc := newTwoClusters(t)
+	resp := mustOK(t, tc.b, tc.s, logical.ReadOperation, "creds/"+testRole, nil)
+	resp.Secret.InternalData["endpoint"] = "forgotten"
+	err := tc.revoke(t, resp)
+	if err == nil {
+		t.Fatal("revoke reported success for a lease it could not reach")
+	}
+	assertNoSecretIn(t, err.Error(), resp.Data["service_account_token"].(string))
+	if len(tc.a.managedSecrets(t)) != 1 {
+		t.Error("revoke deleted on an endpoint that did not issue the lease")
+	}
+}
+
+// A failed issue's WAL entry is rolled back on the endpoint that created
+// its objects, after a re-point too.
+func TestRollbackReachesIssuingEndpointAfterRepoint(t *testing.T) {
+	tc := newTwoClusters(t)
+	failing := failSecretDeletes(tc.a)
+	tc.a.setTokenErr(errTokenRequestFailed)
+	if _, err := request(t, tc.b, tc.s, logical.ReadOperation, "creds/"+testRole, nil); err == nil {
+		t.Fatal("issue succeeded despite the TokenRequest failure")
+	}
+	tc.repoint(t)
+	failing.Store(false)
+	rollbackNow(t, tc.b, tc.s)
+	if left := tc.a.managedSecrets(t); len(left) != 0 {
+		t.Errorf("rollback left the Secret on the issuing cluster: %v", names(left))
+	}
+	if wals := walEntries(t, tc.s); len(wals) != 0 {
+		t.Errorf("WAL entries left: %d", len(wals))
+	}
+}
+
+// The endpoint ID changes with where or how the plugin connects, not with
+// the credential alone.
+func TestEndpointIDFollowsTheConnection(t *testing.T) {
+	b, s, _ := newConfiguredBackend(t)
+	id := func() string {
+		cfg, err := getCluster(context.Background(), s, testCluster)
+		if err != nil || cfg == nil {
+			t.Fatal(err)
+		}
+		return cfg.EndpointID
+	}
+	first := id()
+	if first == "" {
+		t.Fatal("a new cluster has no endpoint ID")
+	}
+	mustOK(t, b, s, logical.UpdateOperation, "clusters/"+testCluster, map[string]interface{}{"service_account_jwt": otherJWT, "qps": 20})
+	if id() != first {
+		t.Error("a new credential for the same endpoint changed the endpoint ID")
+	}
+	if recs, _ := listRetiredEndpoints(context.Background(), s, testCluster); len(recs) != 0 {
+		t.Errorf("a credential change retired %d endpoints", len(recs))
+	}
+	mustOK(t, b, s, logical.UpdateOperation, "clusters/"+testCluster, map[string]interface{}{"tls_server_name": "kubernetes.internal", "service_account_jwt": otherJWT})
+	if id() == first {
+		t.Error("a new TLS server name kept the endpoint ID")
+	}
+	recs, err := listRetiredEndpoints(context.Background(), s, testCluster)
+	if err != nil || len(recs) != 1 || recs[0].Config.EndpointID != first || recs[0].Config.JWT != otherJWT {
+		t.Fatalf("retired endpoints %v, %v; want the first with its credential", recs, err)
+	}
+}
+
+// Retired endpoints are forgotten once no lease can need them.
+func TestRetiredEndpointsPruned(t *testing.T) {
+	b, s, _ := newConfiguredBackend(t)
+	cfg, _ := getCluster(context.Background(), s, testCluster)
+	now := time.Now()
+	if err := retireEndpoint(context.Background(), s, testCluster, cfg, time.Hour, now); err != nil {
+		t.Fatal(err)
+	}
+	keep := time.Hour + tokenExpirySkew + walGiveUpAge
+	for _, tc := range []struct {
+		at       time.Time
+		wantLeft int
+	}{
+		{at: now.Add(keep - time.Minute), wantLeft: 1},
+		{at: now.Add(keep + time.Minute), wantLeft: 0},
+	} {
+		if _, err := b.pruneRetiredEndpoints(context.Background(), s, tc.at); err != nil {
+			t.Fatal(err)
+		}
+		if recs, _ := listRetiredEndpoints(context.Background(), s, testCluster); len(recs) != tc.wantLeft {
+			t.Errorf("at +%s: %d retired endpoints left, want %d", tc.at.Sub(now).Round(time.Minute), len(recs), tc.wantLeft)
+		}
+	}
+}
+
+// Retired endpoints are read like clusters: never with their credential.
+func TestRetiredEndpointsSealWrapped(t *testing.T) {
+	b, _, _ := newTestBackend(t)
+	found := false
+	for _, p := range b.PathsSpecial.SealWrapStorage {
+		found = found || p == retiredEndpointPrefix
+	}
+	if !found {
+		t.Errorf("SealWrapStorage %v does not cover %s", b.PathsSpecial.SealWrapStorage, retiredEndpointPrefix)
+	}
+}
