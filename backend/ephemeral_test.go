@@ -48,25 +48,14 @@ func ephemeralBackend(t *testing.T, fields map[string]interface{}) (*backend, lo
 // leaseKubeObjects counts the plugin's objects of every kind it creates.
 func leaseKubeObjects(t *testing.T, fk *fakeKube) map[string]int {
 	t.Helper()
-	ctx, opts := context.Background(), metav1.ListOptions{LabelSelector: managedBySelector}
 	counts := map[string]int{}
-	sas, err := fk.clientset.CoreV1().ServiceAccounts("").List(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	counts[kindServiceAccount] = len(sas.Items)
-	roles, _ := fk.clientset.RbacV1().Roles("").List(ctx, opts)
-	counts[kindRole] = len(roles.Items)
-	croles, _ := fk.clientset.RbacV1().ClusterRoles().List(ctx, opts)
-	counts[kindClusterRole] = len(croles.Items)
-	rbs, _ := fk.clientset.RbacV1().RoleBindings("").List(ctx, opts)
-	counts[kindRoleBinding] = len(rbs.Items)
-	crbs, _ := fk.clientset.RbacV1().ClusterRoleBindings().List(ctx, opts)
-	counts[kindClusterRoleBinding] = len(crbs.Items)
-	counts[kindSecret] = len(fk.managedSecrets(t))
-	for k, v := range counts {
-		if v == 0 {
-			delete(counts, k)
+	for _, kind := range kindsInDeleteOrder {
+		objs, err := clientsetAPI{clientset: fk.clientset}.ListManaged(context.Background(), kind, "")
+		if err != nil {
+			t.Fatalf("listing %s: %v", kind, err)
+		}
+		if len(objs) > 0 {
+			counts[kind] = len(objs)
 		}
 	}
 	return counts

@@ -4,27 +4,28 @@ import (
 	"context"
 	"errors"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
-	"k8s.io/apimachinery/pkg/runtime"
-	k8stesting "k8s.io/client-go/testing"
 )
 
 // walStorage can hold WAL writes until released, or fail them.
 type walStorage struct {
 	logical.Storage
+	started chan struct{} // receives once per WAL put that began, when set
 	release chan struct{} // WAL puts wait for it when set
 	fail    bool
 }
 
 func (s *walStorage) Put(ctx context.Context, e *logical.StorageEntry) error {
-	if strings.HasPrefix(e.Key, "wal/") {
+	if strings.HasPrefix(e.Key, framework.WALPrefix) {
 		if s.fail {
 			return errors.New("storage unavailable")
+		}
+		if s.started != nil {
+			s.started <- struct{}{}
 		}
 		if s.release != nil {
 			select {
@@ -37,82 +38,104 @@ func (s *walStorage) Put(ctx context.Context, e *logical.StorageEntry) error {
 	return s.Storage.Put(ctx, e)
 }
 
-// walCountAt records how many WAL entries were stored when the API server
-// saw a given call.
-type walCountAt struct {
-	mu     sync.Mutex
-	counts map[string]int
-}
-
-func (w *walCountAt) reactor(s logical.Storage, call string, onCall func()) k8stesting.ReactionFunc {
-	return func(k8stesting.Action) (bool, runtime.Object, error) {
-		n := -1 // a listing error shows up as an impossible count
-		if wals, err := framework.ListWAL(context.Background(), s); err == nil {
-			n = len(wals)
-		}
-		w.mu.Lock()
-		if _, seen := w.counts[call]; !seen {
-			w.counts[call] = n
-		}
-		w.mu.Unlock()
-		if onCall != nil {
-			onCall()
-		}
-		return false, nil, nil
+// The WAL entry is stored before anything that can grant access exists:
+// the test holds the WAL write and watches what the issue does meanwhile.
+// For a role's existing service account the Secret comes first (the entry
+// records its UID), the token only after the entry; for an ephemeral role
+// nothing is created before the entry.
+func TestWALStoredBeforeTokenRequest(t *testing.T) {
+	cases := []struct {
+		name string
+		open func(t *testing.T) (*backend, logical.Storage, *fakeKube, string)
+		// objectsBeforeWAL are the objects that may exist while the WAL
+		// write is held.
+		objectsBeforeWAL map[string]int
+	}{
+		{
+			name: "existing service account",
+			open: func(t *testing.T) (*backend, logical.Storage, *fakeKube, string) {
+				b, s, fk := newConfiguredBackend(t)
+				return b, s, fk, "creds/" + testRole
+			},
+			objectsBeforeWAL: map[string]int{kindSecret: 1},
+		},
+		{
+			name: "ephemeral role",
+			open: func(t *testing.T) (*backend, logical.Storage, *fakeKube, string) {
+				b, s, fk := ephemeralBackend(t, map[string]interface{}{"generated_role_rules": podReaderRules, "allowed_kubernetes_namespaces": "team-a"})
+				return b, s, fk, "creds/eph"
+			},
+			objectsBeforeWAL: map[string]int{},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b, inner, fk, path := tc.open(t)
+			s := &walStorage{Storage: inner, started: make(chan struct{}, 4), release: make(chan struct{})}
+			done := make(chan error, 1)
+			go func() {
+				resp, err := request(t, b, s, logical.ReadOperation, path, nil)
+				if err == nil && resp.IsError() {
+					err = resp.Error()
+				}
+				done <- err
+			}()
+			select {
+			case <-s.started:
+			case err := <-done:
+				t.Fatalf("the issue ended without writing a WAL entry: %v", err)
+			case <-time.After(10 * time.Second):
+				t.Fatal("no WAL write began")
+			}
+			// While the entry is held, nothing more may happen: give a
+			// racing TokenRequest every chance to show up.
+			for range 20 {
+				if n := len(fk.tokenRequests()); n != 0 {
+					t.Fatalf("%d TokenRequests while the WAL entry was not yet stored", n)
+				}
+				if got := leaseKubeObjects(t, fk); !equalCounts(got, tc.objectsBeforeWAL) {
+					t.Fatalf("objects while the WAL entry was not yet stored: %v, want %v", got, tc.objectsBeforeWAL)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			close(s.release)
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			if n := len(fk.tokenRequests()); n != 1 {
+				t.Errorf("TokenRequests after the release: %d, want 1", n)
+			}
+			if wals := walEntries(t, inner); len(wals) != 0 {
+				t.Errorf("WAL entries left after the issue: %d", len(wals))
+			}
+		})
 	}
 }
 
-// The token is never requested before the WAL entry is stored. For the
-// existing service account the per-lease Secret is created while the entry
-// is being written: the WAL put here waits until the API server has seen
-// the Secret create, which only finishes if the two run side by side.
-func TestWALStoredBeforeTokenRequest(t *testing.T) {
-	t.Run("existing service account: Secret create alongside the WAL write", func(t *testing.T) {
-		b, inner, fk := newConfiguredBackend(t)
-		s := &walStorage{Storage: inner, release: make(chan struct{})}
-		seen := &walCountAt{counts: map[string]int{}}
-		var once sync.Once
-		fk.clientset.PrependReactor("create", "secrets", seen.reactor(inner, "secret", func() { once.Do(func() { close(s.release) }) }))
-		fk.clientset.PrependReactor("create", "serviceaccounts", seen.reactor(inner, "token", nil))
-
-		done := make(chan error, 1)
-		go func() {
-			resp, err := request(t, b, s, logical.ReadOperation, "creds/"+testRole, nil)
-			if err == nil && resp.IsError() {
-				err = resp.Error()
-			}
-			done <- err
-		}()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatal(err)
-			}
-		case <-time.After(10 * time.Second):
-			close(s.release)
-			t.Fatal("the issue waited for the WAL write before creating the Secret")
-		}
-		if seen.counts["secret"] != 0 || seen.counts["token"] != 1 {
-			t.Fatalf("WAL entries stored at Secret create %d, at TokenRequest %d; want 0 and 1", seen.counts["secret"], seen.counts["token"])
-		}
-		if wals, _ := framework.ListWAL(context.Background(), inner); len(wals) != 0 {
-			t.Errorf("WAL entries left after the issue: %d", len(wals))
-		}
-	})
-
-	t.Run("ephemeral role: WAL entry before the first object", func(t *testing.T) {
-		b, s, fk := ephemeralBackend(t, map[string]interface{}{"generated_role_rules": podReaderRules, "allowed_kubernetes_namespaces": "team-a"})
-		seen := &walCountAt{counts: map[string]int{}}
-		fk.clientset.PrependReactor("create", "serviceaccounts", seen.reactor(s, "first object", nil))
-		mustOK(t, b, s, logical.ReadOperation, "creds/eph", nil)
-		if got := seen.counts["first object"]; got != 1 {
-			t.Fatalf("WAL entries stored when the ServiceAccount was created: %d, want 1", got)
-		}
-	})
+// The entry written for a role's existing service account names the
+// bound Secret with its UID, so rollback never needs to delete by name.
+func TestWALEntryHoldsTheSecretUID(t *testing.T) {
+	b, inner, fk := newConfiguredBackend(t)
+	fk.setTokenErr(errTokenRequestFailed)
+	failSecretDeletes(fk)
+	_, _ = request(t, b, inner, logical.ReadOperation, "creds/"+testRole, nil)
+	ids := walEntries(t, inner)
+	if len(ids) != 1 {
+		t.Fatalf("WAL entries: %d, want 1", len(ids))
+	}
+	raw, err := framework.GetWAL(context.Background(), inner, ids[0])
+	if err != nil || raw == nil {
+		t.Fatal(err)
+	}
+	secrets := fk.managedSecrets(t)
+	objs, _ := raw.Data.(map[string]interface{})["objects"].([]interface{})
+	if len(secrets) != 1 || len(objs) != 1 || objs[0].(map[string]interface{})["uid"] != string(secrets[0].UID) {
+		t.Fatalf("WAL objects %v, Secrets %v: want the Secret with its UID", objs, names(secrets))
+	}
 }
 
 // A WAL write that fails ends the issue before any token exists and
-// deletes the Secret created alongside it.
+// deletes the Secret created before it.
 func TestWALWriteFailureLeavesNothing(t *testing.T) {
 	b, inner, fk := newConfiguredBackend(t)
 	s := &walStorage{Storage: inner, fail: true}
@@ -126,7 +149,7 @@ func TestWALWriteFailureLeavesNothing(t *testing.T) {
 	if left := fk.managedSecrets(t); len(left) != 0 {
 		t.Errorf("Secrets left: %v", names(left))
 	}
-	if wals, _ := framework.ListWAL(context.Background(), inner); len(wals) != 0 {
+	if wals := walEntries(t, inner); len(wals) != 0 {
 		t.Errorf("WAL entries left: %d", len(wals))
 	}
 }
