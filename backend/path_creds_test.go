@@ -277,3 +277,22 @@ func TestCredsKubeconfigOverrides(t *testing.T) {
 		t.Errorf("namespace = %s, want scan-target", kctx.Namespace)
 	}
 }
+
+// An audience is a grant: a role that lists none issues API-server tokens
+// only, whatever the caller asks.
+func TestCredsAudiencesNeedTheRole(t *testing.T) {
+	for _, asked := range []string{"sts.amazonaws.com", "https://kubernetes.default.svc", "vault,sts.amazonaws.com"} {
+		t.Run(asked, func(t *testing.T) {
+			b, s, fk := newConfiguredBackend(t)
+			mustBadRequest(t, b, s, logical.ReadOperation, "creds/"+testRole, map[string]interface{}{"audiences": asked}, "lists no audiences")
+			if n := len(fk.tokenRequests()); n != 0 || len(fk.managedSecrets(t)) != 0 {
+				t.Errorf("a refused audience still made %d TokenRequests", n)
+			}
+		})
+	}
+	b, s, fk := newConfiguredBackend(t)
+	mustOK(t, b, s, logical.ReadOperation, "creds/"+testRole, nil)
+	if got := fk.tokenRequests()[0].Spec.Audiences; len(got) != 0 {
+		t.Errorf("a role without audiences asked for %v, want the API server's own", got)
+	}
+}
