@@ -2,6 +2,7 @@ package backend
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -211,4 +212,17 @@ func TestRetiredEndpointsSealWrapped(t *testing.T) {
 	if !found {
 		t.Errorf("SealWrapStorage %v does not cover %s", b.PathsSpecial.SealWrapStorage, retiredEndpointPrefix)
 	}
+}
+
+// A cluster read lists its retired endpoints, never their credential.
+func TestClusterReadListsRetiredEndpoints(t *testing.T) {
+	tc := newTwoClusters(t)
+	before := readResponseData(t, tc.b, tc.s, "clusters/"+testCluster)["endpoint_id"]
+	tc.repoint(t)
+	got := readResponseData(t, tc.b, tc.s, "clusters/"+testCluster)
+	retired, _ := got["retired_endpoints"].([]map[string]interface{})
+	if len(retired) != 1 || retired[0]["endpoint_id"] != before || retired[0]["kubernetes_host"] != testHost || got["endpoint_id"] == before {
+		t.Fatalf("read %#v; want the old endpoint %v retired", got, before)
+	}
+	assertNoSecretIn(t, fmt.Sprintf("%#v", got), otherJWT)
 }

@@ -256,6 +256,14 @@ func applyClusterFields(cfg, old *clusterConfig, d *framework.FieldData) error {
 			return errs
 		}
 	}
+	// Issued kubeconfigs carry these values: whatever would break the build
+	// must fail here, not after a token was issued.
+	if _, _, err := buildKubeconfig(kubeconfigParams{
+		ClusterName: "c", Server: cfg.KubeconfigHost + cfg.Host, CACert: cfg.KubeconfigCACert + cfg.CACert,
+		TLSServerName: cfg.TLSServerName, UserName: "u", Token: "t", Namespace: "n",
+	}); err != nil {
+		return fmt.Errorf("the configuration cannot be written into a kubeconfig: %v", err)
+	}
 	if !(cfg.QPS >= 0 && cfg.QPS <= maxQPS) { // also refuses NaN
 		return fmt.Errorf("qps must be between 0 (default %d) and %d", defaultQPS, maxQPS)
 	}
@@ -274,7 +282,22 @@ func (b *backend) clusterRead(ctx context.Context, req *logical.Request, d *fram
 	if err != nil || cfg == nil {
 		return nil, err
 	}
+	retired, err := listRetiredEndpoints(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
+	retiredData := make([]map[string]interface{}, 0, len(retired))
+	for _, r := range retired {
+		retiredData = append(retiredData, map[string]interface{}{
+			"endpoint_id":     r.Config.endpointID(),
+			"kubernetes_host": r.Config.Host,
+			"retired_at":      r.RetiredAt.Format(time.RFC3339),
+			"keep_until":      r.KeepUntil.Format(time.RFC3339),
+		})
+	}
 	return &logical.Response{Data: map[string]interface{}{
+		"endpoint_id":             cfg.endpointID(),
+		"retired_endpoints":       retiredData,
 		"kubernetes_host":         cfg.Host,
 		"kubernetes_ca_cert":      cfg.CACert,
 		"service_account_jwt_set": cfg.JWT != "",

@@ -440,3 +440,16 @@ func TestClusterList(t *testing.T) {
 		}
 	}
 }
+
+// What issued kubeconfigs carry must build at write time: a C1 control
+// character passes url.Parse but would fail the kubeconfig after a token
+// was issued.
+func TestClusterWriteRefusesUnbuildableKubeconfig(t *testing.T) {
+	for _, host := range []string{"https://scanners.example.com/a\u0085b", "https://scanners.example.com/\u009b"} {
+		b, s, fk := newConfiguredBackend(t)
+		state := recordState(t, b, s, fk, "clusters/"+testCluster)
+		mustBadRequest(t, b, s, logical.UpdateOperation, "clusters/"+testCluster, map[string]interface{}{"kubeconfig_host": host}, "")
+		state.check(t)
+		mustOK(t, b, s, logical.ReadOperation, "creds/"+testRole, nil)
+	}
+}
