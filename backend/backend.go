@@ -5,7 +5,6 @@ package backend
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -174,13 +173,19 @@ func (b *backend) endpointClient(ctx context.Context, s logical.Storage, cluster
 	if id == "" {
 		id = legacyEndpointID
 	}
-	current, err := b.client(ctx, s, cluster)
-	var notFound errClusterNotFound
-	switch {
-	case err == nil && current.endpoint.ID == id:
+	// The current endpoint's client is cached under the cluster's name.
+	b.clientsLock.RLock()
+	current, cached := b.clients[cluster]
+	b.clientsLock.RUnlock()
+	if cached && current.endpoint.ID == id {
 		return current, nil
-	case err != nil && !errors.As(err, &notFound):
+	}
+	cfg, err := getCluster(ctx, s, cluster)
+	if err != nil {
 		return nil, err
+	}
+	if cfg != nil && cfg.endpointID() == id {
+		return b.client(ctx, s, cluster)
 	}
 	return b.cachedClient(retiredClientKey(cluster, id), func() (string, *clusterConfig, error) {
 		rec, err := getRetiredEndpoint(ctx, s, cluster, id)
