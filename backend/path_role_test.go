@@ -213,3 +213,34 @@ func TestRoleList(t *testing.T) {
 		}
 	}
 }
+
+// Errors quote at most a clipped piece of what was sent, however large.
+func TestRoleWriteErrorsAreShort(t *testing.T) {
+	huge := strings.Repeat("X", 100000)
+	tests := []struct {
+		name   string
+		fields map[string]interface{}
+		want   string
+	}{
+		{"service account name", map[string]interface{}{"service_account_name": huge}, "not a valid Kubernetes service account name"},
+		{"namespace", map[string]interface{}{"service_account_namespace": huge}, "not a valid Kubernetes namespace name"},
+		{"kubeconfig namespace", map[string]interface{}{"kubeconfig_namespace": huge}, "not a valid Kubernetes namespace name"},
+		{"unknown field", map[string]interface{}{huge: "v"}, "unknown field(s)"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b, s, _ := newConfiguredBackend(t)
+			resp, err := request(t, b, s, logical.CreateOperation, "roles/role-new", withFields(validRoleBody(), tc.fields))
+			if err != nil || resp == nil || !resp.IsError() {
+				t.Fatalf("want a 400, got %#v, %v", resp, err)
+			}
+			msg := resp.Error().Error()
+			if !containsFold(msg, tc.want) {
+				t.Fatalf("error %q does not mention %q", msg, tc.want)
+			}
+			if strings.Contains(msg, strings.Repeat("X", clipBytes+1)) {
+				t.Fatalf("error quotes more than %d bytes of the input: %d bytes long", clipBytes, len(msg))
+			}
+		})
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -30,21 +31,21 @@ func validateVaultName(kind, name string) error {
 	case len(name) > maxVaultNameLength:
 		return fmt.Errorf("%s name is %d characters long; at most %d are allowed", kind, len(name), maxVaultNameLength)
 	case strings.Contains(name, ".."), !vaultNamePattern.MatchString(name):
-		return fmt.Errorf("%s name %q is invalid: use letters, digits, '-', '_' and '.', starting and ending with a letter or digit, without '..'", kind, name)
+		return fmt.Errorf("%s name %q is invalid: use letters, digits, '-', '_' and '.', starting and ending with a letter or digit, without '..'", kind, clip(name))
 	}
 	return nil
 }
 
 func validateNamespaceName(field, value string) error {
 	if errs := validation.IsDNS1123Label(value); len(errs) > 0 {
-		return fmt.Errorf("%s %q is not a valid Kubernetes namespace name: %s", field, value, strings.Join(errs, "; "))
+		return fmt.Errorf("%s %q is not a valid Kubernetes namespace name: %s", field, clip(value), strings.Join(errs, "; "))
 	}
 	return nil
 }
 
 func validateServiceAccountName(field, value string) error {
 	if errs := validation.IsDNS1123Subdomain(value); len(errs) > 0 {
-		return fmt.Errorf("%s %q is not a valid Kubernetes service account name: %s", field, value, strings.Join(errs, "; "))
+		return fmt.Errorf("%s %q is not a valid Kubernetes service account name: %s", field, clip(value), strings.Join(errs, "; "))
 	}
 	return nil
 }
@@ -152,6 +153,12 @@ func validateLabels(field string, labels map[string]string, reservedKey func(str
 	return nil
 }
 
+var plainFieldName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+
+// maxListedUnknownFields bounds the error for a request with many unknown
+// fields; the first few are enough to spot the typo.
+const maxListedUnknownFields = 5
+
 // unknownFields names request parameters the path does not define. The
 // framework only warns about them; a typo in a security setting must fail.
 func unknownFields(d *framework.FieldData) error {
@@ -165,7 +172,39 @@ func unknownFields(d *framework.FieldData) error {
 		return nil
 	}
 	sort.Strings(unknown)
-	return fmt.Errorf("unknown field(s) %s; valid fields are %s", strings.Join(unknown, ", "), strings.Join(sortedKeys(d.Schema), ", "))
+	listed := make([]string, 0, maxListedUnknownFields+1)
+	for i, k := range unknown {
+		if i == maxListedUnknownFields {
+			listed = append(listed, fmt.Sprintf("and %d more", len(unknown)-i))
+			break
+		}
+		if plainFieldName.MatchString(k) {
+			listed = append(listed, k) // reads best unquoted
+		} else {
+			listed = append(listed, fmt.Sprintf("%q", clip(k)))
+		}
+	}
+	return fmt.Errorf("unknown field(s) %s; valid fields are %s", strings.Join(listed, ", "), strings.Join(sortedKeys(d.Schema), ", "))
+}
+
+// clipBytes is how much of a caller's value an error may quote.
+const clipBytes = 64
+
+// clip cuts s to at most clipBytes bytes of valid UTF-8 (invalid bytes become
+// U+FFFD) and marks a cut with "…", so an error quoting caller input (with
+// %q) stays short whatever was sent.
+func clip(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if b.Len()+utf8.RuneLen(r) > clipBytes {
+			b.WriteString("…")
+			break
+		}
+		b.WriteRune(r) // RuneError for an invalid byte: valid UTF-8 out
+		i += size
+	}
+	return b.String()
 }
 
 func sortedKeys[V any](m map[string]V) []string {
@@ -179,7 +218,7 @@ func sortedKeys[V any](m map[string]V) []string {
 
 func validateDNSName(value string) error {
 	if errs := validation.IsDNS1123Subdomain(strings.ToLower(value)); len(errs) > 0 {
-		return fmt.Errorf("tls_server_name %q is not a valid DNS name: %s", value, strings.Join(errs, "; "))
+		return fmt.Errorf("tls_server_name %q is not a valid DNS name: %s", clip(value), strings.Join(errs, "; "))
 	}
 	return nil
 }

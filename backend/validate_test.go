@@ -3,9 +3,11 @@ package backend
 import (
 	"encoding/base64"
 	"encoding/pem"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hashicorp/vault/sdk/framework"
 )
@@ -220,6 +222,9 @@ func TestUnknownFields(t *testing.T) {
 		{"known fields", map[string]interface{}{"name": "x", "kubernetes_host": "https://h", "ttl": "1m"}, nil},
 		{"one typo", map[string]interface{}{"kubernetes_hots": "https://h"}, []string{"unknown field(s) kubernetes_hots;", "valid fields are kubernetes_host, name, ttl"}},
 		{"several, sorted", map[string]interface{}{"zz": 1, "tll": "1m", "ttl": "1m"}, []string{"unknown field(s) tll, zz;"}},
+		{"odd name quoted", map[string]interface{}{"a b\n": 1}, []string{`unknown field(s) "a b\n";`}},
+		{"long name clipped", map[string]interface{}{strings.Repeat("x", 10000): 1}, []string{`unknown field(s) "` + strings.Repeat("x", 64) + `…";`}},
+		{"many names capped", manyFields(200), []string{"unknown field(s) f000, f001, f002, f003, f004, and 195 more;"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -233,6 +238,44 @@ func TestUnknownFields(t *testing.T) {
 			}
 			if strings.Contains(err.Error(), "https://h") {
 				t.Errorf("error %q echoes a value", err)
+			}
+			if len(err.Error()) > 300 {
+				t.Errorf("error is %d bytes long", len(err.Error()))
+			}
+		})
+	}
+}
+
+func manyFields(n int) map[string]interface{} {
+	m := map[string]interface{}{}
+	for i := range n {
+		m[fmt.Sprintf("f%03d", i)] = strings.Repeat("v", 1000)
+	}
+	return m
+}
+
+func TestClip(t *testing.T) {
+	tests := []struct {
+		name, in, want string
+	}{
+		{"empty", "", ""},
+		{"short", "team-a", "team-a"},
+		{"exactly 64 bytes", strings.Repeat("a", 64), strings.Repeat("a", 64)},
+		{"65 bytes", strings.Repeat("a", 65), strings.Repeat("a", 64) + "…"},
+		{"huge", strings.Repeat("a", 1<<20), strings.Repeat("a", 64) + "…"},
+		// 21 three-byte runes are 63 bytes; the 22nd does not fit whole.
+		{"multi-byte runes not split", strings.Repeat("€", 30), strings.Repeat("€", 21) + "…"},
+		{"invalid UTF-8 replaced", "a\xffb", "a\uFFFDb"},
+		{"control characters kept for %q to escape", "a\x00\n", "a\x00\n"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := clip(tc.in)
+			if got != tc.want {
+				t.Fatalf("clip = %q, want %q", got, tc.want)
+			}
+			if !utf8.ValidString(got) || len(got) > clipBytes+len("…") {
+				t.Fatalf("clip = %q: %d bytes, valid UTF-8 %v", got, len(got), utf8.ValidString(got))
 			}
 		})
 	}
