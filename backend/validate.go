@@ -94,35 +94,66 @@ func redactedURL(value string) string {
 	return u.Redacted()
 }
 
-// validateCACertPEM requires at least one certificate and nothing else, and
-// says so plainly when a private key was pasted by mistake.
+// validateCACertPEM requires a bundle of CERTIFICATE blocks and nothing
+// else. encoding/pem alone is too lenient: Decode skips a malformed block
+// (a key with a mismatched END line, say) and returns the next one, so each
+// block is cut out and decoded on its own. No message quotes the input: it
+// may be key material.
 func validateCACertPEM(field, value string) error {
-	rest := []byte(value)
-	certs := 0
-	for {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		if strings.Contains(block.Type, "PRIVATE KEY") {
-			return fmt.Errorf("%s contains a private key; paste the CA certificate (-----BEGIN CERTIFICATE-----) instead and keep the key secret", field)
-		}
-		if block.Type != "CERTIFICATE" {
-			return fmt.Errorf("%s contains a PEM block of type %q; only CERTIFICATE blocks are accepted", field, block.Type)
-		}
-		if _, err := x509.ParseCertificate(block.Bytes); err != nil {
-			return fmt.Errorf("%s contains a certificate that does not parse: %v", field, err)
-		}
-		certs++
+	if strings.Contains(value, "PRIVATE KEY-----") {
+		return fmt.Errorf("%s contains a private key; paste the CA certificate (-----BEGIN CERTIFICATE-----) instead and keep the key secret", field)
 	}
-	if certs == 0 {
+	if !strings.Contains(value, pemBegin) {
 		return fmt.Errorf("%s must be a PEM bundle with at least one certificate (-----BEGIN CERTIFICATE-----)", field)
 	}
-	if strings.TrimSpace(string(rest)) != "" {
-		return fmt.Errorf("%s has trailing data that is not PEM", field)
+	rest := strings.TrimLeft(value, pemSpace)
+	for rest != "" {
+		if !strings.HasPrefix(rest, pemBegin) {
+			return fmt.Errorf("%s has data outside its PEM blocks (trailing data, or text such as openssl's subject= lines); send only -----BEGIN CERTIFICATE----- blocks", field)
+		}
+		line, _, _ := strings.Cut(rest, "\n")
+		line = strings.TrimRight(line, pemSpace)
+		if typ, ok := strings.CutSuffix(strings.TrimPrefix(line, pemBegin), "-----"); !ok || typ != "CERTIFICATE" {
+			return fmt.Errorf("%s contains a PEM block of %s; only CERTIFICATE blocks are accepted", field, describePEMType(typ))
+		}
+		end := strings.Index(rest, pemCertEnd)
+		if end < 0 {
+			return fmt.Errorf("%s contains a CERTIFICATE block without its -----END CERTIFICATE----- line", field)
+		}
+		text := rest[:end+len(pemCertEnd)]
+		rest = rest[len(text):]
+		block, tail := pem.Decode([]byte(text))
+		switch {
+		case strings.Count(text, pemBegin) != 1, block == nil, len(tail) != 0, block.Type != "CERTIFICATE":
+			return fmt.Errorf("%s contains a malformed CERTIFICATE block", field)
+		case len(block.Headers) != 0:
+			return fmt.Errorf("%s contains a CERTIFICATE block with PEM headers; a certificate has none", field)
+		case rest != "" && !strings.ContainsRune(pemSpace, rune(rest[0])):
+			return fmt.Errorf("%s has trailing data that is not PEM after an -----END CERTIFICATE----- line", field)
+		}
+		if _, err := x509.ParseCertificate(block.Bytes); err != nil {
+			// x509's error is left out: some quote the certificate's content.
+			return fmt.Errorf("%s contains a certificate that does not parse as X.509", field)
+		}
+		rest = strings.TrimLeft(rest, pemSpace)
 	}
 	return nil
+}
+
+const (
+	pemBegin   = "-----BEGIN "
+	pemCertEnd = "-----END CERTIFICATE-----"
+	pemSpace   = " \t\r\n"
+)
+
+// describePEMType names a PEM block type for an error, quoting it only when
+// it is a well-known type: the armour line is input like the rest.
+func describePEMType(typ string) string {
+	switch typ {
+	case "PUBLIC KEY", "RSA PUBLIC KEY", "CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST", "X509 CRL", "TRUSTED CERTIFICATE", "PKCS7", "EC PARAMETERS", "DH PARAMETERS":
+		return fmt.Sprintf("type %q", typ)
+	}
+	return "another type, or a malformed BEGIN line"
 }
 
 // validateJWTShape checks the three dot-separated parts without echoing the

@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
 	"fmt"
@@ -29,27 +30,49 @@ func checkValidation(t *testing.T, err error, want string) {
 func TestValidateCACertPEM(t *testing.T) {
 	ca := testCAPEM(t)
 	key := testPrivateKeyPEM(t)
+	body := pemBody(key)
 	pkcs8 := strings.ReplaceAll(key, "EC PRIVATE KEY", "PRIVATE KEY")
 	publicKey := string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: []byte("not really a key")}))
 	junkCert := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte("not DER")}))
+	withHeaders := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Headers: map[string]string{"Proc-Type": "4,ENCRYPTED"}, Bytes: mustDER(t, ca)}))
+	// A key in armour that pem.Decode skips: it finds the next block.
+	keyMismatchedEnd := "-----BEGIN EC PRIVATE KEY-----\n" + body + "\n-----END RSA PRIVATE KEY-----\n"
+	renamedKey := "-----BEGIN STUFF-----\n" + body + "\n-----END OTHER STUFF-----\n"
+	keyAsCertMismatchedEnd := "-----BEGIN CERTIFICATE-----\n" + body + "\n-----END STUFF-----\n"
+	keyAsType := "-----BEGIN " + body[:40] + "-----\n" + body + "\n-----END " + body[:40] + "-----\n"
 
 	tests := []struct {
 		name, value, want string
 	}{
 		{"one certificate", ca, ""},
 		{"bundle of two", ca + ca, ""},
-		{"openssl text before the block", "subject=CN = test-ca\n" + ca, ""},
+		{"blank lines around and between", "\n\n  " + ca + "\n\t\n" + ca + "\n \n", ""},
+		{"CRLF line endings", strings.ReplaceAll(ca+ca, "\n", "\r\n"), ""},
+		{"no final newline", strings.TrimSpace(ca), ""},
 		{"empty", "", "at least one certificate"},
+		{"whitespace", " \n\t", "at least one certificate"},
 		{"not PEM", "this is not a certificate", "at least one certificate"},
 		{"base64 without armour", base64.StdEncoding.EncodeToString([]byte("x")), "at least one certificate"},
 		{"EC private key", key, "private key"},
 		{"PKCS#8 private key", pkcs8, "private key"},
 		{"RSA private key", strings.ReplaceAll(key, "EC PRIVATE KEY", "RSA PRIVATE KEY"), "private key"},
 		{"certificate followed by its key", ca + key, "private key"},
+		{"key with a mismatched END line before a certificate", keyMismatchedEnd + ca, "private key"},
+		{"key with a mismatched END line after a certificate", ca + keyMismatchedEnd, "private key"},
+		{"renamed key block before a certificate", renamedKey + ca, "another type"},
+		{"key in CERTIFICATE armour with a mismatched END line", keyAsCertMismatchedEnd + ca, "malformed CERTIFICATE block"},
+		{"key as the block type", keyAsType + ca, "another type"},
 		{"public key", publicKey, `type "PUBLIC KEY"`},
 		{"certificate then public key", ca + publicKey, `type "PUBLIC KEY"`},
 		{"certificate block that is not DER", junkCert, "does not parse"},
+		{"certificate with PEM headers", withHeaders, "PEM headers"},
+		{"BEGIN line without END", strings.TrimSuffix(ca, "-----END CERTIFICATE-----\n"), "without its -----END CERTIFICATE----- line"},
 		{"trailing garbage", ca + "garbage", "trailing data"},
+		{"openssl text before the block", "subject=CN = test-ca\n" + ca, "data outside its PEM blocks"},
+		{"text between blocks", ca + "issuer=CN = test-ca\n" + ca, "data outside its PEM blocks"},
+		{"key body between blocks", ca + body + "\n" + ca, "data outside its PEM blocks"},
+		{"text after the END line", strings.Replace(ca, "END CERTIFICATE-----\n", "END CERTIFICATE-----"+body[:10]+"\n", 1) + ca, "trailing data"},
+		{"BEGIN line with text after it", strings.Replace(ca, "-----BEGIN CERTIFICATE-----", "-----BEGIN CERTIFICATE----- "+body[:10], 1), "another type"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -61,12 +84,24 @@ func TestValidateCACertPEM(t *testing.T) {
 			if !strings.HasPrefix(err.Error(), "kubernetes_ca_cert ") {
 				t.Errorf("error %q does not name the field", err)
 			}
-			// A pasted key must never be echoed back.
-			if body := pemBody(key); strings.Contains(err.Error(), body[:20]) {
-				t.Errorf("error %q echoes key material", err)
+			// Neither a pasted key nor any other part of the input is echoed.
+			for i := 0; i+8 <= len(body); i += 4 {
+				if strings.Contains(err.Error(), body[i:i+8]) {
+					t.Fatalf("error %q echoes key material", err)
+				}
 			}
 		})
 	}
+}
+
+// mustDER is the DER of the first block of a PEM text.
+func mustDER(t *testing.T, s string) []byte {
+	t.Helper()
+	block, _ := pem.Decode([]byte(s))
+	if block == nil {
+		t.Fatal("no PEM block")
+	}
+	return block.Bytes
 }
 
 // pemBody is the base64 part of a single PEM block.
@@ -378,4 +413,40 @@ func TestParseTokenClaims(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzCACertPEM: an accepted bundle is its certificates and whitespace,
+// nothing else; a refusal never quotes the input.
+func FuzzCACertPEM(f *testing.F) {
+	ca := testCAPEM(f)
+	key := testPrivateKeyPEM(f)
+	f.Add(ca)
+	f.Add(ca + ca)
+	f.Add("x\n" + ca)
+	f.Add(ca + key)
+	f.Add("-----BEGIN EC PRIVATE KEY-----\n" + pemBody(key) + "\n-----END RSA PRIVATE KEY-----\n" + ca)
+	f.Fuzz(func(t *testing.T, value string) {
+		err := validateCACertPEM("kubernetes_ca_cert", value)
+		if err != nil {
+			if len(err.Error()) > 200 {
+				t.Fatalf("error is %d bytes long", len(err.Error()))
+			}
+			return
+		}
+		var reencoded strings.Builder
+		for rest := []byte(value); ; {
+			var block *pem.Block
+			if block, rest = pem.Decode(rest); block == nil {
+				break
+			}
+			if _, err := x509.ParseCertificate(block.Bytes); block.Type != "CERTIFICATE" || err != nil {
+				t.Fatalf("accepted a %q block (%v)", block.Type, err)
+			}
+			reencoded.Write(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: block.Bytes}))
+		}
+		noSpace := func(s string) string { return strings.Join(strings.Fields(s), "") }
+		if noSpace(value) != noSpace(reencoded.String()) {
+			t.Fatalf("accepted a bundle with more than certificates and whitespace:\n%q", value)
+		}
+	})
 }
