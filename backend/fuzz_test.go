@@ -59,6 +59,8 @@ func FuzzClusterWrite(f *testing.F) {
 	f.Add("http://127.0.0.1:8080", "-----BEGIN RSA PRIVATE KEY-----\nAA==\n-----END RSA PRIVATE KEY-----\n", "not-a-jwt", "ftp://proxy", "bad name")
 	f.Add("https://user:pw@host?x=1#y", "", "x.y.z", "socks5://127.0.0.1:1080", "kubernetes.default")
 	f.Add("", "", "", "", "")
+	f.Add("https://127.0.0.1:6443\u0085", "ca", "a.b.c", "http://user:pw@[bad", "api\u009f.local")
+	f.Add("https://admin:pw@[bad", "ca", "a.b.c", "http:user:pw@proxy", "")
 	f.Fuzz(func(t *testing.T, host, ca, jwt, proxy, serverName string) {
 		b, s, _ := newTestBackend(t)
 		data := map[string]interface{}{"kubernetes_host": host, "service_account_jwt": jwt, "proxy_url": proxy, "tls_server_name": serverName}

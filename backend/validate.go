@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -51,17 +52,25 @@ func validateServiceAccountName(field, value string) error {
 }
 
 // validateHTTPSURL accepts only https URLs with a host, so neither the
-// plugin's credential nor a user's token is ever sent in clear text.
+// plugin's credential nor a user's token is ever sent in clear text. No
+// message quotes the value: it may carry a password.
 func validateHTTPSURL(field, value string) error {
+	if err := refuseControlChars(field, value); err != nil {
+		return err
+	}
 	u, err := url.Parse(value)
 	if err != nil {
-		return fmt.Errorf("%s is not a valid URL: %v", field, err)
+		// url.Parse's error quotes the whole URL.
+		return fmt.Errorf("%s is not a valid URL (expected https://host[:port][/path])", field)
 	}
 	if u.Scheme != "https" {
-		return fmt.Errorf("%s must start with https:// (got scheme %q); plain HTTP is refused", field, u.Scheme)
+		if u.Scheme == "http" {
+			return fmt.Errorf("%s must start with https://; plain HTTP is refused", field)
+		}
+		return fmt.Errorf("%s must start with https:// (expected https://host[:port][/path])", field)
 	}
 	if u.Host == "" {
-		return fmt.Errorf("%s %q has no host", field, value)
+		return fmt.Errorf("%s has no host (expected https://host[:port][/path])", field)
 	}
 	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
 		return fmt.Errorf("%s must not carry user info, a query or a fragment", field)
@@ -69,18 +78,33 @@ func validateHTTPSURL(field, value string) error {
 	return nil
 }
 
+// validateProxyURL never quotes the value, not even redacted: a URL that
+// does not parse cannot be redacted reliably.
 func validateProxyURL(value string) error {
+	if err := refuseControlChars("proxy_url", value); err != nil {
+		return err
+	}
 	u, err := url.Parse(value)
 	if err != nil {
-		return fmt.Errorf("proxy_url is not a valid URL: %v", err)
+		return fmt.Errorf("proxy_url is not a valid URL (expected scheme://[user:password@]host:port)")
 	}
 	switch u.Scheme {
 	case "http", "https", "socks5":
 	default:
-		return fmt.Errorf("proxy_url must use http, https or socks5 (got %q)", u.Scheme)
+		return fmt.Errorf("proxy_url must use http, https or socks5 (expected scheme://[user:password@]host:port)")
 	}
 	if u.Host == "" {
-		return fmt.Errorf("proxy_url %q has no host", u.Redacted())
+		return fmt.Errorf("proxy_url has no host (expected scheme://[user:password@]host:port)")
+	}
+	return nil
+}
+
+// refuseControlChars: url.Parse lets C1 controls (U+0080-U+009F) and
+// invalid UTF-8 through, and the kubeconfig built from the URL later fails,
+// after a token was issued.
+func refuseControlChars(field, value string) error {
+	if !utf8.ValidString(value) || strings.ContainsFunc(value, unicode.IsControl) {
+		return fmt.Errorf("%s must be valid UTF-8 without control characters", field)
 	}
 	return nil
 }
@@ -248,6 +272,9 @@ func sortedKeys[V any](m map[string]V) []string {
 }
 
 func validateDNSName(value string) error {
+	if err := refuseControlChars("tls_server_name", value); err != nil {
+		return err
+	}
 	if errs := validation.IsDNS1123Subdomain(strings.ToLower(value)); len(errs) > 0 {
 		return fmt.Errorf("tls_server_name %q is not a valid DNS name: %s", clip(value), strings.Join(errs, "; "))
 	}

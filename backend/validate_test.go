@@ -119,7 +119,8 @@ func TestValidateHTTPSURL(t *testing.T) {
 		{"https://[::1]:6443", ""},
 		{"https://rancher.example.com/k8s/clusters/c-1", ""},
 		{"HTTPS://Kubernetes.Example.com", ""},
-		{"http://127.0.0.1:6443", "must start with https://"},
+		{"https://bücher.example/k8s", ""},
+		{"http://127.0.0.1:6443", "plain HTTP is refused"},
 		{"ftp://127.0.0.1", "must start with https://"},
 		{"127.0.0.1:6443", "not a valid URL"},
 		{"kubernetes.example.com", "must start with https://"},
@@ -132,21 +133,38 @@ func TestValidateHTTPSURL(t *testing.T) {
 		{"https://127.0.0.1:6443?timeout=5s", "query"},
 		{"https://127.0.0.1:6443#frag", "fragment"},
 		{"https://127.0.0.1:6443/%zz", "not a valid URL"},
+		// None of these may quote the password.
+		{"https://admin:hunter2@[bad", "not a valid URL"},
+		{"https://admin:hunter2@host:port", "not a valid URL"},
+		{"https://admin:hunter2@/path", "has no host"},
+		{"https:admin:hunter2@host", "has no host"},
+		{"hunter2://host", "must start with https://"},
+		// url.Parse lets C1 controls and invalid UTF-8 through.
+		{"https://k8s.example.com\u0085", "control characters"},
+		{"https://k8s.example.com/\u009f", "control characters"},
+		{"https://k8s.example.com/\x85", "control characters"},
+		{"https://k8s.example.com/\xff", "control characters"},
+		{"https://k8s.example.com\x7f", "control characters"},
+		{"https://k8s.example.com\n", "control characters"},
+		{"https://k8s.example.com/\t", "control characters"},
+		{"https://k8s.example.com\x00", "control characters"},
 	}
-	for _, tc := range tests {
-		t.Run(tc.value, func(t *testing.T) {
-			err := validateHTTPSURL("kubernetes_host", tc.value)
-			checkValidation(t, err, tc.want)
-			if err == nil {
-				return
-			}
-			if !strings.HasPrefix(err.Error(), "kubernetes_host ") {
-				t.Errorf("error %q does not name the field", err)
-			}
-			if strings.Contains(err.Error(), "hunter2") {
-				t.Errorf("error %q echoes a password", err)
-			}
-		})
+	for _, field := range []string{"kubernetes_host", "kubeconfig_host"} {
+		for _, tc := range tests {
+			t.Run(field+"/"+tc.value, func(t *testing.T) {
+				err := validateHTTPSURL(field, tc.value)
+				checkValidation(t, err, tc.want)
+				if err == nil {
+					return
+				}
+				if !strings.HasPrefix(err.Error(), field+" ") {
+					t.Errorf("error %q does not name the field", err)
+				}
+				if strings.Contains(err.Error(), "hunter2") || strings.Contains(err.Error(), "example.com") {
+					t.Errorf("error %q echoes the value", err)
+				}
+			})
+		}
 	}
 }
 
@@ -225,18 +243,61 @@ func TestValidateProxyURL(t *testing.T) {
 		{"http://proxy.internal:3128", ""},
 		{"https://proxy.internal:3128", ""},
 		{"socks5://127.0.0.1:1080", ""},
+		{"http://user:s3cret@proxy.internal:3128", ""},
 		{"ftp://proxy.internal", "must use http, https or socks5"},
 		{"proxy.internal:3128", "must use http, https or socks5"},
 		{"", "must use http, https or socks5"},
 		{"http://", "has no host"},
 		{"http://proxy/%zz", "not a valid URL"},
+		// None of these may quote the password, not even redacted.
+		{"http://user:s3cret@[bad", "not a valid URL (expected scheme://[user:password@]host:port)"},
+		{"http://user:s3cret@proxy:port", "not a valid URL"},
+		{"http://user:s3cret@proxy/%zz", "not a valid URL"},
+		{"socks5://user:s3cret@pro xy:1080", "not a valid URL"},
+		{"http://user:s3cret@", "has no host"},
+		{"http:user:s3cret@proxy:3128", "has no host"},
+		{"ftp://user:s3cret@proxy.internal", "must use http, https or socks5"},
+		{"user:s3cret@proxy.internal:3128", "must use http, https or socks5"},
+		{"s3cret:x@proxy.internal:3128", "must use http, https or socks5"},
+		{"http://user:s3cret@proxy\u0085:3128", "control characters"},
+		{"http://user:s3cret\x85@proxy:3128", "control characters"},
+		{"http://user:s3cret@proxy:3128\r\n", "control characters"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.value, func(t *testing.T) {
 			err := validateProxyURL(tc.value)
 			checkValidation(t, err, tc.want)
-			if err != nil && !strings.HasPrefix(err.Error(), "proxy_url ") {
+			if err == nil {
+				return
+			}
+			if !strings.HasPrefix(err.Error(), "proxy_url ") {
 				t.Errorf("error %q does not name the field", err)
+			}
+			if strings.Contains(err.Error(), "s3cret") || strings.Contains(err.Error(), "proxy.internal") {
+				t.Errorf("error %q echoes the value", err)
+			}
+		})
+	}
+}
+
+func TestValidateDNSName(t *testing.T) {
+	tests := []struct {
+		value, want string
+	}{
+		{"kubernetes.default.svc", ""},
+		{"API.Example.com", ""},
+		{"kubernetes default", "is not a valid DNS name"},
+		{"api\u0085.local", "control characters"},
+		{"api.local\n", "control characters"},
+		{"api.\xff.local", "control characters"},
+		{strings.Repeat("a", 5000), "is not a valid DNS name"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.value[:min(len(tc.value), 30)], func(t *testing.T) {
+			err := validateDNSName(tc.value)
+			checkValidation(t, err, tc.want)
+			if err != nil && strings.Contains(err.Error(), strings.Repeat("a", clipBytes+1)) {
+				t.Errorf("error %q quotes more than %d bytes", err, clipBytes)
 			}
 		})
 	}
