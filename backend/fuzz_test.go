@@ -19,6 +19,7 @@ func FuzzRoleWrite(f *testing.F) {
 	f.Add("../etc", "Scanner_SA", "kube.system", "-5m", "abc", ",", "app.kubernetes.io/managed-by=me", "vault-plugin-scanner/role=x")
 	f.Add("cluster-a", strings.Repeat("a", 300), "ns", "1000000h", "0", "a,a", "=", "k=")
 	f.Add("clüster", "sa", "ns", "1", "2", "", "a/b/c=d", "x=\x00")
+	f.Add("cluster-a", "sa", "ns", "1m", "2m", "a", "rbac.authorization.k8s.io/aggregate-to-admin=true", "Kubernetes.IO/x=y")
 	f.Fuzz(func(t *testing.T, cluster, sa, ns, ttl, maxTTL, audiences, labels, annotations string) {
 		b, s, fk := newTestBackend(t)
 		configureCluster(t, b, s)
@@ -46,8 +47,12 @@ func FuzzRoleWrite(f *testing.F) {
 		if role.TTL <= 0 || role.TTL > role.MaxTTL || role.MaxTTL > maxTokenLifetime {
 			t.Fatalf("invalid TTLs stored: %s %s", role.TTL, role.MaxTTL)
 		}
-		if _, reserved := role.ExtraLabels[managedByLabel]; reserved {
-			t.Fatal("reserved label stored")
+		for _, m := range []map[string]string{role.ExtraLabels, role.ExtraAnnotations} {
+			for k := range m {
+				if why := reservedKey(k); why != "" {
+					t.Fatalf("stored key %q is %s", k, why)
+				}
+			}
 		}
 	})
 }

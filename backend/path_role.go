@@ -112,11 +112,11 @@ func roleFields() map[string]*framework.FieldSchema {
 		},
 		"extra_labels": {
 			Type:        framework.TypeKVPairs,
-			Description: "Labels added to the per-lease bound Secret.",
+			Description: "Labels added to every object the plugin creates. At most 64, checked with Kubernetes' own label rules; keys under kubernetes.io/, k8s.io/ and their subdomains (any case) and the plugin's own (app.kubernetes.io/managed-by, vault-plugin-scanner/) are refused.",
 		},
 		"extra_annotations": {
 			Type:        framework.TypeKVPairs,
-			Description: "Annotations added to the per-lease bound Secret.",
+			Description: "Annotations added to every object the plugin creates. At most 64 and 64 KiB of keys and values, so the plugin's own annotations always fit; keys under kubernetes.io/, k8s.io/ and their subdomains (any case) and vault-plugin-scanner/ are refused.",
 		},
 	}
 }
@@ -337,10 +337,10 @@ func applyRoleFields(role *roleEntry, d *framework.FieldData) error {
 	if err := validateAudiences(role.Audiences); err != nil {
 		return err
 	}
-	if err := validateLabels("extra_labels", role.ExtraLabels, isReservedLabel); err != nil {
+	if err := validateExtraLabels(role.ExtraLabels); err != nil {
 		return err
 	}
-	return validateLabels("extra_annotations", role.ExtraAnnotations, isReservedAnnotation)
+	return validateExtraAnnotations(role.ExtraAnnotations)
 }
 
 func validateRoleTTLs(ttl, maxTTL time.Duration) error {

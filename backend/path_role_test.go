@@ -64,6 +64,10 @@ func TestRoleWriteBadInput(t *testing.T) {
 		{name: "reserved label as a pair", fields: map[string]interface{}{"extra_labels": []string{"app.kubernetes.io/managed-by=me"}}, want: "is reserved"},
 		{name: "reserved annotation", fields: map[string]interface{}{"extra_annotations": map[string]interface{}{"vault-plugin-scanner/role": "other"}}, want: `extra_annotations key "vault-plugin-scanner/role" is reserved`},
 		{name: "reserved annotation prefix", fields: map[string]interface{}{"extra_annotations": map[string]interface{}{"vault-plugin-scanner/expires-at": "never"}}, want: "is reserved"},
+		{name: "Kubernetes label", fields: map[string]interface{}{"extra_labels": "rbac.authorization.k8s.io/aggregate-to-admin=true"}, want: "is reserved for Kubernetes"},
+		{name: "Kubernetes annotation", fields: map[string]interface{}{"extra_annotations": "app.kubernetes.io/name=x"}, want: "is reserved for Kubernetes"},
+		{name: "too many labels", fields: map[string]interface{}{"extra_labels": kvs(65, "l", func(int) string { return "v" })}, want: "at most 64"},
+		{name: "annotations too large", fields: map[string]interface{}{"extra_annotations": map[string]interface{}{"note": strings.Repeat("x", 300<<10)}}, want: "at most 65536"},
 		{name: "invalid label key", fields: map[string]interface{}{"extra_labels": map[string]interface{}{"bad key": "v"}}, want: `extra_labels key "bad key" is invalid`},
 		{name: "invalid label key prefix", fields: map[string]interface{}{"extra_labels": map[string]interface{}{"Bad_Prefix/team": "v"}}, want: "extra_labels key"},
 		{name: "invalid label value", fields: map[string]interface{}{"extra_labels": map[string]interface{}{"team": "has space"}}, want: `extra_labels value for "team" is invalid`},
@@ -226,6 +230,9 @@ func TestRoleWriteErrorsAreShort(t *testing.T) {
 		{"namespace", map[string]interface{}{"service_account_namespace": huge}, "not a valid Kubernetes namespace name"},
 		{"kubeconfig namespace", map[string]interface{}{"kubeconfig_namespace": huge}, "not a valid Kubernetes namespace name"},
 		{"unknown field", map[string]interface{}{huge: "v"}, "unknown field(s)"},
+		{"label key", map[string]interface{}{"extra_labels": map[string]interface{}{huge: "v"}}, "extra_labels key"},
+		{"label value", map[string]interface{}{"extra_labels": map[string]interface{}{"team": huge}}, "extra_labels value"},
+		{"annotation key", map[string]interface{}{"extra_annotations": map[string]interface{}{huge[:60000]: "v"}}, "extra_annotations key"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -191,23 +191,6 @@ func validateJWTShape(value string) error {
 	return nil
 }
 
-func validateLabels(field string, labels map[string]string, reservedKey func(string) bool) error {
-	for _, k := range sortedKeys(labels) {
-		if errs := validation.IsQualifiedName(k); len(errs) > 0 {
-			return fmt.Errorf("%s key %q is invalid: %s", field, k, strings.Join(errs, "; "))
-		}
-		if reservedKey(k) {
-			return fmt.Errorf("%s key %q is reserved for the plugin", field, k)
-		}
-		if field == "extra_labels" {
-			if errs := validation.IsValidLabelValue(labels[k]); len(errs) > 0 {
-				return fmt.Errorf("%s value for %q is invalid: %s", field, k, strings.Join(errs, "; "))
-			}
-		}
-	}
-	return nil
-}
-
 var plainFieldName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 
 // maxListedUnknownFields bounds the error for a request with many unknown
