@@ -44,7 +44,7 @@ func FuzzRoleWrite(f *testing.F) {
 		if len(validation.IsDNS1123Subdomain(role.ServiceAccountName)) > 0 || len(validation.IsDNS1123Label(role.ServiceAccountNamespace)) > 0 {
 			t.Fatalf("invalid Kubernetes names stored: %q %q", role.ServiceAccountName, role.ServiceAccountNamespace)
 		}
-		if role.TTL <= 0 || role.TTL > role.MaxTTL || role.MaxTTL > maxTokenLifetime {
+		if role.TTL <= 0 || role.TTL > role.MaxTTL || role.MaxTTL > maxRoleMaxTTL {
 			t.Fatalf("invalid TTLs stored: %s %s", role.TTL, role.MaxTTL)
 		}
 		for _, m := range []map[string]string{role.ExtraLabels, role.ExtraAnnotations} {

@@ -19,6 +19,9 @@ const (
 	// maxTokenLifetime is TokenRequest's own upper bound (2^32 seconds);
 	// anything longer is a typo, not a policy.
 	maxTokenLifetime = (1 << 32) * time.Second
+	// maxRoleMaxTTL leaves room for the tokenExpirySkew the plugin adds to
+	// every TokenRequest; a longer max_ttl would be refused at issue time.
+	maxRoleMaxTTL = maxTokenLifetime - tokenExpirySkew
 
 	rolesHelpSynopsis    = "Map a role name to a cluster and an existing service account."
 	rolesHelpDescription = `
@@ -100,7 +103,7 @@ func roleFields() map[string]*framework.FieldSchema {
 		},
 		"max_ttl": {
 			Type:        framework.TypeDurationSecond,
-			Description: "Upper bound for a request's ttl (also capped by the mount's max lease TTL). Default 1h.",
+			Description: "Upper bound for a request's ttl (also capped by the mount's max lease TTL). Default 1h. At most 4294967266 s: TokenRequest's 2^32 s less the 30 s the plugin adds to each token.",
 		},
 		"audiences": {
 			Type:        framework.TypeCommaStringSlice,
@@ -349,8 +352,8 @@ func validateRoleTTLs(ttl, maxTTL time.Duration) error {
 		return errors.New("ttl must be positive")
 	case maxTTL <= 0:
 		return errors.New("max_ttl must be positive")
-	case maxTTL > maxTokenLifetime:
-		return fmt.Errorf("max_ttl %s is longer than a Kubernetes token can live (%s)", maxTTL, maxTokenLifetime)
+	case maxTTL > maxRoleMaxTTL:
+		return fmt.Errorf("max_ttl %s is longer than a Kubernetes token can live (%d s, less the plugin's %s margin: at most %d s)", maxTTL, int64(maxTokenLifetime.Seconds()), tokenExpirySkew, int64(maxRoleMaxTTL.Seconds()))
 	case ttl > maxTTL:
 		return fmt.Errorf("ttl %s is greater than max_ttl %s", ttl, maxTTL)
 	}

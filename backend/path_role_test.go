@@ -5,6 +5,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
 )
@@ -52,6 +53,8 @@ func TestRoleWriteBadInput(t *testing.T) {
 		{name: "negative max_ttl", fields: map[string]interface{}{"max_ttl": "-1h"}, want: `field "max_ttl": cannot provide negative value`},
 		{name: "max_ttl above 2^32 seconds", fields: map[string]interface{}{"max_ttl": "2000000h"}, want: "max_ttl 2000000h0m0s is longer than a Kubernetes token can live"},
 		{name: "max_ttl one second above 2^32", fields: map[string]interface{}{"max_ttl": "4294967297"}, want: "longer than a Kubernetes token can live"},
+		{name: "max_ttl of 2^32 seconds leaves no room for the margin", fields: map[string]interface{}{"max_ttl": "4294967296"}, want: "at most 4294967266 s"},
+		{name: "max_ttl one second above the margin", fields: map[string]interface{}{"max_ttl": "4294967267"}, want: "longer than a Kubernetes token can live"},
 		{name: "ttl and max_ttl above 2^32 seconds", fields: map[string]interface{}{"ttl": "100000d", "max_ttl": "100000d"}, want: "longer than a Kubernetes token can live"},
 		{name: "overflowing max_ttl", fields: map[string]interface{}{"max_ttl": "10000000000000h"}, want: `field "max_ttl"`},
 		{name: "garbage ttl", fields: map[string]interface{}{"ttl": "abc"}, want: `field "ttl"`},
@@ -184,8 +187,9 @@ func TestRoleMaxTTLAboveMountMax(t *testing.T) {
 		t.Fatalf("stored max_ttl = %v, want %d", got, 48*3600)
 	}
 
-	// At TokenRequest's limit (2^32 s) the role is still accepted, with the warning.
-	resp = mustOK(t, b, s, logical.UpdateOperation, "roles/"+testRole, map[string]interface{}{"max_ttl": "4294967296"})
+	// At TokenRequest's limit (2^32 s) less the plugin's 30 s margin the
+	// role is still accepted, with the warning.
+	resp = mustOK(t, b, s, logical.UpdateOperation, "roles/"+testRole, map[string]interface{}{"max_ttl": "4294967266"})
 	if resp == nil || len(resp.Warnings) == 0 {
 		t.Fatalf("want a warning, got %#v", resp)
 	}
@@ -249,5 +253,16 @@ func TestRoleWriteErrorsAreShort(t *testing.T) {
 				t.Fatalf("error quotes more than %d bytes of the input: %d bytes long", clipBytes, len(msg))
 			}
 		})
+	}
+}
+
+// The longest lease a role allows still fits TokenRequest's 2^32 s once the
+// plugin adds its margin.
+func TestMaxRoleMaxTTLFitsTokenRequest(t *testing.T) {
+	if got := tokenExpirationSeconds(maxRoleMaxTTL); got > 1<<32 {
+		t.Fatalf("a lease of max_ttl %s asks for a %d s token; TokenRequest allows %d", maxRoleMaxTTL, got, int64(1)<<32)
+	}
+	if got := tokenExpirationSeconds(maxRoleMaxTTL + time.Second); got <= 1<<32 {
+		t.Fatalf("the bound is not tight: one second more asks for %d s", got)
 	}
 }
