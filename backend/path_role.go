@@ -95,7 +95,7 @@ func roleFields() map[string]*framework.FieldSchema {
 		},
 		"name_template": {
 			Type:        framework.TypeString,
-			Description: "Ephemeral modes: Go template for the names of created objects; must render a unique DNS-1123 label of at most 63 characters. Fields .RoleName .DisplayName .Namespace; functions random N, dns N s, lowercase, truncate N s, unix_time. Default: " + defaultNameTemplate,
+			Description: "Ephemeral modes: Go template (at most 1024 bytes) for the names of created objects; every name it renders, at write and at each issue, must be a DNS-1123 label of at most 63 characters holding an uncut {{ random 8 }} or longer. Fields .RoleName .DisplayName .Namespace; functions random N, dns N s, lowercase, truncate N s, unix_time, eq, ne, and, or, not; if/else, with and variables. range, template, define, block and the other builtins (printf, index, len, ...) are refused. Default: " + defaultNameTemplate,
 		},
 		"ttl": {
 			Type:        framework.TypeDurationSecond,

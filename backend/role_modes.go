@@ -1,12 +1,9 @@
 package backend
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"strings"
-	"text/template"
-	"time"
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -176,83 +173,4 @@ func (r *roleEntry) nameTemplate() string {
 		return r.NameTemplate
 	}
 	return defaultNameTemplate
-}
-
-// nameTemplateData is what name_template can use.
-type nameTemplateData struct {
-	RoleName    string
-	DisplayName string
-	Namespace   string
-}
-
-var nameTemplateFuncs = template.FuncMap{
-	"random":    randomLowerAlnum,
-	"unix_time": func() string { return fmt.Sprint(time.Now().Unix()) },
-	"lowercase": strings.ToLower,
-	"dns":       dnsLabelPart,
-	"truncate": func(n int, s string) string {
-		if len(s) > n {
-			return s[:n]
-		}
-		return s
-	},
-}
-
-func renderName(tmpl string, data nameTemplateData) (string, error) {
-	t, err := template.New("name_template").Funcs(nameTemplateFuncs).Option("missingkey=error").Parse(tmpl)
-	if err != nil {
-		return "", fmt.Errorf("name_template does not parse: %v", err)
-	}
-	var out bytes.Buffer
-	if err := t.Execute(&out, data); err != nil {
-		return "", fmt.Errorf("name_template does not render: %v", err)
-	}
-	name := out.String()
-	if len(name) > 63 {
-		return "", fmt.Errorf("name_template renders %q, %d characters; at most 63 are allowed", name, len(name))
-	}
-	if errs := validation.IsDNS1123Label(name); len(errs) > 0 {
-		return "", fmt.Errorf("name_template renders %q, which is not a valid Kubernetes name: %s", name, strings.Join(errs, "; "))
-	}
-	return name, nil
-}
-
-// validateNameTemplate renders the template twice with awkward inputs: both
-// must be valid names, and they must differ, since every lease needs its own.
-func validateNameTemplate(tmpl string) error {
-	sample := nameTemplateData{RoleName: "Some_Role.Name-With-A-Long-Suffix", DisplayName: "oidc-Jane.Doe@example.com", Namespace: "team-a"}
-	first, err := renderName(tmpl, sample)
-	if err != nil {
-		return err
-	}
-	second, err := renderName(tmpl, sample)
-	if err != nil {
-		return err
-	}
-	if first == second {
-		return fmt.Errorf("name_template renders the same name %q twice; include {{ random 8 }} so each lease gets its own objects", first)
-	}
-	return nil
-}
-
-// dnsLabelPart lowercases s, turns anything a DNS label cannot hold into
-// '-', cuts it to n characters and trims '-' at both ends.
-func dnsLabelPart(n int, s string) string {
-	b := []byte(strings.ToLower(s))
-	for i, c := range b {
-		if (c < 'a' || c > 'z') && (c < '0' || c > '9') {
-			b[i] = '-'
-		}
-	}
-	if len(b) > n {
-		b = b[:n]
-	}
-	return strings.Trim(string(b), "-")
-}
-
-func randomLowerAlnum(n int) (string, error) {
-	if n < 1 || n > 63 {
-		return "", fmt.Errorf("random takes a length from 1 to 63, got %d", n)
-	}
-	return randomString(n), nil
 }
