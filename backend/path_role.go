@@ -107,7 +107,7 @@ func roleFields() map[string]*framework.FieldSchema {
 		},
 		"audiences": {
 			Type:        framework.TypeCommaStringSlice,
-			Description: "Token audiences. Default: the API server's own. Requests may ask for a subset.",
+			Description: "Token audiences, at most 16 of at most 256 bytes each, no empty value or duplicate. Default: the API server's own. Requests may ask for a subset.",
 		},
 		"kubeconfig_namespace": {
 			Type:        framework.TypeString,
@@ -360,14 +360,26 @@ func validateRoleTTLs(ttl, maxTTL time.Duration) error {
 	return nil
 }
 
+const (
+	// Audiences are URLs or short names; these bounds leave room for any
+	// real one and keep every TokenRequest and JWT small.
+	maxAudiences     = 16
+	maxAudienceBytes = 256
+)
+
 func validateAudiences(audiences []string) error {
+	if len(audiences) > maxAudiences {
+		return fmt.Errorf("audiences has %d entries; at most %d are allowed", len(audiences), maxAudiences)
+	}
 	seen := map[string]bool{}
 	for _, a := range audiences {
-		if a == "" {
+		switch {
+		case a == "":
 			return errors.New("audiences must not contain an empty value")
-		}
-		if seen[a] {
-			return fmt.Errorf("audience %q is listed twice", a)
+		case len(a) > maxAudienceBytes:
+			return fmt.Errorf("audience %q is %d bytes long; at most %d are allowed", clip(a), len(a), maxAudienceBytes)
+		case seen[a]:
+			return fmt.Errorf("audience %q is listed twice", clip(a))
 		}
 		seen[a] = true
 	}

@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"fmt"
 	"reflect"
 	"sort"
 	"strings"
@@ -63,6 +64,8 @@ func TestRoleWriteBadInput(t *testing.T) {
 		{name: "duplicate audiences as a list", fields: map[string]interface{}{"audiences": []string{"api", "api"}}, want: "listed twice"},
 		{name: "empty audience", fields: map[string]interface{}{"audiences": "vault,,api"}, want: "audiences must not contain an empty value"},
 		{name: "blank audience", fields: map[string]interface{}{"audiences": []string{"vault", " "}}, want: "empty value"},
+		{name: "17 audiences", fields: map[string]interface{}{"audiences": audienceList(17, 5)}, want: "audiences has 17 entries; at most 16"},
+		{name: "audience of 257 bytes", fields: map[string]interface{}{"audiences": []string{strings.Repeat("a", 257)}}, want: "is 257 bytes long; at most 256"},
 		{name: "reserved label", fields: map[string]interface{}{"extra_labels": map[string]interface{}{"app.kubernetes.io/managed-by": "me"}}, want: `extra_labels key "app.kubernetes.io/managed-by" is reserved`},
 		{name: "reserved label as a pair", fields: map[string]interface{}{"extra_labels": []string{"app.kubernetes.io/managed-by=me"}}, want: "is reserved"},
 		{name: "reserved annotation", fields: map[string]interface{}{"extra_annotations": map[string]interface{}{"vault-plugin-scanner/role": "other"}}, want: `extra_annotations key "vault-plugin-scanner/role" is reserved`},
@@ -234,6 +237,8 @@ func TestRoleWriteErrorsAreShort(t *testing.T) {
 		{"namespace", map[string]interface{}{"service_account_namespace": huge}, "not a valid Kubernetes namespace name"},
 		{"kubeconfig namespace", map[string]interface{}{"kubeconfig_namespace": huge}, "not a valid Kubernetes namespace name"},
 		{"unknown field", map[string]interface{}{huge: "v"}, "unknown field(s)"},
+		{"audience", map[string]interface{}{"audiences": []string{huge}}, "bytes long"},
+		{"duplicate audience", map[string]interface{}{"audiences": []string{huge[:256], huge[:256]}}, "listed twice"},
 		{"label key", map[string]interface{}{"extra_labels": map[string]interface{}{huge: "v"}}, "extra_labels key"},
 		{"label value", map[string]interface{}{"extra_labels": map[string]interface{}{"team": huge}}, "extra_labels value"},
 		{"annotation key", map[string]interface{}{"extra_annotations": map[string]interface{}{huge[:60000]: "v"}}, "extra_annotations key"},
@@ -264,5 +269,23 @@ func TestMaxRoleMaxTTLFitsTokenRequest(t *testing.T) {
 	}
 	if got := tokenExpirationSeconds(maxRoleMaxTTL + time.Second); got <= 1<<32 {
 		t.Fatalf("the bound is not tight: one second more asks for %d s", got)
+	}
+}
+
+// audienceList is n distinct audiences of size bytes each.
+func audienceList(n, size int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%0*d", size, i)
+	}
+	return out
+}
+
+func TestRoleAudiencesAtTheLimits(t *testing.T) {
+	b, s, _ := newConfiguredBackend(t)
+	auds := audienceList(maxAudiences, maxAudienceBytes)
+	mustOK(t, b, s, logical.UpdateOperation, "roles/"+testRole, map[string]interface{}{"audiences": auds})
+	if got := readResponseData(t, b, s, "roles/"+testRole)["audiences"]; !reflect.DeepEqual(got, auds) {
+		t.Fatalf("audiences read back as %v", got)
 	}
 }
