@@ -2,7 +2,6 @@ package backend
 
 import (
 	"crypto/rand"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 )
@@ -19,10 +18,6 @@ const (
 	issueAnnotation      = annotationPrefix + "issue-id"
 	boundSecretNameStart = "vault-scanner-"
 )
-
-func isReservedLabel(key string) bool { return key == managedByLabel }
-
-func isReservedAnnotation(key string) bool { return strings.HasPrefix(key, annotationPrefix) }
 
 // randomString returns n random characters of [a-z0-9].
 func randomString(n int) string {

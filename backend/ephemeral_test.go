@@ -267,7 +267,7 @@ func TestEphemeralRoleBadInput(t *testing.T) {
 func TestEphemeralNameTemplate(t *testing.T) {
 	b, s, _ := ephemeralBackend(t, map[string]interface{}{
 		"kubernetes_role_name": "pod-reader", "allowed_kubernetes_namespaces": "team-a",
-		"name_template": `scan-{{ dns 10 .DisplayName }}-{{ .Namespace }}-{{ random 6 }}`,
+		"name_template": `scan-{{ dns 10 .DisplayName }}-{{ .Namespace }}-{{ random 8 }}`,
 	})
 	req := &logical.Request{Operation: logical.ReadOperation, Path: "creds/eph", Storage: s, DisplayName: "oidc-Jane.Doe"}
 	resp, err := b.HandleRequest(context.Background(), req)
@@ -275,7 +275,7 @@ func TestEphemeralNameTemplate(t *testing.T) {
 		t.Fatal(err, resp.Error())
 	}
 	name := resp.Data["service_account_name"].(string)
-	if !strings.HasPrefix(name, "scan-oidc-jane-team-a-") || len(name) != len("scan-oidc-jane-team-a-")+6 {
+	if !strings.HasPrefix(name, "scan-oidc-jane-team-a-") || len(name) != len("scan-oidc-jane-team-a-")+8 {
 		t.Errorf("name = %q", name)
 	}
 }

@@ -19,6 +19,7 @@ func FuzzRoleWrite(f *testing.F) {
 	f.Add("../etc", "Scanner_SA", "kube.system", "-5m", "abc", ",", "app.kubernetes.io/managed-by=me", "vault-plugin-scanner/role=x")
 	f.Add("cluster-a", strings.Repeat("a", 300), "ns", "1000000h", "0", "a,a", "=", "k=")
 	f.Add("clüster", "sa", "ns", "1", "2", "", "a/b/c=d", "x=\x00")
+	f.Add("cluster-a", "sa", "ns", "1m", "2m", "a", "rbac.authorization.k8s.io/aggregate-to-admin=true", "Kubernetes.IO/x=y")
 	f.Fuzz(func(t *testing.T, cluster, sa, ns, ttl, maxTTL, audiences, labels, annotations string) {
 		b, s, fk := newTestBackend(t)
 		configureCluster(t, b, s)
@@ -43,11 +44,15 @@ func FuzzRoleWrite(f *testing.F) {
 		if len(validation.IsDNS1123Subdomain(role.ServiceAccountName)) > 0 || len(validation.IsDNS1123Label(role.ServiceAccountNamespace)) > 0 {
 			t.Fatalf("invalid Kubernetes names stored: %q %q", role.ServiceAccountName, role.ServiceAccountNamespace)
 		}
-		if role.TTL <= 0 || role.TTL > role.MaxTTL || role.MaxTTL > maxTokenLifetime {
+		if role.TTL <= 0 || role.TTL > role.MaxTTL || role.MaxTTL > maxRoleMaxTTL {
 			t.Fatalf("invalid TTLs stored: %s %s", role.TTL, role.MaxTTL)
 		}
-		if _, reserved := role.ExtraLabels[managedByLabel]; reserved {
-			t.Fatal("reserved label stored")
+		for _, m := range []map[string]string{role.ExtraLabels, role.ExtraAnnotations} {
+			for k := range m {
+				if why := reservedKey(k); why != "" {
+					t.Fatalf("stored key %q is %s", k, why)
+				}
+			}
 		}
 	})
 }
@@ -59,6 +64,8 @@ func FuzzClusterWrite(f *testing.F) {
 	f.Add("http://127.0.0.1:8080", "-----BEGIN RSA PRIVATE KEY-----\nAA==\n-----END RSA PRIVATE KEY-----\n", "not-a-jwt", "ftp://proxy", "bad name")
 	f.Add("https://user:pw@host?x=1#y", "", "x.y.z", "socks5://127.0.0.1:1080", "kubernetes.default")
 	f.Add("", "", "", "", "")
+	f.Add("https://127.0.0.1:6443\u0085", "ca", "a.b.c", "http://user:pw@[bad", "api\u009f.local")
+	f.Add("https://admin:pw@[bad", "ca", "a.b.c", "http:user:pw@proxy", "")
 	f.Fuzz(func(t *testing.T, host, ca, jwt, proxy, serverName string) {
 		b, s, _ := newTestBackend(t)
 		data := map[string]interface{}{"kubernetes_host": host, "service_account_jwt": jwt, "proxy_url": proxy, "tls_server_name": serverName}

@@ -19,6 +19,9 @@ const (
 	// maxTokenLifetime is TokenRequest's own upper bound (2^32 seconds);
 	// anything longer is a typo, not a policy.
 	maxTokenLifetime = (1 << 32) * time.Second
+	// maxRoleMaxTTL leaves room for the tokenExpirySkew the plugin adds to
+	// every TokenRequest; a longer max_ttl would be refused at issue time.
+	maxRoleMaxTTL = maxTokenLifetime - tokenExpirySkew
 
 	rolesHelpSynopsis    = "Map a role name to a cluster and an existing service account."
 	rolesHelpDescription = `
@@ -92,7 +95,7 @@ func roleFields() map[string]*framework.FieldSchema {
 		},
 		"name_template": {
 			Type:        framework.TypeString,
-			Description: "Ephemeral modes: Go template for the names of created objects; must render a unique DNS-1123 label of at most 63 characters. Fields .RoleName .DisplayName .Namespace; functions random N, dns N s, lowercase, truncate N s, unix_time. Default: " + defaultNameTemplate,
+			Description: "Ephemeral modes: Go template (at most 1024 bytes) for the names of created objects; every name it renders, at write and at each issue, must be a DNS-1123 label of at most 63 characters holding an uncut {{ random 8 }} or longer. Fields .RoleName .DisplayName .Namespace; functions random N, dns N s, lowercase, truncate N s, unix_time, eq, ne, and, or, not; if/else, with and variables. range, template, define, block and the other builtins (printf, index, len, ...) are refused. Default: " + defaultNameTemplate,
 		},
 		"ttl": {
 			Type:        framework.TypeDurationSecond,
@@ -100,11 +103,11 @@ func roleFields() map[string]*framework.FieldSchema {
 		},
 		"max_ttl": {
 			Type:        framework.TypeDurationSecond,
-			Description: "Upper bound for a request's ttl (also capped by the mount's max lease TTL). Default 1h.",
+			Description: "Upper bound for a request's ttl (also capped by the mount's max lease TTL). Default 1h. At most 4294967266 s: TokenRequest's 2^32 s less the 30 s the plugin adds to each token.",
 		},
 		"audiences": {
 			Type:        framework.TypeCommaStringSlice,
-			Description: "Token audiences. Default: the API server's own. Requests may ask for a subset.",
+			Description: "Token audiences, at most 16 of at most 256 bytes each, no empty value or duplicate. Default: the API server's own. Requests may ask for a subset.",
 		},
 		"kubeconfig_namespace": {
 			Type:        framework.TypeString,
@@ -112,11 +115,11 @@ func roleFields() map[string]*framework.FieldSchema {
 		},
 		"extra_labels": {
 			Type:        framework.TypeKVPairs,
-			Description: "Labels added to the per-lease bound Secret.",
+			Description: "Labels added to every object the plugin creates. At most 64, checked with Kubernetes' own label rules; keys under kubernetes.io/, k8s.io/ and their subdomains (any case) and the plugin's own (app.kubernetes.io/managed-by, vault-plugin-scanner/) are refused.",
 		},
 		"extra_annotations": {
 			Type:        framework.TypeKVPairs,
-			Description: "Annotations added to the per-lease bound Secret.",
+			Description: "Annotations added to every object the plugin creates. At most 64 and 64 KiB of keys and values, so the plugin's own annotations always fit; keys under kubernetes.io/, k8s.io/ and their subdomains (any case) and vault-plugin-scanner/ are refused.",
 		},
 	}
 }
@@ -337,10 +340,10 @@ func applyRoleFields(role *roleEntry, d *framework.FieldData) error {
 	if err := validateAudiences(role.Audiences); err != nil {
 		return err
 	}
-	if err := validateLabels("extra_labels", role.ExtraLabels, isReservedLabel); err != nil {
+	if err := validateExtraLabels(role.ExtraLabels); err != nil {
 		return err
 	}
-	return validateLabels("extra_annotations", role.ExtraAnnotations, isReservedAnnotation)
+	return validateExtraAnnotations(role.ExtraAnnotations)
 }
 
 func validateRoleTTLs(ttl, maxTTL time.Duration) error {
@@ -349,22 +352,34 @@ func validateRoleTTLs(ttl, maxTTL time.Duration) error {
 		return errors.New("ttl must be positive")
 	case maxTTL <= 0:
 		return errors.New("max_ttl must be positive")
-	case maxTTL > maxTokenLifetime:
-		return fmt.Errorf("max_ttl %s is longer than a Kubernetes token can live (%s)", maxTTL, maxTokenLifetime)
+	case maxTTL > maxRoleMaxTTL:
+		return fmt.Errorf("max_ttl %s is longer than a Kubernetes token can live (%d s, less the plugin's %s margin: at most %d s)", maxTTL, int64(maxTokenLifetime.Seconds()), tokenExpirySkew, int64(maxRoleMaxTTL.Seconds()))
 	case ttl > maxTTL:
 		return fmt.Errorf("ttl %s is greater than max_ttl %s", ttl, maxTTL)
 	}
 	return nil
 }
 
+const (
+	// Audiences are URLs or short names; these bounds leave room for any
+	// real one and keep every TokenRequest and JWT small.
+	maxAudiences     = 16
+	maxAudienceBytes = 256
+)
+
 func validateAudiences(audiences []string) error {
+	if len(audiences) > maxAudiences {
+		return fmt.Errorf("audiences has %d entries; at most %d are allowed", len(audiences), maxAudiences)
+	}
 	seen := map[string]bool{}
 	for _, a := range audiences {
-		if a == "" {
+		switch {
+		case a == "":
 			return errors.New("audiences must not contain an empty value")
-		}
-		if seen[a] {
-			return fmt.Errorf("audience %q is listed twice", a)
+		case len(a) > maxAudienceBytes:
+			return fmt.Errorf("audience %q is %d bytes long; at most %d are allowed", clip(a), len(a), maxAudienceBytes)
+		case seen[a]:
+			return fmt.Errorf("audience %q is listed twice", clip(a))
 		}
 		seen[a] = true
 	}

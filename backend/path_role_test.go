@@ -1,10 +1,12 @@
 package backend
 
 import (
+	"fmt"
 	"reflect"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
 )
@@ -52,6 +54,8 @@ func TestRoleWriteBadInput(t *testing.T) {
 		{name: "negative max_ttl", fields: map[string]interface{}{"max_ttl": "-1h"}, want: `field "max_ttl": cannot provide negative value`},
 		{name: "max_ttl above 2^32 seconds", fields: map[string]interface{}{"max_ttl": "2000000h"}, want: "max_ttl 2000000h0m0s is longer than a Kubernetes token can live"},
 		{name: "max_ttl one second above 2^32", fields: map[string]interface{}{"max_ttl": "4294967297"}, want: "longer than a Kubernetes token can live"},
+		{name: "max_ttl of 2^32 seconds leaves no room for the margin", fields: map[string]interface{}{"max_ttl": "4294967296"}, want: "at most 4294967266 s"},
+		{name: "max_ttl one second above the margin", fields: map[string]interface{}{"max_ttl": "4294967267"}, want: "longer than a Kubernetes token can live"},
 		{name: "ttl and max_ttl above 2^32 seconds", fields: map[string]interface{}{"ttl": "100000d", "max_ttl": "100000d"}, want: "longer than a Kubernetes token can live"},
 		{name: "overflowing max_ttl", fields: map[string]interface{}{"max_ttl": "10000000000000h"}, want: `field "max_ttl"`},
 		{name: "garbage ttl", fields: map[string]interface{}{"ttl": "abc"}, want: `field "ttl"`},
@@ -60,10 +64,16 @@ func TestRoleWriteBadInput(t *testing.T) {
 		{name: "duplicate audiences as a list", fields: map[string]interface{}{"audiences": []string{"api", "api"}}, want: "listed twice"},
 		{name: "empty audience", fields: map[string]interface{}{"audiences": "vault,,api"}, want: "audiences must not contain an empty value"},
 		{name: "blank audience", fields: map[string]interface{}{"audiences": []string{"vault", " "}}, want: "empty value"},
+		{name: "17 audiences", fields: map[string]interface{}{"audiences": audienceList(17, 5)}, want: "audiences has 17 entries; at most 16"},
+		{name: "audience of 257 bytes", fields: map[string]interface{}{"audiences": []string{strings.Repeat("a", 257)}}, want: "is 257 bytes long; at most 256"},
 		{name: "reserved label", fields: map[string]interface{}{"extra_labels": map[string]interface{}{"app.kubernetes.io/managed-by": "me"}}, want: `extra_labels key "app.kubernetes.io/managed-by" is reserved`},
 		{name: "reserved label as a pair", fields: map[string]interface{}{"extra_labels": []string{"app.kubernetes.io/managed-by=me"}}, want: "is reserved"},
 		{name: "reserved annotation", fields: map[string]interface{}{"extra_annotations": map[string]interface{}{"vault-plugin-scanner/role": "other"}}, want: `extra_annotations key "vault-plugin-scanner/role" is reserved`},
 		{name: "reserved annotation prefix", fields: map[string]interface{}{"extra_annotations": map[string]interface{}{"vault-plugin-scanner/expires-at": "never"}}, want: "is reserved"},
+		{name: "Kubernetes label", fields: map[string]interface{}{"extra_labels": "rbac.authorization.k8s.io/aggregate-to-admin=true"}, want: "is reserved for Kubernetes"},
+		{name: "Kubernetes annotation", fields: map[string]interface{}{"extra_annotations": "app.kubernetes.io/name=x"}, want: "is reserved for Kubernetes"},
+		{name: "too many labels", fields: map[string]interface{}{"extra_labels": kvs(65, "l", func(int) string { return "v" })}, want: "at most 64"},
+		{name: "annotations too large", fields: map[string]interface{}{"extra_annotations": map[string]interface{}{"note": strings.Repeat("x", 300<<10)}}, want: "at most 65536"},
 		{name: "invalid label key", fields: map[string]interface{}{"extra_labels": map[string]interface{}{"bad key": "v"}}, want: `extra_labels key "bad key" is invalid`},
 		{name: "invalid label key prefix", fields: map[string]interface{}{"extra_labels": map[string]interface{}{"Bad_Prefix/team": "v"}}, want: "extra_labels key"},
 		{name: "invalid label value", fields: map[string]interface{}{"extra_labels": map[string]interface{}{"team": "has space"}}, want: `extra_labels value for "team" is invalid`},
@@ -180,8 +190,9 @@ func TestRoleMaxTTLAboveMountMax(t *testing.T) {
 		t.Fatalf("stored max_ttl = %v, want %d", got, 48*3600)
 	}
 
-	// At TokenRequest's limit (2^32 s) the role is still accepted, with the warning.
-	resp = mustOK(t, b, s, logical.UpdateOperation, "roles/"+testRole, map[string]interface{}{"max_ttl": "4294967296"})
+	// At TokenRequest's limit (2^32 s) less the plugin's 30 s margin the
+	// role is still accepted, with the warning.
+	resp = mustOK(t, b, s, logical.UpdateOperation, "roles/"+testRole, map[string]interface{}{"max_ttl": "4294967266"})
 	if resp == nil || len(resp.Warnings) == 0 {
 		t.Fatalf("want a warning, got %#v", resp)
 	}
@@ -211,5 +222,90 @@ func TestRoleList(t *testing.T) {
 		if want := []string{"Scan", "deploy"}; !reflect.DeepEqual(got, want) {
 			t.Fatalf("list %s = %#v, want %#v", path, got, want)
 		}
+	}
+}
+
+// Errors quote at most a clipped piece of what was sent, however large.
+func TestRoleWriteErrorsAreShort(t *testing.T) {
+	huge := strings.Repeat("X", 100000)
+	tests := []struct {
+		name   string
+		fields map[string]interface{}
+		want   string
+	}{
+		{"service account name", map[string]interface{}{"service_account_name": huge}, "not a valid Kubernetes service account name"},
+		{"namespace", map[string]interface{}{"service_account_namespace": huge}, "not a valid Kubernetes namespace name"},
+		{"kubeconfig namespace", map[string]interface{}{"kubeconfig_namespace": huge}, "not a valid Kubernetes namespace name"},
+		{"unknown field", map[string]interface{}{huge: "v"}, "unknown field(s)"},
+		{"audience", map[string]interface{}{"audiences": []string{huge}}, "bytes long"},
+		{"duplicate audience", map[string]interface{}{"audiences": []string{huge[:256], huge[:256]}}, "listed twice"},
+		{"label key", map[string]interface{}{"extra_labels": map[string]interface{}{huge: "v"}}, "extra_labels key"},
+		{"label value", map[string]interface{}{"extra_labels": map[string]interface{}{"team": huge}}, "extra_labels value"},
+		{"annotation key", map[string]interface{}{"extra_annotations": map[string]interface{}{huge[:60000]: "v"}}, "extra_annotations key"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b, s, _ := newConfiguredBackend(t)
+			resp, err := request(t, b, s, logical.CreateOperation, "roles/role-new", withFields(validRoleBody(), tc.fields))
+			if err != nil || resp == nil || !resp.IsError() {
+				t.Fatalf("want a 400, got %#v, %v", resp, err)
+			}
+			msg := resp.Error().Error()
+			if !containsFold(msg, tc.want) {
+				t.Fatalf("error %q does not mention %q", msg, tc.want)
+			}
+			if strings.Contains(msg, strings.Repeat("X", clipBytes+1)) {
+				t.Fatalf("error quotes more than %d bytes of the input: %d bytes long", clipBytes, len(msg))
+			}
+		})
+	}
+}
+
+// The longest lease a role allows still fits TokenRequest's 2^32 s once the
+// plugin adds its margin.
+func TestMaxRoleMaxTTLFitsTokenRequest(t *testing.T) {
+	if got := tokenExpirationSeconds(maxRoleMaxTTL); got > 1<<32 {
+		t.Fatalf("a lease of max_ttl %s asks for a %d s token; TokenRequest allows %d", maxRoleMaxTTL, got, int64(1)<<32)
+	}
+	if got := tokenExpirationSeconds(maxRoleMaxTTL + time.Second); got <= 1<<32 {
+		t.Fatalf("the bound is not tight: one second more asks for %d s", got)
+	}
+}
+
+// audienceList is n distinct audiences of size bytes each.
+func audienceList(n, size int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%0*d", size, i)
+	}
+	return out
+}
+
+func TestRoleAudiencesAtTheLimits(t *testing.T) {
+	b, s, _ := newConfiguredBackend(t)
+	auds := audienceList(maxAudiences, maxAudienceBytes)
+	mustOK(t, b, s, logical.UpdateOperation, "roles/"+testRole, map[string]interface{}{"audiences": auds})
+	if got := readResponseData(t, b, s, "roles/"+testRole)["audiences"]; !reflect.DeepEqual(got, auds) {
+		t.Fatalf("audiences read back as %v", got)
+	}
+}
+
+// Rules and selectors are parsed on every issue: their size is bounded at
+// write, and parser errors quote little of the input.
+func TestRoleRulesAndSelectorBounded(t *testing.T) {
+	b, s, _ := newConfiguredBackend(t)
+	huge := "- verbs: [get]\n  apiGroups: ['']\n  resources: [pods]\n" + strings.Repeat("# padding\n", 7000)
+	base := map[string]interface{}{"cluster": testCluster, "allowed_kubernetes_namespaces": "team-a"}
+	for name, data := range map[string]map[string]interface{}{
+		"rules too large":    withFields(base, map[string]interface{}{"generated_role_rules": huge}),
+		"selector too large": withFields(base, map[string]interface{}{"kubernetes_role_name": "r", "allowed_kubernetes_namespace_selector": strings.Repeat("a", 5000) + "=b"}),
+	} {
+		t.Run(name, func(t *testing.T) {
+			mustBadRequest(t, b, s, logical.CreateOperation, "roles/big", data, "at most")
+		})
+	}
+	resp, err := request(t, b, s, logical.CreateOperation, "roles/big", withFields(base, map[string]interface{}{"generated_role_rules": "[" + strings.Repeat("x", 10000)}))
+	if err != nil || resp == nil || !resp.IsError() || len(resp.Error().Error()) > 512 {
+		t.Fatalf("bad rules: %v %v; want a short 400", resp, err)
 	}
 }

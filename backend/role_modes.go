@@ -1,12 +1,9 @@
 package backend
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"strings"
-	"text/template"
-	"time"
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -30,6 +27,9 @@ const (
 	modeGeneratedRole roleMode = "generated_role_rules"
 
 	anyNamespace = "*"
+
+	maxRulesBytes    = 64 << 10
+	maxSelectorBytes = 4 << 10
 
 	defaultNameTemplate = `vault-{{ dns 20 .RoleName }}-{{ random 10 }}`
 )
@@ -75,13 +75,20 @@ func validateRoleMode(r *roleEntry) error {
 		return nil
 	}
 
+	// Both are parsed again on every issue: keep that work small.
+	if len(r.GeneratedRoleRules) > maxRulesBytes {
+		return fmt.Errorf("generated_role_rules is %d bytes; at most %d are allowed", len(r.GeneratedRoleRules), maxRulesBytes)
+	}
+	if len(r.AllowedNamespaceSelector) > maxSelectorBytes {
+		return fmt.Errorf("allowed_kubernetes_namespace_selector is %d bytes; at most %d are allowed", len(r.AllowedNamespaceSelector), maxSelectorBytes)
+	}
 	if r.ServiceAccountNamespace != "" {
 		return errors.New("service_account_namespace applies only with service_account_name; ephemeral roles take the namespace from the request (allowed_kubernetes_namespaces)")
 	}
 	switch r.KubernetesRoleType {
 	case kindRole, kindClusterRole:
 	default:
-		return fmt.Errorf("kubernetes_role_type must be Role or ClusterRole (got %q)", r.KubernetesRoleType)
+		return fmt.Errorf("kubernetes_role_type must be Role or ClusterRole (got %q)", clip(r.KubernetesRoleType))
 	}
 	if r.AllowClusterRoleBinding && r.KubernetesRoleType != kindClusterRole {
 		return errors.New("allow_cluster_role_binding needs kubernetes_role_type=ClusterRole")
@@ -105,7 +112,7 @@ func validateRoleMode(r *roleEntry) error {
 	if r.KubernetesRoleName != "" {
 		if errs := validation.IsDNS1123Subdomain(r.KubernetesRoleName); len(errs) > 0 {
 			// RBAC names are path segments; this is stricter but clear.
-			return fmt.Errorf("kubernetes_role_name %q is not a valid name: %s", r.KubernetesRoleName, strings.Join(errs, "; "))
+			return fmt.Errorf("kubernetes_role_name %q is not a valid name: %s", clip(r.KubernetesRoleName), strings.Join(errs, "; "))
 		}
 	}
 	if r.GeneratedRoleRules != "" {
@@ -127,7 +134,7 @@ func parseRules(raw, roleType string) ([]rbacv1.PolicyRule, error) {
 	if err := yaml.UnmarshalStrict([]byte(raw), &wrapped); err == nil && wrapped.Rules != nil {
 		rules = wrapped.Rules
 	} else if err := yaml.UnmarshalStrict([]byte(raw), &rules); err != nil {
-		return nil, fmt.Errorf("generated_role_rules must be YAML or JSON: a list of rules or {rules: [...]}, each with verbs, apiGroups and resources: %v", err)
+		return nil, fmt.Errorf("generated_role_rules must be YAML or JSON: a list of rules or {rules: [...]}, each with verbs, apiGroups and resources: %s", clip(err.Error()))
 	}
 	if len(rules) == 0 {
 		return nil, errors.New("generated_role_rules holds no rule")
@@ -157,13 +164,13 @@ func parseNamespaceSelector(raw string) (labels.Selector, error) {
 	if err := yaml.UnmarshalStrict([]byte(raw), &ls); err != nil || (ls.MatchLabels == nil && ls.MatchExpressions == nil) {
 		parsed, perr := metav1.ParseToLabelSelector(raw)
 		if perr != nil {
-			return nil, fmt.Errorf("allowed_kubernetes_namespace_selector is neither a LabelSelector object nor a selector string: %v", perr)
+			return nil, fmt.Errorf("allowed_kubernetes_namespace_selector is neither a LabelSelector object nor a selector string: %s", clip(perr.Error()))
 		}
 		ls = *parsed
 	}
 	sel, err := metav1.LabelSelectorAsSelector(&ls)
 	if err != nil {
-		return nil, fmt.Errorf("allowed_kubernetes_namespace_selector: %v", err)
+		return nil, fmt.Errorf("allowed_kubernetes_namespace_selector: %s", clip(err.Error()))
 	}
 	if sel.Empty() {
 		return nil, errors.New("allowed_kubernetes_namespace_selector selects every namespace; use allowed_kubernetes_namespaces=* to mean that")
@@ -176,83 +183,4 @@ func (r *roleEntry) nameTemplate() string {
 		return r.NameTemplate
 	}
 	return defaultNameTemplate
-}
-
-// nameTemplateData is what name_template can use.
-type nameTemplateData struct {
-	RoleName    string
-	DisplayName string
-	Namespace   string
-}
-
-var nameTemplateFuncs = template.FuncMap{
-	"random":    randomLowerAlnum,
-	"unix_time": func() string { return fmt.Sprint(time.Now().Unix()) },
-	"lowercase": strings.ToLower,
-	"dns":       dnsLabelPart,
-	"truncate": func(n int, s string) string {
-		if len(s) > n {
-			return s[:n]
-		}
-		return s
-	},
-}
-
-func renderName(tmpl string, data nameTemplateData) (string, error) {
-	t, err := template.New("name_template").Funcs(nameTemplateFuncs).Option("missingkey=error").Parse(tmpl)
-	if err != nil {
-		return "", fmt.Errorf("name_template does not parse: %v", err)
-	}
-	var out bytes.Buffer
-	if err := t.Execute(&out, data); err != nil {
-		return "", fmt.Errorf("name_template does not render: %v", err)
-	}
-	name := out.String()
-	if len(name) > 63 {
-		return "", fmt.Errorf("name_template renders %q, %d characters; at most 63 are allowed", name, len(name))
-	}
-	if errs := validation.IsDNS1123Label(name); len(errs) > 0 {
-		return "", fmt.Errorf("name_template renders %q, which is not a valid Kubernetes name: %s", name, strings.Join(errs, "; "))
-	}
-	return name, nil
-}
-
-// validateNameTemplate renders the template twice with awkward inputs: both
-// must be valid names, and they must differ, since every lease needs its own.
-func validateNameTemplate(tmpl string) error {
-	sample := nameTemplateData{RoleName: "Some_Role.Name-With-A-Long-Suffix", DisplayName: "oidc-Jane.Doe@example.com", Namespace: "team-a"}
-	first, err := renderName(tmpl, sample)
-	if err != nil {
-		return err
-	}
-	second, err := renderName(tmpl, sample)
-	if err != nil {
-		return err
-	}
-	if first == second {
-		return fmt.Errorf("name_template renders the same name %q twice; include {{ random 8 }} so each lease gets its own objects", first)
-	}
-	return nil
-}
-
-// dnsLabelPart lowercases s, turns anything a DNS label cannot hold into
-// '-', cuts it to n characters and trims '-' at both ends.
-func dnsLabelPart(n int, s string) string {
-	b := []byte(strings.ToLower(s))
-	for i, c := range b {
-		if (c < 'a' || c > 'z') && (c < '0' || c > '9') {
-			b[i] = '-'
-		}
-	}
-	if len(b) > n {
-		b = b[:n]
-	}
-	return strings.Trim(string(b), "-")
-}
-
-func randomLowerAlnum(n int) (string, error) {
-	if n < 1 || n > 63 {
-		return "", fmt.Errorf("random takes a length from 1 to 63, got %d", n)
-	}
-	return randomString(n), nil
 }

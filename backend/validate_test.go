@@ -1,11 +1,14 @@
 package backend
 
 import (
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hashicorp/vault/sdk/framework"
 )
@@ -27,27 +30,49 @@ func checkValidation(t *testing.T, err error, want string) {
 func TestValidateCACertPEM(t *testing.T) {
 	ca := testCAPEM(t)
 	key := testPrivateKeyPEM(t)
+	body := pemBody(key)
 	pkcs8 := strings.ReplaceAll(key, "EC PRIVATE KEY", "PRIVATE KEY")
 	publicKey := string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: []byte("not really a key")}))
 	junkCert := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte("not DER")}))
+	withHeaders := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Headers: map[string]string{"Proc-Type": "4,ENCRYPTED"}, Bytes: mustDER(t, ca)}))
+	// A key in armour that pem.Decode skips: it finds the next block.
+	keyMismatchedEnd := "-----BEGIN EC PRIVATE KEY-----\n" + body + "\n-----END RSA PRIVATE KEY-----\n"
+	renamedKey := "-----BEGIN STUFF-----\n" + body + "\n-----END OTHER STUFF-----\n"
+	keyAsCertMismatchedEnd := "-----BEGIN CERTIFICATE-----\n" + body + "\n-----END STUFF-----\n"
+	keyAsType := "-----BEGIN " + body[:40] + "-----\n" + body + "\n-----END " + body[:40] + "-----\n"
 
 	tests := []struct {
 		name, value, want string
 	}{
 		{"one certificate", ca, ""},
 		{"bundle of two", ca + ca, ""},
-		{"openssl text before the block", "subject=CN = test-ca\n" + ca, ""},
+		{"blank lines around and between", "\n\n  " + ca + "\n\t\n" + ca + "\n \n", ""},
+		{"CRLF line endings", strings.ReplaceAll(ca+ca, "\n", "\r\n"), ""},
+		{"no final newline", strings.TrimSpace(ca), ""},
 		{"empty", "", "at least one certificate"},
+		{"whitespace", " \n\t", "at least one certificate"},
 		{"not PEM", "this is not a certificate", "at least one certificate"},
 		{"base64 without armour", base64.StdEncoding.EncodeToString([]byte("x")), "at least one certificate"},
 		{"EC private key", key, "private key"},
 		{"PKCS#8 private key", pkcs8, "private key"},
 		{"RSA private key", strings.ReplaceAll(key, "EC PRIVATE KEY", "RSA PRIVATE KEY"), "private key"},
 		{"certificate followed by its key", ca + key, "private key"},
+		{"key with a mismatched END line before a certificate", keyMismatchedEnd + ca, "private key"},
+		{"key with a mismatched END line after a certificate", ca + keyMismatchedEnd, "private key"},
+		{"renamed key block before a certificate", renamedKey + ca, "another type"},
+		{"key in CERTIFICATE armour with a mismatched END line", keyAsCertMismatchedEnd + ca, "malformed CERTIFICATE block"},
+		{"key as the block type", keyAsType + ca, "another type"},
 		{"public key", publicKey, `type "PUBLIC KEY"`},
 		{"certificate then public key", ca + publicKey, `type "PUBLIC KEY"`},
 		{"certificate block that is not DER", junkCert, "does not parse"},
+		{"certificate with PEM headers", withHeaders, "PEM headers"},
+		{"BEGIN line without END", strings.TrimSuffix(ca, "-----END CERTIFICATE-----\n"), "without its -----END CERTIFICATE----- line"},
 		{"trailing garbage", ca + "garbage", "trailing data"},
+		{"openssl text before the block", "subject=CN = test-ca\n" + ca, "data outside its PEM blocks"},
+		{"text between blocks", ca + "issuer=CN = test-ca\n" + ca, "data outside its PEM blocks"},
+		{"key body between blocks", ca + body + "\n" + ca, "data outside its PEM blocks"},
+		{"text after the END line", strings.Replace(ca, "END CERTIFICATE-----\n", "END CERTIFICATE-----"+body[:10]+"\n", 1) + ca, "trailing data"},
+		{"BEGIN line with text after it", strings.Replace(ca, "-----BEGIN CERTIFICATE-----", "-----BEGIN CERTIFICATE----- "+body[:10], 1), "another type"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -59,12 +84,24 @@ func TestValidateCACertPEM(t *testing.T) {
 			if !strings.HasPrefix(err.Error(), "kubernetes_ca_cert ") {
 				t.Errorf("error %q does not name the field", err)
 			}
-			// A pasted key must never be echoed back.
-			if body := pemBody(key); strings.Contains(err.Error(), body[:20]) {
-				t.Errorf("error %q echoes key material", err)
+			// Neither a pasted key nor any other part of the input is echoed.
+			for i := 0; i+8 <= len(body); i += 4 {
+				if strings.Contains(err.Error(), body[i:i+8]) {
+					t.Fatalf("error %q echoes key material", err)
+				}
 			}
 		})
 	}
+}
+
+// mustDER is the DER of the first block of a PEM text.
+func mustDER(t *testing.T, s string) []byte {
+	t.Helper()
+	block, _ := pem.Decode([]byte(s))
+	if block == nil {
+		t.Fatal("no PEM block")
+	}
+	return block.Bytes
 }
 
 // pemBody is the base64 part of a single PEM block.
@@ -82,7 +119,8 @@ func TestValidateHTTPSURL(t *testing.T) {
 		{"https://[::1]:6443", ""},
 		{"https://rancher.example.com/k8s/clusters/c-1", ""},
 		{"HTTPS://Kubernetes.Example.com", ""},
-		{"http://127.0.0.1:6443", "must start with https://"},
+		{"https://bücher.example/k8s", ""},
+		{"http://127.0.0.1:6443", "plain HTTP is refused"},
 		{"ftp://127.0.0.1", "must start with https://"},
 		{"127.0.0.1:6443", "not a valid URL"},
 		{"kubernetes.example.com", "must start with https://"},
@@ -95,21 +133,38 @@ func TestValidateHTTPSURL(t *testing.T) {
 		{"https://127.0.0.1:6443?timeout=5s", "query"},
 		{"https://127.0.0.1:6443#frag", "fragment"},
 		{"https://127.0.0.1:6443/%zz", "not a valid URL"},
+		// None of these may quote the password.
+		{"https://admin:hunter2@[bad", "not a valid URL"},
+		{"https://admin:hunter2@host:port", "not a valid URL"},
+		{"https://admin:hunter2@/path", "has no host"},
+		{"https:admin:hunter2@host", "has no host"},
+		{"hunter2://host", "must start with https://"},
+		// url.Parse lets C1 controls and invalid UTF-8 through.
+		{"https://k8s.example.com\u0085", "control characters"},
+		{"https://k8s.example.com/\u009f", "control characters"},
+		{"https://k8s.example.com/\x85", "control characters"},
+		{"https://k8s.example.com/\xff", "control characters"},
+		{"https://k8s.example.com\x7f", "control characters"},
+		{"https://k8s.example.com\n", "control characters"},
+		{"https://k8s.example.com/\t", "control characters"},
+		{"https://k8s.example.com\x00", "control characters"},
 	}
-	for _, tc := range tests {
-		t.Run(tc.value, func(t *testing.T) {
-			err := validateHTTPSURL("kubernetes_host", tc.value)
-			checkValidation(t, err, tc.want)
-			if err == nil {
-				return
-			}
-			if !strings.HasPrefix(err.Error(), "kubernetes_host ") {
-				t.Errorf("error %q does not name the field", err)
-			}
-			if strings.Contains(err.Error(), "hunter2") {
-				t.Errorf("error %q echoes a password", err)
-			}
-		})
+	for _, field := range []string{"kubernetes_host", "kubeconfig_host"} {
+		for _, tc := range tests {
+			t.Run(field+"/"+tc.value, func(t *testing.T) {
+				err := validateHTTPSURL(field, tc.value)
+				checkValidation(t, err, tc.want)
+				if err == nil {
+					return
+				}
+				if !strings.HasPrefix(err.Error(), field+" ") {
+					t.Errorf("error %q does not name the field", err)
+				}
+				if strings.Contains(err.Error(), "hunter2") || strings.Contains(err.Error(), "example.com") {
+					t.Errorf("error %q echoes the value", err)
+				}
+			})
+		}
 	}
 }
 
@@ -188,18 +243,61 @@ func TestValidateProxyURL(t *testing.T) {
 		{"http://proxy.internal:3128", ""},
 		{"https://proxy.internal:3128", ""},
 		{"socks5://127.0.0.1:1080", ""},
+		{"http://user:s3cret@proxy.internal:3128", ""},
 		{"ftp://proxy.internal", "must use http, https or socks5"},
 		{"proxy.internal:3128", "must use http, https or socks5"},
 		{"", "must use http, https or socks5"},
 		{"http://", "has no host"},
 		{"http://proxy/%zz", "not a valid URL"},
+		// None of these may quote the password, not even redacted.
+		{"http://user:s3cret@[bad", "not a valid URL (expected scheme://[user:password@]host:port)"},
+		{"http://user:s3cret@proxy:port", "not a valid URL"},
+		{"http://user:s3cret@proxy/%zz", "not a valid URL"},
+		{"socks5://user:s3cret@pro xy:1080", "not a valid URL"},
+		{"http://user:s3cret@", "has no host"},
+		{"http:user:s3cret@proxy:3128", "has no host"},
+		{"ftp://user:s3cret@proxy.internal", "must use http, https or socks5"},
+		{"user:s3cret@proxy.internal:3128", "must use http, https or socks5"},
+		{"s3cret:x@proxy.internal:3128", "must use http, https or socks5"},
+		{"http://user:s3cret@proxy\u0085:3128", "control characters"},
+		{"http://user:s3cret\x85@proxy:3128", "control characters"},
+		{"http://user:s3cret@proxy:3128\r\n", "control characters"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.value, func(t *testing.T) {
 			err := validateProxyURL(tc.value)
 			checkValidation(t, err, tc.want)
-			if err != nil && !strings.HasPrefix(err.Error(), "proxy_url ") {
+			if err == nil {
+				return
+			}
+			if !strings.HasPrefix(err.Error(), "proxy_url ") {
 				t.Errorf("error %q does not name the field", err)
+			}
+			if strings.Contains(err.Error(), "s3cret") || strings.Contains(err.Error(), "proxy.internal") {
+				t.Errorf("error %q echoes the value", err)
+			}
+		})
+	}
+}
+
+func TestValidateDNSName(t *testing.T) {
+	tests := []struct {
+		value, want string
+	}{
+		{"kubernetes.default.svc", ""},
+		{"API.Example.com", ""},
+		{"kubernetes default", "is not a valid DNS name"},
+		{"api\u0085.local", "control characters"},
+		{"api.local\n", "control characters"},
+		{"api.\xff.local", "control characters"},
+		{strings.Repeat("a", 5000), "is not a valid DNS name"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.value[:min(len(tc.value), 30)], func(t *testing.T) {
+			err := validateDNSName(tc.value)
+			checkValidation(t, err, tc.want)
+			if err != nil && strings.Contains(err.Error(), strings.Repeat("a", clipBytes+1)) {
+				t.Errorf("error %q quotes more than %d bytes", err, clipBytes)
 			}
 		})
 	}
@@ -220,6 +318,9 @@ func TestUnknownFields(t *testing.T) {
 		{"known fields", map[string]interface{}{"name": "x", "kubernetes_host": "https://h", "ttl": "1m"}, nil},
 		{"one typo", map[string]interface{}{"kubernetes_hots": "https://h"}, []string{"unknown field(s) kubernetes_hots;", "valid fields are kubernetes_host, name, ttl"}},
 		{"several, sorted", map[string]interface{}{"zz": 1, "tll": "1m", "ttl": "1m"}, []string{"unknown field(s) tll, zz;"}},
+		{"odd name quoted", map[string]interface{}{"a b\n": 1}, []string{`unknown field(s) "a b\n";`}},
+		{"long name clipped", map[string]interface{}{strings.Repeat("x", 10000): 1}, []string{`unknown field(s) "` + strings.Repeat("x", 64) + `…";`}},
+		{"many names capped", manyFields(200), []string{"unknown field(s) f000, f001, f002, f003, f004, and 195 more;"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -233,6 +334,44 @@ func TestUnknownFields(t *testing.T) {
 			}
 			if strings.Contains(err.Error(), "https://h") {
 				t.Errorf("error %q echoes a value", err)
+			}
+			if len(err.Error()) > 300 {
+				t.Errorf("error is %d bytes long", len(err.Error()))
+			}
+		})
+	}
+}
+
+func manyFields(n int) map[string]interface{} {
+	m := map[string]interface{}{}
+	for i := range n {
+		m[fmt.Sprintf("f%03d", i)] = strings.Repeat("v", 1000)
+	}
+	return m
+}
+
+func TestClip(t *testing.T) {
+	tests := []struct {
+		name, in, want string
+	}{
+		{"empty", "", ""},
+		{"short", "team-a", "team-a"},
+		{"exactly 64 bytes", strings.Repeat("a", 64), strings.Repeat("a", 64)},
+		{"65 bytes", strings.Repeat("a", 65), strings.Repeat("a", 64) + "…"},
+		{"huge", strings.Repeat("a", 1<<20), strings.Repeat("a", 64) + "…"},
+		// 21 three-byte runes are 63 bytes; the 22nd does not fit whole.
+		{"multi-byte runes not split", strings.Repeat("€", 30), strings.Repeat("€", 21) + "…"},
+		{"invalid UTF-8 replaced", "a\xffb", "a\uFFFDb"},
+		{"control characters kept for %q to escape", "a\x00\n", "a\x00\n"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := clip(tc.in)
+			if got != tc.want {
+				t.Fatalf("clip = %q, want %q", got, tc.want)
+			}
+			if !utf8.ValidString(got) || len(got) > clipBytes+len("…") {
+				t.Fatalf("clip = %q: %d bytes, valid UTF-8 %v", got, len(got), utf8.ValidString(got))
 			}
 		})
 	}
@@ -335,4 +474,40 @@ func TestParseTokenClaims(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzCACertPEM: an accepted bundle is its certificates and whitespace,
+// nothing else; a refusal never quotes the input.
+func FuzzCACertPEM(f *testing.F) {
+	ca := testCAPEM(f)
+	key := testPrivateKeyPEM(f)
+	f.Add(ca)
+	f.Add(ca + ca)
+	f.Add("x\n" + ca)
+	f.Add(ca + key)
+	f.Add("-----BEGIN EC PRIVATE KEY-----\n" + pemBody(key) + "\n-----END RSA PRIVATE KEY-----\n" + ca)
+	f.Fuzz(func(t *testing.T, value string) {
+		err := validateCACertPEM("kubernetes_ca_cert", value)
+		if err != nil {
+			if len(err.Error()) > 200 {
+				t.Fatalf("error is %d bytes long", len(err.Error()))
+			}
+			return
+		}
+		var reencoded strings.Builder
+		for rest := []byte(value); ; {
+			var block *pem.Block
+			if block, rest = pem.Decode(rest); block == nil {
+				break
+			}
+			if _, err := x509.ParseCertificate(block.Bytes); block.Type != "CERTIFICATE" || err != nil {
+				t.Fatalf("accepted a %q block (%v)", block.Type, err)
+			}
+			reencoded.Write(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: block.Bytes}))
+		}
+		noSpace := func(s string) string { return strings.Join(strings.Fields(s), "") }
+		if noSpace(value) != noSpace(reencoded.String()) {
+			t.Fatalf("accepted a bundle with more than certificates and whitespace:\n%q", value)
+		}
+	})
 }
