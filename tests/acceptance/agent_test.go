@@ -151,7 +151,10 @@ template {
 	if r := kubectl(t, out, "get", "pods"); r.ExitCode != 0 {
 		t.Fatalf("kubectl with the re-rendered kubeconfig: %s", r)
 	}
-	b, _ := os.ReadFile(out)
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatalf("read the rendered kubeconfig: %v", err)
+	}
 	if !bytes.Contains(b, []byte("current-context:")) {
 		t.Errorf("rendered file is not a kubeconfig")
 	}

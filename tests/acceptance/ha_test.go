@@ -75,7 +75,7 @@ func TestVaultHA(t *testing.T) {
 	if c0.LeaseDuration != int(shortTTL.Seconds()) {
 		t.Fatalf("lease duration %d s, want %d s", c0.LeaseDuration, int(shortTTL.Seconds()))
 	}
-	if got := haIssuedBy(ctx, h, c0.CredentialID); len(got) != 1 || got[0] != active.NodeID {
+	if got := haIssuedBy(t, ctx, h, c0.CredentialID); len(got) != 1 || got[0] != active.NodeID {
 		t.Fatalf("credential %s logged as issued by %v, want only the active node %s", c0.CredentialID, got, active.NodeID)
 	}
 	t.Logf("request sent to standby %s; issued by active %s (plugin log); lease %s", standbys[0].NodeID, active.NodeID, c0.LeaseID)
@@ -157,7 +157,7 @@ func TestVaultHA(t *testing.T) {
 		t.Fatalf("standbys after the kill: %d, want 1", len(standbys))
 	}
 	longs = append(longs, haReadCreds(t, ctx, h, standbys[0], longRole))
-	if got := haIssuedBy(ctx, h, longs[1].CredentialID); len(got) != 1 || got[0] != active.NodeID {
+	if got := haIssuedBy(t, ctx, h, longs[1].CredentialID); len(got) != 1 || got[0] != active.NodeID {
 		t.Fatalf("credential %s logged as issued by %v, want only the new active node %s", longs[1].CredentialID, got, active.NodeID)
 	}
 	t.Logf("creds through the remaining standby %s issued by the new active %s %s after the kill", standbys[0].NodeID, active.NodeID, secs(time.Since(killAt)))
@@ -307,22 +307,26 @@ func haReadCreds(t *testing.T, ctx context.Context, h *stack.VaultHA, node *stac
 }
 
 // haIssuedBy returns the nodes whose log records issuing the credential
-// (waiting up to 5 s for the plugin's log line to reach a Vault log).
-func haIssuedBy(ctx context.Context, h *stack.VaultHA, credentialID string) []string {
+// (waiting up to 5 s for the plugin's log line to reach a Vault log); an
+// unreadable log fails the test.
+func haIssuedBy(t *testing.T, ctx context.Context, h *stack.VaultHA, credentialID string) []string {
+	t.Helper()
 	var out []string
+	// A timeout just means no node logged it: the caller checks out.
 	_, _ = stack.Poll(ctx, 5*time.Second, 100*time.Millisecond, func() (bool, error) {
-		out = haLoggedIssue(h, credentialID)
+		out = haLoggedIssue(t, h, credentialID)
 		return len(out) > 0, nil
 	})
 	return out
 }
 
-func haLoggedIssue(h *stack.VaultHA, credentialID string) []string {
+func haLoggedIssue(t *testing.T, h *stack.VaultHA, credentialID string) []string {
+	t.Helper()
 	var out []string
 	for _, n := range h.Nodes {
 		b, err := os.ReadFile(n.LogPath)
 		if err != nil {
-			continue
+			t.Fatalf("read the log of %s: %v", n.NodeID, err)
 		}
 		for _, line := range strings.Split(string(b), "\n") {
 			if strings.Contains(line, "issued credential") && strings.Contains(line, credentialID) {
@@ -375,8 +379,11 @@ func haLeaseCount(t *testing.T, ctx context.Context, node *stack.HANode, role st
 		t.Fatalf("list leases of %s through %s: %v", role, node.NodeID, err)
 	}
 	got := 0
-	if sec != nil && sec.Data != nil {
-		ks, _ := sec.Data["keys"].([]any)
+	if sec != nil { // nil: Vault's 404 for an empty list
+		ks, ok := sec.Data["keys"].([]any)
+		if !ok {
+			t.Fatalf("list leases of %s through %s: no keys list in %v", role, node.NodeID, sec.Data)
+		}
 		got = len(ks)
 	}
 	if got != want {

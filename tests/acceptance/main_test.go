@@ -76,6 +76,12 @@ func finalCheck() error {
 	if err != nil {
 		return fmt.Errorf("%d bound Secrets left after revoking all leases: %w", left, err)
 	}
+	if st.Second != nil {
+		secs, err := st.Second.ManagedSecrets(ctx, stack.ScannerNamespace, "")
+		if err != nil || len(secs) != 0 {
+			return fmt.Errorf("second cluster: %d bound Secrets left after revoking all leases (%v)", len(secs), err)
+		}
+	}
 	st.Logf("final check: all leases revoked, 0 bound Secrets left")
 	return nil
 }

@@ -102,10 +102,13 @@ func listLeases(ctx context.Context, c *vaultapi.Client, mount, role string) ([]
 	if err != nil {
 		return nil, err
 	}
-	if sec == nil || sec.Data == nil {
-		return nil, nil
+	if sec == nil {
+		return nil, nil // Vault answers 404 for an empty list
 	}
-	raw, _ := sec.Data["keys"].([]any)
+	raw, ok := sec.Data["keys"].([]any)
+	if !ok {
+		return nil, fmt.Errorf("LIST sys/leases/lookup/%s/creds/%s/: no keys list in %v", mount, role, sec.Data)
+	}
 	out := make([]string, 0, len(raw))
 	for _, k := range raw {
 		out = append(out, mount+"/creds/"+role+"/"+str(k))
@@ -160,7 +163,13 @@ func walAges(ctx context.Context, c *vaultapi.Client, mount string) ([]time.Dura
 	if err != nil {
 		return nil, err
 	}
-	dir := filepath.Join(st.Vault.Dir, "data", "logical", u, "wal")
+	// The mount's own directory always exists (it holds its clusters/ and
+	// roles/); without it the path is wrong and "no WAL entry" means nothing.
+	mountDir := filepath.Join(st.Vault.Dir, "data", "logical", u)
+	if fi, err := os.Stat(mountDir); err != nil || !fi.IsDir() {
+		return nil, fmt.Errorf("storage of mount %s: %s is not a directory: %v", mount, mountDir, err)
+	}
+	dir := filepath.Join(mountDir, "wal")
 	var ages []time.Duration
 	err = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
 		if err != nil {

@@ -213,8 +213,12 @@ func testReliabilityHostileNames(t *testing.T) {
 	if after := labelledObjects(t); after != before {
 		t.Errorf("hostile requests changed the number of labelled objects: %d → %d", before, after)
 	}
-	if got := roleList(); !slices.Equal(got, append(slices.Clone(rolesBefore), "RELIAB-Upper", "reliab-kube-system")) && len(got) != len(rolesBefore)+2 {
-		t.Errorf("roles after hostile requests: %v (before: %v)", got, rolesBefore)
+	wantRoles := append(slices.Clone(rolesBefore), "RELIAB-Upper", "reliab-kube-system")
+	slices.Sort(wantRoles)
+	gotRoles := roleList()
+	slices.Sort(gotRoles)
+	if !slices.Equal(gotRoles, wantRoles) {
+		t.Errorf("roles after hostile requests: %v, want %v (the roles before plus RELIAB-Upper and reliab-kube-system)", gotRoles, wantRoles)
 	}
 	clusterAfter, err := c.Logical().ReadWithContext(testCtx(t, time.Minute), stack.Mount+"/clusters/"+stack.ClusterName)
 	if err != nil {
@@ -588,7 +592,7 @@ func testReliabilityAPIServerDown(t *testing.T) {
 			}
 		}
 	})
-	logOffset := fileSize(st.Vault.LogPath)
+	logOffset := fileSize(t, st.Vault.LogPath)
 
 	done := step(t, "stop kube-apiserver")
 	if err := st.Kube.StopAPIServer(ctx); err != nil {
@@ -623,12 +627,12 @@ func testReliabilityAPIServerDown(t *testing.T) {
 	}
 	// Vault's revocation job fails and is retried with backoff.
 	_, err = stack.Poll(ctx, 30*time.Second, 500*time.Millisecond, func() (bool, error) {
-		return strings.Contains(readFrom(st.Vault.LogPath, logOffset), "failed to revoke lease"), nil
+		return strings.Contains(readFrom(t, st.Vault.LogPath, logOffset), "failed to revoke lease"), nil
 	})
 	if err != nil {
 		t.Fatalf("no failed revoke attempt in Vault's log: %v", err)
 	}
-	failLine := grepLine(readFrom(st.Vault.LogPath, logOffset), "failed to revoke lease")
+	failLine := grepLine(readFrom(t, st.Vault.LogPath, logOffset), "failed to revoke lease")
 	sc.text(failLine)
 	t.Logf("Vault: %s", failLine)
 	leases, err := listLeases(ctx, vaultClient(t), stack.Mount, role)
@@ -678,18 +682,24 @@ func testReliabilityAPIServerDown(t *testing.T) {
 	assertInvariant(t, sc)
 }
 
-func fileSize(p string) int64 {
+func fileSize(t *testing.T, p string) int64 {
+	t.Helper()
 	fi, err := os.Stat(p)
 	if err != nil {
-		return 0
+		t.Fatalf("stat %s: %v", p, err)
 	}
 	return fi.Size()
 }
 
-func readFrom(p string, off int64) string {
+// readFrom returns the file's content from offset off on.
+func readFrom(t *testing.T, p string, off int64) string {
+	t.Helper()
 	b, err := os.ReadFile(p)
-	if err != nil || int64(len(b)) < off {
-		return ""
+	if err != nil {
+		t.Fatalf("read %s: %v", p, err)
+	}
+	if int64(len(b)) < off {
+		t.Fatalf("%s is shorter (%d bytes) than offset %d: truncated?", p, len(b), off)
 	}
 	return string(b[off:])
 }

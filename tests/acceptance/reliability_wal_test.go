@@ -225,7 +225,7 @@ func TestReliabilityWALRollback(t *testing.T) {
 	if err != nil || len(walsBefore) != 1 {
 		t.Fatalf("WAL entries of %s while held: %d (%v), want 1", walMount, len(walsBefore), err)
 	}
-	auditOffset := fileSize(st.Kube.AuditLogPath)
+	auditOffset := fileSize(t, st.Kube.AuditLogPath)
 	if err := syscall.Kill(pids[0], syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -251,7 +251,7 @@ func TestReliabilityWALRollback(t *testing.T) {
 
 	done = step(t, "wait for WAL rollback to delete %s", orphan)
 	forbiddenGet := func() bool {
-		for _, l := range strings.Split(readFrom(st.Kube.AuditLogPath, auditOffset), "\n") {
+		for _, l := range strings.Split(readFrom(t, st.Kube.AuditLogPath, auditOffset), "\n") {
 			if strings.Contains(l, `"verb":"get"`) && strings.Contains(l, `"name":"`+orphan+`"`) && strings.Contains(l, `"code":403`) {
 				return true
 			}
@@ -274,7 +274,7 @@ func TestReliabilityWALRollback(t *testing.T) {
 		left, _ := st.ManagedSecrets(ctx, walRole)
 		t.Fatalf("bound Secrets of %s still there %s after the kill (%d): %v", walMount, secs(rolledBack), len(left), err)
 	}
-	if !strings.Contains(readFrom(st.Vault.LogPath, 0), "rolled back an object of an unfinished issue") {
+	if !strings.Contains(readFrom(t, st.Vault.LogPath, 0), "rolled back an object of an unfinished issue") {
 		t.Errorf("Vault's log has no rollback message")
 	}
 	_, err = stack.Poll(ctx, 30*time.Second, time.Second, func() (bool, error) {

@@ -2,12 +2,10 @@ package stack
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -74,12 +72,12 @@ func (k *KubeAPIServer) RESTConfig(token string) *rest.Config {
 
 // Kubectl runs kubectl with the given kubeconfig file.
 func (s *Stack) Kubectl(ctx context.Context, kubeconfig string, args ...string) (CmdResult, error) {
-	return Run(ctx, []string{"KUBECONFIG=" + kubeconfig, "HOME=" + s.Dir}, "", s.Tools.Kubectl, append([]string{"--kubeconfig=" + kubeconfig}, args...)...)
+	return s.First.Kubectl(ctx, kubeconfig, args...)
 }
 
-// KubectlAdmin runs kubectl as the cluster admin.
+// KubectlAdmin runs kubectl as the first cluster's admin.
 func (s *Stack) KubectlAdmin(ctx context.Context, args ...string) (CmdResult, error) {
-	return s.Kubectl(ctx, s.AdminKubeconfig, args...)
+	return s.First.KubectlAdmin(ctx, args...)
 }
 
 // ManagedSecrets lists the plugin's bound Secrets in the scanner namespace;
@@ -89,21 +87,7 @@ func (s *Stack) ManagedSecrets(ctx context.Context, role string) ([]corev1.Secre
 }
 
 func (s *Stack) managedSecretsIn(ctx context.Context, namespace, role string) ([]corev1.Secret, error) {
-	cs, err := s.Kube.AdminClient()
-	if err != nil {
-		return nil, err
-	}
-	list, err := cs.CoreV1().Secrets(namespace).List(ctx, metav1.ListOptions{LabelSelector: ManagedByLabel})
-	if err != nil {
-		return nil, fmt.Errorf("list secrets: %w", err)
-	}
-	var out []corev1.Secret
-	for _, sec := range list.Items {
-		if role == "" || sec.Annotations[RoleAnnotation] == role {
-			out = append(out, sec)
-		}
-	}
-	return out, nil
+	return s.First.ManagedSecrets(ctx, namespace, role)
 }
 
 // TokenStatus returns the HTTP status of listing pods in the scanner
@@ -113,6 +97,5 @@ func (s *Stack) TokenStatus(ctx context.Context, token string) (int, error) {
 }
 
 func (s *Stack) tokenStatusIn(ctx context.Context, namespace, token string) (int, error) {
-	code, _, err := s.Kube.Get(ctx, "/api/v1/namespaces/"+namespace+"/pods", token)
-	return code, err
+	return s.First.TokenStatus(ctx, namespace, token)
 }

@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 )
 
@@ -27,8 +26,13 @@ func (s *Stack) Setup(ctx context.Context) error {
 		name string
 		f    func(context.Context) error
 	}{
-		{"apply deploy/ manifests", s.ApplyManifests},
-		{"create token-requester JWT", s.createRequesterJWT},
+		{"apply deploy/ manifests, create token-requester JWT", func(ctx context.Context) error {
+			if err := s.First.setup(ctx, s.ManifestPaths()); err != nil {
+				return err
+			}
+			s.TokenRequesterJWT = s.First.TokenRequesterJWT
+			return nil
+		}},
 		{"register plugin", s.RegisterPlugin},
 		{"enable secrets engine at scanner/", s.EnableMount},
 		{"write scanner/clusters/cluster-a", func(ctx context.Context) error { return s.WriteCluster(ctx, ClusterName) }},
@@ -54,24 +58,10 @@ func (s *Stack) ManifestPaths() []string {
 	}
 }
 
-// ApplyManifests runs `kubectl apply -f` on the shipped manifests.
+// ApplyManifests runs `kubectl apply -f` on the shipped manifests in the
+// first cluster.
 func (s *Stack) ApplyManifests(ctx context.Context) error {
-	for _, p := range s.ManifestPaths() {
-		res, err := s.KubectlAdmin(ctx, "apply", "-f", p)
-		if err := cmdErr("kubectl apply -f "+p, res, err); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (s *Stack) createRequesterJWT(ctx context.Context) error {
-	res, err := s.KubectlAdmin(ctx, "create", "token", RequesterSA, "-n", RequesterNamespace, "--duration=24h")
-	if err := cmdErr("kubectl create token", res, err); err != nil {
-		return err
-	}
-	s.TokenRequesterJWT = strings.TrimSpace(res.Stdout)
-	return nil
+	return s.First.ApplyManifests(ctx, s.ManifestPaths())
 }
 
 // RegisterPlugin copies the plugin binary into Vault's plugin directory and
@@ -92,22 +82,34 @@ func (s *Stack) EnableMount(ctx context.Context) error {
 	return cmdErr("vault secrets enable", res, err)
 }
 
-// WriteCluster writes scanner/clusters/<name> pointing at the local API
-// server with the token-requester JWT.
+// WriteCluster writes scanner/clusters/<name> pointing at the first
+// cluster's API server with its token-requester JWT.
 func (s *Stack) WriteCluster(ctx context.Context, name string) error {
-	caFile := s.Kube.PKI.CAFile
+	return s.WriteClusterFor(ctx, name, s.First)
+}
+
+// WriteClusterFor writes scanner/clusters/<name> pointing at c's API server
+// (host, CA) with c's token-requester JWT.
+func (s *Stack) WriteClusterFor(ctx context.Context, name string, c *KubeCluster) error {
 	res, err := s.Vault.CLI(ctx, "write", Mount+"/clusters/"+name,
-		"kubernetes_host="+s.Kube.URL,
-		"kubernetes_ca_cert=@"+caFile,
-		"service_account_jwt="+s.TokenRequesterJWT)
+		"kubernetes_host="+c.Kube.URL,
+		"kubernetes_ca_cert=@"+c.Kube.PKI.CAFile,
+		"service_account_jwt="+c.TokenRequesterJWT)
 	return cmdErr("vault write "+Mount+"/clusters/"+name, res, err)
 }
 
 // WriteRole writes scanner/roles/<name> for cluster-a and scanner-sa in
 // scanner-namespace, plus extra key=value arguments.
 func (s *Stack) WriteRole(ctx context.Context, name string, extra ...string) error {
+	return s.WriteRoleOn(ctx, name, ClusterName, extra...)
+}
+
+// WriteRoleOn writes scanner/roles/<name> for scanner-sa in
+// scanner-namespace on the clusters/ entry cluster, plus extra key=value
+// arguments.
+func (s *Stack) WriteRoleOn(ctx context.Context, name, cluster string, extra ...string) error {
 	args := append([]string{"write", Mount + "/roles/" + name,
-		"cluster=" + ClusterName,
+		"cluster=" + cluster,
 		"service_account_name=" + ScannerSA,
 		"service_account_namespace=" + ScannerNamespace}, extra...)
 	res, err := s.Vault.CLI(ctx, args...)

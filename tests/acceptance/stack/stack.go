@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 )
 
@@ -27,13 +28,17 @@ type Options struct {
 	VaultStorage string
 }
 
-// Stack is a running etcd + kube-apiserver + Vault.
+// Stack is a running etcd + kube-apiserver + Vault, and on demand a second,
+// independent cluster (StartSecond).
 type Stack struct {
 	Dir      string
 	RepoRoot string
 	Tools    Tools
 	Plugin   Plugin
 
+	// First is the cluster Setup configures as clusters/cluster-a. Etcd,
+	// Kube, AdminKubeconfig and TokenRequesterJWT are its fields.
+	First *KubeCluster
 	Etcd  *Etcd
 	Kube  *KubeAPIServer
 	Vault *Vault
@@ -43,6 +48,15 @@ type Stack struct {
 	// TokenRequesterJWT is the plugin's credential
 	// (`kubectl create token vault-plugin-scanner`), set by Setup.
 	TokenRequesterJWT string
+
+	// Second is the second cluster once StartSecond succeeded: its own
+	// etcd, API server, serving CA and service-account signing key, on
+	// other ports, with the deploy/ manifests applied and its own
+	// token-requester JWT. Nothing in Vault points at it.
+	Second *KubeCluster
+
+	secondOnce sync.Once
+	secondErr  error
 
 	log     Logger
 	started time.Time
@@ -86,23 +100,12 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 	}
 	s.log.Logf("stack: directory %s", s.Dir)
 
+	if s.First, err = startCluster(ctx, s.log, s.Tools, "first", s.Dir); err != nil {
+		return s, err
+	}
+	s.Etcd, s.Kube, s.AdminKubeconfig = s.First.Etcd, s.First.Kube, s.First.AdminKubeconfig
+
 	t := time.Now()
-	if s.Etcd, err = startEtcd(ctx, s.Tools.Etcd, filepath.Join(s.Dir, "etcd")); err != nil {
-		return s, err
-	}
-	s.log.Logf("stack: etcd ready at %s (%s)", s.Etcd.ClientURL, since(t))
-
-	t = time.Now()
-	if s.Kube, err = startKubeAPIServer(ctx, s.Tools.KubeAPIServer, filepath.Join(s.Dir, "kube"), s.Etcd.ClientURL); err != nil {
-		return s, err
-	}
-	s.AdminKubeconfig = filepath.Join(s.Dir, "kube", "admin.kubeconfig")
-	if err = s.Kube.WriteKubeconfig(s.AdminKubeconfig, "admin", s.Kube.AdminToken, "default"); err != nil {
-		return s, err
-	}
-	s.log.Logf("stack: kube-apiserver ready at %s (%s)", s.Kube.URL, since(t))
-
-	t = time.Now()
 	if s.Vault, err = newVault(s.Tools.Vault, filepath.Join(s.Dir, "vault"), opts.VaultStorage, s.log); err != nil {
 		return s, err
 	}
@@ -134,12 +137,8 @@ func (s *Stack) Stop(keepLogs bool) {
 	if s.Vault != nil {
 		s.Vault.Stop()
 	}
-	if s.Kube != nil && s.Kube.Proc != nil {
-		s.Kube.Proc.Stop(10 * time.Second)
-	}
-	if s.Etcd != nil && s.Etcd.Proc != nil {
-		s.Etcd.Proc.Stop(10 * time.Second)
-	}
+	s.Second.Stop()
+	s.First.Stop()
 	if s.Dir == "" {
 		return
 	}
@@ -159,10 +158,10 @@ func (s *Stack) Stop(keepLogs bool) {
 // LogFiles lists the log files of the stack's processes (those that exist).
 func (s *Stack) LogFiles() []string {
 	var out []string
+	if s.First != nil {
+		out = append(out, s.First.LogFiles()...)
+	}
 	for _, p := range []string{
-		filepath.Join(s.Dir, "etcd", "etcd.log"),
-		filepath.Join(s.Dir, "kube", "kube-apiserver.log"),
-		filepath.Join(s.Dir, "kube", "audit.log"),
 		filepath.Join(s.Dir, "vault", "vault.log"),
 		filepath.Join(s.Dir, "vault", "audit.log"),
 	} {
@@ -170,7 +169,32 @@ func (s *Stack) LogFiles() []string {
 			out = append(out, p)
 		}
 	}
+	if s.Second != nil {
+		out = append(out, s.Second.LogFiles()...)
+	}
 	return out
+}
+
+// StartSecond starts the second cluster (once per Stack; later calls
+// return the first call's result) under <Dir>/second, applies the shipped
+// manifests and creates its token-requester JWT. Stop stops it.
+func (s *Stack) StartSecond(ctx context.Context) (*KubeCluster, error) {
+	s.secondOnce.Do(func() {
+		t := time.Now()
+		c, err := startCluster(ctx, s.log, s.Tools, "second", filepath.Join(s.Dir, "second"))
+		if err == nil {
+			if err = c.setup(ctx, s.ManifestPaths()); err != nil {
+				c.Stop()
+			}
+		}
+		if err != nil {
+			s.secondErr = fmt.Errorf("second cluster: %w", err)
+			return
+		}
+		s.Second = c
+		s.log.Logf("stack: second cluster up at %s in %s", c.Kube.URL, since(t))
+	})
+	return s.Second, s.secondErr
 }
 
 // DumpLogs logs the last n lines of the process logs (not the audit logs).
