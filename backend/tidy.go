@@ -2,6 +2,7 @@ package backend
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -93,13 +94,16 @@ func (b *backend) tidy(ctx context.Context, s logical.Storage, cutoff time.Time)
 			result.errors = append(result.errors, fmt.Sprintf("cluster %q: %v", cluster, err))
 			continue
 		}
+	kinds:
 		for _, kind := range kindsInDeleteOrder {
 			namespaces := targets[cluster]
 			if !objectKinds[kind].namespaced {
 				namespaces = []string{""}
 			}
 			for _, ns := range namespaces {
-				b.tidyKind(ctx, client, kind, ns, cutoff, result)
+				if !b.tidyKind(ctx, client, kind, ns, cutoff, result) {
+					break kinds // unreachable: one timeout per cluster is enough
+				}
 			}
 		}
 	}
@@ -107,7 +111,9 @@ func (b *backend) tidy(ctx context.Context, s logical.Storage, cutoff time.Time)
 	return result, nil
 }
 
-func (b *backend) tidyKind(ctx context.Context, client *clusterClient, kind, ns string, cutoff time.Time, result *tidyResult) {
+// tidyKind tidies one kind in one namespace; it reports false when the API
+// server could not be asked at all.
+func (b *backend) tidyKind(ctx context.Context, client *clusterClient, kind, ns string, cutoff time.Time, result *tidyResult) bool {
 	where := fmt.Sprintf("cluster %q: %s", client.cluster, objectKinds[kind].resource)
 	if ns != "" {
 		where += fmt.Sprintf(" in namespace %q", ns)
@@ -116,10 +122,11 @@ func (b *backend) tidyKind(ctx context.Context, client *clusterClient, kind, ns 
 	switch {
 	case apierrors.IsForbidden(err):
 		result.skipped = append(result.skipped, where+": the plugin may not list them")
-		return
+		return true
 	case err != nil:
 		result.errors = append(result.errors, fmt.Sprintf("listing %s: %v", where, err))
-		return
+		var status apierrors.APIStatus
+		return errors.As(err, &status)
 	}
 	for _, obj := range objs {
 		if obj.GetAnnotations()[clusterAnnotation] != client.cluster {
@@ -137,6 +144,7 @@ func (b *backend) tidyKind(ctx context.Context, client *clusterClient, kind, ns 
 		b.Logger().Info("tidy deleted an expired object", "cluster", client.cluster, "object", ref.String(), "expires_at", expiresAt)
 		result.deleted[kind]++
 	}
+	return true
 }
 
 // periodic runs on the active node about once a minute: it forgets retired

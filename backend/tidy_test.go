@@ -197,3 +197,17 @@ func TestPeriodicTidy(t *testing.T) {
 		}
 	})
 }
+
+// An unreachable cluster costs tidy one failed call, not one per kind.
+func TestTidyStopsAtAnUnreachableCluster(t *testing.T) {
+	b, s, fk := newConfiguredBackend(t)
+	calls := 0
+	fk.clientset.PrependReactor("list", "*", func(k8stesting.Action) (bool, runtime.Object, error) {
+		calls++
+		return true, nil, errors.New("dial tcp 127.0.0.1:6443: connect: connection refused")
+	})
+	resp := mustOK(t, b, s, logical.UpdateOperation, "tidy", nil)
+	if calls != 1 || len(resp.Data["errors"].([]string)) != 1 {
+		t.Errorf("%d lists, errors %v; want one of each", calls, resp.Data["errors"])
+	}
+}

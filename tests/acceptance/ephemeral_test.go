@@ -284,8 +284,8 @@ func TestEphemeralTokenRequestFailure(t *testing.T) {
 	done = step(t, "creds in %s: fails with forbidden; no ServiceAccount, RoleBinding or Role left", teamA)
 	e := credsError(t, role, nil)
 	t.Logf("HTTP %d: %s", e.Status, e.Text)
-	if e.Status != http.StatusInternalServerError || !strings.Contains(strings.ToLower(e.Text), "forbidden") || !strings.Contains(e.Text, "serviceaccounts/token") {
-		t.Fatalf("want HTTP 500 with forbidden on serviceaccounts/token, got %d: %s", e.Status, e.Text)
+	if e.Status != http.StatusBadGateway || !strings.Contains(strings.ToLower(e.Text), "forbidden") || !strings.Contains(e.Text, "serviceaccounts/token") {
+		t.Fatalf("want HTTP 502 with forbidden on serviceaccounts/token, got %d: %s", e.Status, e.Text)
 	}
 	if o := managedObjects(t, teamA, ""); o.counts() != [3]int{} {
 		t.Errorf("%s after the failed creds: want 0 managed ServiceAccounts, RoleBindings and Roles, have %s", teamA, o)
@@ -500,9 +500,9 @@ func TestEphemeralRBACEscalation(t *testing.T) {
 	done := step(t, "creds for a RoleBinding to ClusterRole cluster-admin in %s: RBAC escalation refused, nothing left", teamA)
 	e := credsError(t, role, nil)
 	t.Logf("HTTP %d: %s", e.Status, e.Text)
-	if e.Status != http.StatusInternalServerError ||
+	if e.Status != http.StatusBadGateway ||
 		!(strings.Contains(e.Text, "attempting to grant RBAC permissions not currently held") || strings.Contains(strings.ToLower(e.Text), "forbidden")) {
-		t.Errorf("want HTTP 500 with the RBAC escalation error, got %d: %s", e.Status, e.Text)
+		t.Errorf("want HTTP 502 with the RBAC escalation error, got %d: %s", e.Status, e.Text)
 	}
 	if !strings.Contains(e.Text, "rolebindings") {
 		t.Errorf("the error does not say the RoleBinding was refused: %s", e.Text)

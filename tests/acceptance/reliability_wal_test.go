@@ -274,7 +274,7 @@ func TestReliabilityWALRollback(t *testing.T) {
 		left, _ := st.ManagedSecrets(ctx, walRole)
 		t.Fatalf("bound Secrets of %s still there %s after the kill (%d): %v", walMount, secs(rolledBack), len(left), err)
 	}
-	if !strings.Contains(readFrom(t, st.Vault.LogPath, 0), "rolled back an object of an unfinished issue") {
+	if !strings.Contains(readFrom(t, st.Vault.LogPath, 0), "rolled back an unfinished issue") {
 		t.Errorf("Vault's log has no rollback message")
 	}
 	_, err = stack.Poll(ctx, 30*time.Second, time.Second, func() (bool, error) {
