@@ -372,7 +372,6 @@ func testReliabilityTidy(t *testing.T) {
 	assertInvariant(t, sc)
 }
 
-
 // Load: 32 clients × 50 creds over Vault's HTTP API, then revoke-prefix
 // over all of them.
 func testReliabilityLoadAndRevokeStorm(t *testing.T) {
