@@ -282,16 +282,7 @@ func jwtClaims(t *testing.T, token string) map[string]any {
 // the test ends.
 func writeRole(t *testing.T, name string, extra ...string) {
 	t.Helper()
-	if err := st.WriteRole(testCtx(t, time.Minute), name, extra...); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if res, err := st.Vault.CLI(ctx, "delete", stack.Mount+"/roles/"+name); err != nil || res.ExitCode != 0 {
-			t.Logf("cleanup: delete role %s: %v %s", name, err, res)
-		}
-	})
+	writeRoleOnCluster(t, name, stack.ClusterName, extra...)
 }
 
 func secs(d time.Duration) string { return fmt.Sprintf("%.1fs", d.Seconds()) }
