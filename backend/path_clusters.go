@@ -258,11 +258,13 @@ func applyClusterFields(cfg, old *clusterConfig, d *framework.FieldData) error {
 	}
 	// Issued kubeconfigs carry these values: whatever would break the build
 	// must fail here, not after a token was issued.
-	if _, _, err := buildKubeconfig(kubeconfigParams{
-		ClusterName: "c", Server: cfg.KubeconfigHost + cfg.Host, CACert: cfg.KubeconfigCACert + cfg.CACert,
-		TLSServerName: cfg.TLSServerName, UserName: "u", Token: "t", Namespace: "n",
-	}); err != nil {
-		return fmt.Errorf("the configuration cannot be written into a kubeconfig: %v", err)
+	for _, server := range [][2]string{{cfg.Host, cfg.CACert}, {cfg.KubeconfigHost, cfg.KubeconfigCACert}} {
+		if _, _, err := buildKubeconfig(kubeconfigParams{
+			ClusterName: "c", Server: server[0], CACert: server[1],
+			TLSServerName: cfg.TLSServerName, UserName: "u", Token: "t", Namespace: "n",
+		}); err != nil {
+			return fmt.Errorf("the configuration cannot be written into a kubeconfig: %v", err)
+		}
 	}
 	if !(cfg.QPS >= 0 && cfg.QPS <= maxQPS) { // also refuses NaN
 		return fmt.Errorf("qps must be between 0 (default %d) and %d", defaultQPS, maxQPS)
