@@ -430,7 +430,7 @@ func TestEphemeralBadInput(t *testing.T) {
 		}, "name_template renders"},
 		{"name_template without randomness", map[string]any{
 			"kubernetes_role_name": podReader, "allowed_kubernetes_namespaces": teamA, "name_template": "scan-{{ dns 20 .RoleName }}",
-		}, "renders the same name"},
+		}, "does not hold an uncut {{ random 8 }}"},
 	} {
 		role := "eph-bad"
 		data := map[string]any{"cluster": stack.ClusterName}
