@@ -45,6 +45,14 @@ type backend struct {
 
 	tidyLock sync.Mutex
 	lastTidy time.Time
+
+	// clusterLock serialises writes of cluster entries: configuration
+	// writes, rotations and the deletion of replaced credentials.
+	clusterLock sync.Mutex
+	rotation    *rotationState
+	// rotationGrace is how long a replaced credential keeps working; tests
+	// shorten it.
+	rotationGrace time.Duration
 }
 
 // clusterClient is a cached client together with what it was built from.
@@ -77,6 +85,8 @@ func newBackend(version string) *backend {
 		newKubeAPI:     newClientsetAPI,
 		clients:        map[string]*clusterClient{},
 		roles:          newRoleCache(),
+		rotation:       newRotationState(),
+		rotationGrace:  defaultRotationGrace,
 	}
 	b.Backend = &framework.Backend{
 		Help:           strings.TrimSpace(backendHelp),
@@ -100,6 +110,7 @@ func newBackend(version string) *backend {
 		PeriodicFunc:      b.periodic,
 		Invalidate:        b.invalidate,
 		Clean: func(context.Context) {
+			b.rotation.stop()
 			b.resetClients()
 			b.roles.reset()
 		},

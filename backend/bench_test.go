@@ -64,6 +64,10 @@ func (m *memKube) CreateToken(_ context.Context, ns, sa string, tr *authenticati
 	return out, nil
 }
 
+func (m *memKube) WhoAmI(context.Context) (string, error) {
+	return "system:serviceaccount:vault-plugin-scanner:vault-plugin-scanner", nil
+}
+
 func (m *memKube) ServerVersion(context.Context) (string, error) { return "v1.37.2", nil }
 
 func (m *memKube) Allowed(context.Context, authorizationv1.ResourceAttributes) (bool, error) {

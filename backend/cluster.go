@@ -43,6 +43,25 @@ type clusterConfig struct {
 	// name, proxy); it changes whenever one of them does. Leases and WAL
 	// entries record it, so revoke reaches the API server that issued them.
 	EndpointID string `json:"endpoint_id,omitempty"`
+
+	// RotationPeriod (0: manual only) and JWTTTL (0: the default) drive
+	// the rotation of JWT by the plugin itself (rotation.go).
+	RotationPeriod time.Duration `json:"rotation_period,omitempty"`
+	JWTTTL         time.Duration `json:"service_account_jwt_ttl,omitempty"`
+	// What is known of JWT without the token itself: its credential id and
+	// expiry (from its claims), and whether the plugin created it.
+	JWTCredentialID string    `json:"service_account_jwt_credential_id,omitempty"`
+	JWTExpiresAt    time.Time `json:"service_account_jwt_expires_at,omitzero"`
+	// RotatedSecret is the Secret JWT is bound to when the plugin issued
+	// JWT by rotating; deleting it kills JWT. Nil for a token the operator
+	// wrote.
+	RotatedSecret     *objectRef `json:"rotated_secret,omitempty"`
+	LastRotatedAt     time.Time  `json:"last_rotated_at,omitzero"`
+	LastRotationError string     `json:"last_rotation_error,omitempty"`
+	// PendingDeletion are the Secrets of credentials that rotation replaced,
+	// deleted once their grace is over (by a timer, or by the next periodic
+	// run if the process died meanwhile).
+	PendingDeletion []pendingSecret `json:"pending_deletion,omitempty"`
 }
 
 // legacyEndpointID stands for the endpoint of a configuration, lease or WAL

@@ -139,11 +139,15 @@ func (fk *fakeKube) tokenRequestReactor(action k8stesting.Action) (bool, runtime
 	}
 	// The API server's timestamps have whole seconds.
 	exp := time.Now().Add(lifetime).Truncate(time.Second)
+	k8sClaim := map[string]interface{}{"namespace": ns}
+	if ref != nil {
+		k8sClaim["secret"] = map[string]interface{}{"name": ref.Name, "uid": string(ref.UID)}
+	}
 	claims := map[string]interface{}{
 		"aud":           tr.Spec.Audiences,
 		"exp":           exp.Unix(),
 		"sub":           "system:serviceaccount:" + ns + ":" + saName,
-		"kubernetes.io": map[string]interface{}{"namespace": ns},
+		"kubernetes.io": k8sClaim,
 	}
 	if !noJTI {
 		claims["jti"] = uuid.NewString()

@@ -39,6 +39,9 @@ type kubeAPI interface {
 	// Allowed asks the API server whether the plugin's own credential may do
 	// what attrs describe (SelfSubjectAccessReview).
 	Allowed(ctx context.Context, attrs authorizationv1.ResourceAttributes) (bool, error)
+	// WhoAmI returns the user name the API server authenticates the
+	// plugin's credential as (SelfSubjectReview).
+	WhoAmI(ctx context.Context) (string, error)
 }
 
 // clientsetAPI implements kubeAPI on top of a client-go clientset.
@@ -70,6 +73,14 @@ func (c clientsetAPI) Allowed(ctx context.Context, attrs authorizationv1.Resourc
 		return false, kubeCallError(err)
 	}
 	return out.Status.Allowed, nil
+}
+
+func (c clientsetAPI) WhoAmI(ctx context.Context) (string, error) {
+	out, err := c.clientset.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
+	if err != nil {
+		return "", kubeCallError(err)
+	}
+	return out.Status.UserInfo.Username, nil
 }
 
 // newClientsetAPI builds the real client for one cluster.

@@ -77,6 +77,14 @@ func clusterFields() map[string]*framework.FieldSchema {
 			Type:        framework.TypeInt,
 			Description: fmt.Sprintf("Burst above qps the plugin may send to this API server. Default %d.", defaultBurst),
 		},
+		"rotation_period": {
+			Type:        framework.TypeDurationSecond,
+			Description: "Rotate the stored service_account_jwt automatically once this much time has passed since the last rotation (0: only on rotate-root). At least 1m.",
+		},
+		"service_account_jwt_ttl": {
+			Type:        framework.TypeDurationSecond,
+			Description: "Lifetime of a credential the plugin rotates to. Default twice rotation_period, at least 10m; at least rotation_period plus 5m.",
+		},
 	}
 }
 
@@ -138,6 +146,7 @@ func pathClusters(b *backend) []*framework.Path {
 			HelpDescription: clustersListHelpSynopsis,
 		},
 		pathClusterCheck(b),
+		pathRotateRoot(b),
 	}
 }
 
@@ -158,6 +167,8 @@ func (b *backend) clusterWrite(ctx context.Context, req *logical.Request, d *fra
 	if err := validateVaultName("cluster", name); err != nil {
 		return logical.ErrorResponse(err.Error()), nil
 	}
+	b.clusterLock.Lock()
+	defer b.clusterLock.Unlock()
 	old, err := getCluster(ctx, req.Storage, name)
 	if err != nil {
 		return nil, err
@@ -172,6 +183,10 @@ func (b *backend) clusterWrite(ctx context.Context, req *logical.Request, d *fra
 	if old == nil || old.connection() != cfg.connection() {
 		cfg.EndpointID = randomString(16)
 	}
+	if old == nil || old.JWT != cfg.JWT {
+		noteNewJWT(cfg, old, b.rotationGrace, time.Now())
+		b.rotation.reset(name)
+	}
 	if old != nil && old.endpointID() != cfg.endpointID() {
 		// Leases the old endpoint issued are revoked there, never here.
 		if err := retireEndpoint(ctx, req.Storage, name, old, b.System().MaxLeaseTTL(), time.Now()); err != nil {
@@ -182,6 +197,13 @@ func (b *backend) clusterWrite(ctx context.Context, req *logical.Request, d *fra
 		return nil, err
 	}
 	b.dropCachedClient(name)
+	if old != nil && old.RotatedSecret != nil && old.JWT != cfg.JWT {
+		if old.endpointID() == cfg.endpointID() {
+			b.rotation.after(b.rotationGrace, func() { b.deletePendingAfterGrace(req.Storage, name) })
+			return &logical.Response{Warnings: []string{fmt.Sprintf("the credential the plugin had rotated to (%s) is deleted in %s", old.JWTCredentialID, b.rotationGrace)}}, nil
+		}
+		return &logical.Response{Warnings: []string{fmt.Sprintf("the credential the plugin had rotated to (%s) stays with the retired endpoint, to revoke its leases, until it expires at %s", old.JWTCredentialID, old.JWTExpiresAt.Format(time.RFC3339))}}, nil
+	}
 	return nil, nil
 }
 
@@ -210,6 +232,12 @@ func applyClusterFields(cfg, old *clusterConfig, d *framework.FieldData) error {
 	}
 	if v, ok := d.GetOk("burst"); ok {
 		cfg.Burst = v.(int)
+	}
+	if v, ok := d.GetOk("rotation_period"); ok {
+		cfg.RotationPeriod = time.Duration(v.(int)) * time.Second
+	}
+	if v, ok := d.GetOk("service_account_jwt_ttl"); ok {
+		cfg.JWTTTL = time.Duration(v.(int)) * time.Second
 	}
 
 	// The credential, stored or the pod's own, goes only where it was
@@ -272,7 +300,7 @@ func applyClusterFields(cfg, old *clusterConfig, d *framework.FieldData) error {
 	if cfg.Burst < 0 || cfg.Burst > maxBurst {
 		return fmt.Errorf("burst must be between 0 (default %d) and %d", defaultBurst, maxBurst)
 	}
-	return nil
+	return validateRotation(cfg)
 }
 
 func (b *backend) clusterRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
@@ -309,7 +337,33 @@ func (b *backend) clusterRead(ctx context.Context, req *logical.Request, d *fram
 		"kubeconfig_ca_cert":      cfg.KubeconfigCACert,
 		"qps":                     effectiveQPS(cfg.QPS),
 		"burst":                   effectiveBurst(cfg.Burst),
+
+		"rotation_period":                   int64(cfg.RotationPeriod / time.Second),
+		"service_account_jwt_ttl":           int64(cfg.effectiveJWTTTL() / time.Second),
+		"service_account_jwt_expires_at":    formatTime(cfg.JWTExpiresAt),
+		"service_account_jwt_credential_id": cfg.JWTCredentialID,
+		"service_account_jwt_rotated":       cfg.RotatedSecret != nil,
+		"last_rotated_at":                   formatTime(cfg.LastRotatedAt),
+		"last_rotation_error":               cfg.LastRotationError,
+		"pending_secret_deletions":          pendingData(cfg.PendingDeletion),
 	}}, nil
+}
+
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+func pendingData(pending []pendingSecret) []map[string]interface{} {
+	out := make([]map[string]interface{}, 0, len(pending))
+	for _, p := range pending {
+		out = append(out, map[string]interface{}{
+			"secret": p.Ref.Namespace + "/" + p.Ref.Name, "credential_id": p.CredentialID, "delete_after": formatTime(p.DeleteAfter),
+		})
+	}
+	return out
 }
 
 func effectiveQPS(q float32) float32 {
@@ -338,9 +392,22 @@ func (b *backend) clusterDelete(ctx context.Context, req *logical.Request, d *fr
 	if len(users) > 0 {
 		return logical.ErrorResponse("cluster %q is used by role(s) %s; delete or move them first", name, strings.Join(sortedKeys(users), ", ")), nil
 	}
+	b.clusterLock.Lock()
+	defer b.clusterLock.Unlock()
 	cfg, err := getCluster(ctx, req.Storage, name)
 	if err != nil || cfg == nil {
 		return nil, err
+	}
+	// Replaced credentials die now rather than after their grace: the entry
+	// that remembers them goes. What cannot be deleted dies at its expiry.
+	for _, p := range cfg.PendingDeletion {
+		client, err := b.endpointClient(ctx, req.Storage, name, p.Endpoint)
+		if err == nil {
+			err = client.api.DeleteObject(ctx, p.Ref)
+		}
+		if err != nil {
+			b.Logger().Warn("deleting the Secret of a replaced credential with its cluster; it dies at its expiry", "cluster", name, "credential_id", p.CredentialID, "secret", p.Ref.String(), "error", err)
+		}
 	}
 	// Its outstanding leases stay revocable on the endpoint that issued them.
 	if err := retireEndpoint(ctx, req.Storage, name, cfg, b.System().MaxLeaseTTL(), time.Now()); err != nil {

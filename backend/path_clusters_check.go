@@ -224,15 +224,70 @@ func (b *backend) checkCluster(ctx context.Context, req *logical.Request, name s
 			}
 		}
 	}
+	cfg, err := getCluster(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
+	selfPermitted := false
+	switch perms, why := selfRotationPermissions(cfg); {
+	case why != "":
+		notes = append(notes, why)
+	default:
+		selfPermitted = true
+		for _, perm := range perms {
+			key := perm.String()
+			allowed, err := b.permissionHeld(ctx, client.api, perm)
+			if err != nil {
+				return nil, fmt.Errorf("checking %s: %w", key, err)
+			}
+			if allowed {
+				continue
+			}
+			selfPermitted = false
+			if cfg.RotationPeriod > 0 {
+				// Automatic rotation relies on it: a missing right is a fault.
+				missing = append(missing, key)
+			} else {
+				notes = append(notes, "rotate-root would fail: the plugin may not "+key)
+			}
+		}
+		for _, perm := range perms {
+			checked[perm.String()] = true
+		}
+	}
 	sort.Strings(missing)
 	return &logical.Response{Data: map[string]interface{}{
-		"kubernetes_version":  version,
-		"ok":                  len(missing) == 0,
-		"checked_permissions": sortedKeys(checked),
-		"missing_permissions": missing,
-		"notes":               notes,
-		"roles":               sortedKeys(roles),
+		"kubernetes_version":                version,
+		"ok":                                len(missing) == 0,
+		"checked_permissions":               sortedKeys(checked),
+		"missing_permissions":               missing,
+		"notes":                             notes,
+		"roles":                             sortedKeys(roles),
+		"self_rotation_permitted":           selfPermitted,
+		"service_account_jwt_expires_at":    formatTime(cfg.JWTExpiresAt),
+		"service_account_jwt_credential_id": cfg.JWTCredentialID,
 	}}, nil
+}
+
+// selfRotationPermissions lists what rotate-root needs in the plugin's own
+// namespace, or says why rotation does not apply to cfg.
+func selfRotationPermissions(cfg *clusterConfig) ([]requiredPermission, string) {
+	if cfg == nil || cfg.inCluster() {
+		return nil, "in-cluster credentials: the kubelet rotates the pod's token, rotate-root does not apply"
+	}
+	claims, err := parseTokenClaims(cfg.JWT)
+	ns, sa, ok := claims.serviceAccount()
+	if err != nil || !ok {
+		return nil, "the stored service_account_jwt carries no service-account claims: rotate-root cannot tell which service account to rotate"
+	}
+	perm := func(verb, resource, sub, name string) requiredPermission {
+		return requiredPermission{attrs: authorizationv1.ResourceAttributes{Verb: verb, Resource: resource, Subresource: sub, Name: name, Namespace: ns}}
+	}
+	return []requiredPermission{
+		perm("create", "serviceaccounts", "token", sa),
+		perm("create", "secrets", "", ""),
+		perm("delete", "secrets", "", ""),
+	}, ""
 }
 
 func (b *backend) permissionHeld(ctx context.Context, api kubeAPI, perm requiredPermission) (bool, error) {

@@ -148,7 +148,9 @@ func (b *backend) tidyKind(ctx context.Context, client *clusterClient, kind, ns 
 }
 
 // periodic runs on the active node about once a minute: it forgets retired
-// endpoints no lease can need and runs automatic tidy when it is due.
+// endpoints no lease can need, rotates the plugin's own credentials that are
+// due (and deletes those they replaced), and runs automatic tidy when it is
+// due.
 func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
 	if !b.writesHere() {
 		return nil
@@ -157,6 +159,7 @@ func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
 	if _, err := b.pruneRetiredEndpoints(ctx, req.Storage, now); err != nil {
 		b.Logger().Warn("pruning retired endpoints", "error", err)
 	}
+	b.periodicRotation(ctx, req.Storage, now)
 	cfg, err := getTidyConfig(ctx, req.Storage)
 	if err != nil {
 		return err

@@ -444,7 +444,7 @@ func TestParseTokenClaims(t *testing.T) {
 	if claims.JTI != "5a1b-jti" || claims.Exp != 1700000000 {
 		t.Fatalf("good token: claims %+v", claims)
 	}
-	if claims, err := parseTokenClaims(header + "." + enc([]byte(`{"sub":"x"}`)) + ".sig"); err != nil || claims != (tokenClaims{}) {
+	if claims, err := parseTokenClaims(header + "." + enc([]byte(`{"sub":"x"}`)) + ".sig"); err != nil || claims.JTI != "" || claims.Exp != 0 {
 		t.Fatalf("token without jti/exp: claims %+v, err %v", claims, err)
 	}
 

@@ -43,7 +43,7 @@ type walEntry struct {
 // left or that endpoint cannot be reached, and gives up, loudly, after
 // walGiveUpAge.
 func (b *backend) walRollback(ctx context.Context, req *logical.Request, kind string, data interface{}) error {
-	if kind != walObjectsKind {
+	if kind != walObjectsKind && kind != walRotationKind {
 		return fmt.Errorf("unknown WAL entry kind %q", kind)
 	}
 	// The entry comes back as generic JSON; round-trip it into the struct.
@@ -55,7 +55,11 @@ func (b *backend) walRollback(ctx context.Context, req *logical.Request, kind st
 	if err := json.Unmarshal(raw, &entry); err != nil {
 		return fmt.Errorf("decoding WAL entry: %w", err)
 	}
-	err = b.rollbackEntry(ctx, req.Storage, &entry)
+	if kind == walRotationKind {
+		err = b.rollbackRotation(ctx, req.Storage, &entry)
+	} else {
+		err = b.rollbackEntry(ctx, req.Storage, &entry)
+	}
 	if err == nil {
 		return nil
 	}

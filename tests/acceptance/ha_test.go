@@ -92,6 +92,11 @@ func TestVaultHA(t *testing.T) {
 	}
 	done()
 
+	// (1b) Rotation on the active node, then issuing through a standby at once.
+	done = step(t, "rotate-root on the active node %s, then read creds through standby %s at once", active.NodeID, standbys[1].NodeID)
+	haRotateThenIssue(t, ctx, h, active, standbys[1], longRole)
+	done()
+
 	// (2) More leases through every node, then kill the active one.
 	done = step(t, "issue 2 more %s leases and one %s lease", shortRole, longRole)
 	shorts := []*creds{c0,
