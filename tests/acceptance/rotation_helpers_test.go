@@ -33,10 +33,10 @@ type tokenRecorder struct {
 
 	mu       sync.Mutex
 	tokens   map[string]string // credential id -> token
-	requests []recordedRequest
+	requests []sentRequest
 }
 
-type recordedRequest struct {
+type sentRequest struct {
 	Method, Path, CredentialID string
 }
 
@@ -56,7 +56,7 @@ func newTokenRecorder(t *testing.T) *tokenRecorder {
 			id := credentialIDOf(tok)
 			r.mu.Lock()
 			r.tokens[id] = tok
-			r.requests = append(r.requests, recordedRequest{Method: req.Method, Path: req.URL.Path, CredentialID: id})
+			r.requests = append(r.requests, sentRequest{Method: req.Method, Path: req.URL.Path, CredentialID: id})
 			r.mu.Unlock()
 		}
 		proxy.ServeHTTP(w, req)
