@@ -14,6 +14,10 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 )
 
+// maxRequestNamespaces bounds kubernetes_namespaces: each namespace costs
+// a binding (and a Role) to create, check and revoke.
+const maxRequestNamespaces = 32
+
 // resolveNamespace picks and checks the namespace of an ephemeral lease.
 func resolveNamespace(ctx context.Context, api kubeAPI, roleName string, role *roleEntry, requested string) (string, error) {
 	if requested == "" {
@@ -25,6 +29,44 @@ func resolveNamespace(ctx context.Context, api kubeAPI, roleName string, role *r
 	if err := validateNamespaceName("kubernetes_namespace", requested); err != nil {
 		return "", userError{err}
 	}
+	return checkNamespaceAllowed(ctx, api, roleName, role, requested)
+}
+
+// resolveNamespaces checks kubernetes_namespaces: every entry well formed
+// and distinct, at most maxRequestNamespaces of them (all checked before
+// the API server is asked anything), then each allowed by the role exactly
+// as kubernetes_namespace is.
+func resolveNamespaces(ctx context.Context, api kubeAPI, roleName string, role *roleEntry, requested []string) ([]string, error) {
+	switch {
+	case len(requested) == 0:
+		return nil, userError{errors.New("kubernetes_namespaces names no namespace; give one or more, comma-separated")}
+	case len(requested) > maxRequestNamespaces:
+		return nil, userError{fmt.Errorf("kubernetes_namespaces names %d namespaces; at most %d are allowed", len(requested), maxRequestNamespaces)}
+	}
+	seen := make(map[string]bool, len(requested))
+	for i, ns := range requested {
+		if ns == "" {
+			return nil, userError{fmt.Errorf("kubernetes_namespaces has an empty entry (position %d)", i+1)}
+		}
+		if err := validateNamespaceName("kubernetes_namespaces entry", ns); err != nil {
+			return nil, userError{err}
+		}
+		if seen[ns] {
+			return nil, userError{fmt.Errorf("kubernetes_namespaces names %q more than once", clip(ns))}
+		}
+		seen[ns] = true
+	}
+	for _, ns := range requested {
+		if _, err := checkNamespaceAllowed(ctx, api, roleName, role, ns); err != nil {
+			return nil, err
+		}
+	}
+	return slices.Clone(requested), nil
+}
+
+// checkNamespaceAllowed checks a well-formed namespace name against the
+// role's list, "*" and selector.
+func checkNamespaceAllowed(ctx context.Context, api kubeAPI, roleName string, role *roleEntry, requested string) (string, error) {
 	if slices.Contains(role.AllowedNamespaces, anyNamespace) || slices.Contains(role.AllowedNamespaces, requested) {
 		return requested, nil
 	}
@@ -86,31 +128,37 @@ func objectMeta(name, namespace string, lm leaseMeta) metav1.ObjectMeta {
 }
 
 // ephemeralObjects are what one ephemeral lease creates, in creation order:
-// the ServiceAccount first (it owns the namespaced rest), then a generated
-// Role or ClusterRole, then the binding.
+// the ServiceAccount first (it owns the namespaced rest in its namespace),
+// then a generated ClusterRole, then per namespace of the lease a generated
+// Role and the binding (or one ClusterRoleBinding).
 func ephemeralObjects(name string, ir *issueRequest, lm leaseMeta) ([]plannedObject, error) {
 	role := ir.role
 	meta := func(namespace string) metav1.ObjectMeta { return objectMeta(name, namespace, lm) }
 	objs := []plannedObject{{kindServiceAccount, &corev1.ServiceAccount{ObjectMeta: meta(ir.namespace)}}}
 
+	var rules []rbacv1.PolicyRule
 	roleRef := rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: role.KubernetesRoleType, Name: role.KubernetesRoleName}
 	if role.mode() == modeGeneratedRole {
-		rules, err := parseRules(role.GeneratedRoleRules, role.KubernetesRoleType)
-		if err != nil {
+		var err error
+		if rules, err = parseRules(role.GeneratedRoleRules, role.KubernetesRoleType); err != nil {
 			return nil, err
 		}
 		roleRef.Name = name
 		if role.KubernetesRoleType == kindClusterRole {
 			objs = append(objs, plannedObject{kindClusterRole, &rbacv1.ClusterRole{ObjectMeta: meta(""), Rules: rules}})
-		} else {
-			objs = append(objs, plannedObject{kindRole, &rbacv1.Role{ObjectMeta: meta(ir.namespace), Rules: rules}})
 		}
 	}
+	// Every binding names the one ServiceAccount, in the first namespace.
 	subjects := []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: ir.namespace}}
 	if ir.clusterRoleBinding {
 		objs = append(objs, plannedObject{kindClusterRoleBinding, &rbacv1.ClusterRoleBinding{ObjectMeta: meta(""), RoleRef: roleRef, Subjects: subjects}})
-	} else {
-		objs = append(objs, plannedObject{kindRoleBinding, &rbacv1.RoleBinding{ObjectMeta: meta(ir.namespace), RoleRef: roleRef, Subjects: subjects}})
+		return objs, nil
+	}
+	for _, ns := range ir.leaseNamespaces() {
+		if role.mode() == modeGeneratedRole && role.KubernetesRoleType == kindRole {
+			objs = append(objs, plannedObject{kindRole, &rbacv1.Role{ObjectMeta: meta(ns), Rules: slices.Clone(rules)}})
+		}
+		objs = append(objs, plannedObject{kindRoleBinding, &rbacv1.RoleBinding{ObjectMeta: meta(ns), RoleRef: roleRef, Subjects: slices.Clone(subjects)}})
 	}
 	return objs, nil
 }

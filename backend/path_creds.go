@@ -21,7 +21,9 @@ role's service account with the TokenRequest API, bound to a per-lease Secret,
 and returns it with a ready kubeconfig as a non-renewable lease. Revoking the
 lease, or its expiry, deletes the Secret and so invalidates the token, also
 for leases shorter than Kubernetes' 10-minute token minimum. Optional
-parameters (query string on GET, body on write): ttl, audiences.
+parameters (query string on GET, body on write): ttl, audiences; for
+ephemeral roles kubernetes_namespace or kubernetes_namespaces (one per-lease
+service account in the first, bound in each), and cluster_role_binding.
 `
 )
 
@@ -55,6 +57,10 @@ func pathCreds(b *backend) []*framework.Path {
 				Type:        framework.TypeString,
 				Description: "Ephemeral roles: the namespace for the per-lease service account; must be allowed by the role. Default: the role's only allowed namespace.",
 			},
+			"kubernetes_namespaces": {
+				Type:        framework.TypeCommaStringSlice,
+				Description: "Ephemeral roles: several namespaces (comma-separated, each allowed by the role, at most 32): one per-lease service account in the first, bound in each. Excludes kubernetes_namespace and cluster_role_binding.",
+			},
 			"cluster_role_binding": {
 				Type:        framework.TypeBool,
 				Description: "Ephemeral ClusterRole roles with allow_cluster_role_binding: bind cluster-wide instead of in kubernetes_namespace.",
@@ -79,8 +85,19 @@ type issueRequest struct {
 	warnings  []string
 	// namespace holds the service account: the role's, or for ephemeral
 	// roles the requested one once checked.
-	namespace          string
+	namespace string
+	// namespaces are those of kubernetes_namespaces (the first is
+	// namespace); nil when the parameter was not used.
+	namespaces         []string
 	clusterRoleBinding bool
+}
+
+// leaseNamespaces are the namespaces an ephemeral lease binds in.
+func (ir *issueRequest) leaseNamespaces() []string {
+	if len(ir.namespaces) > 0 {
+		return ir.namespaces
+	}
+	return []string{ir.namespace}
 }
 
 func (b *backend) credsIssue(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
@@ -116,8 +133,12 @@ func (b *backend) issueFor(ctx context.Context, req *logical.Request, d *framewo
 		return nil, err
 	}
 	if role.ephemeral() {
-		ir.namespace, err = resolveNamespace(ctx, client.api, name, role, d.Get("kubernetes_namespace").(string))
-		if err != nil {
+		if requested, ok := d.GetOk("kubernetes_namespaces"); ok {
+			if ir.namespaces, err = resolveNamespaces(ctx, client.api, name, role, requested.([]string)); err != nil {
+				return nil, err
+			}
+			ir.namespace = ir.namespaces[0]
+		} else if ir.namespace, err = resolveNamespace(ctx, client.api, name, role, d.Get("kubernetes_namespace").(string)); err != nil {
 			return nil, err
 		}
 	}
@@ -133,14 +154,21 @@ func (b *backend) issueFor(ctx context.Context, req *logical.Request, d *framewo
 func parseIssueRequest(name string, role *roleEntry, d *framework.FieldData, mountMax time.Duration) (*issueRequest, error) {
 	ir := &issueRequest{roleName: name, role: role, ttl: role.TTL, audiences: role.Audiences, namespace: role.ServiceAccountNamespace}
 	_, nsAsked := d.GetOk("kubernetes_namespace")
+	_, nssAsked := d.GetOk("kubernetes_namespaces")
 	crb, crbAsked := d.GetOk("cluster_role_binding")
-	if !role.ephemeral() && (nsAsked || crbAsked) {
-		return nil, fmt.Errorf("role %q uses the existing service account %s/%s: kubernetes_namespace and cluster_role_binding do not apply", name, role.ServiceAccountNamespace, role.ServiceAccountName)
+	if !role.ephemeral() && (nsAsked || nssAsked || crbAsked) {
+		return nil, fmt.Errorf("role %q uses the existing service account %s/%s: kubernetes_namespace, kubernetes_namespaces and cluster_role_binding do not apply", name, role.ServiceAccountNamespace, role.ServiceAccountName)
+	}
+	if nsAsked && nssAsked {
+		return nil, errors.New("give kubernetes_namespace or kubernetes_namespaces, not both")
 	}
 	if crbAsked {
 		if err := parseClusterRoleBinding(ir, crb.(bool)); err != nil {
 			return nil, err
 		}
+	}
+	if nssAsked && ir.clusterRoleBinding {
+		return nil, errors.New("cluster_role_binding=true binds cluster-wide, so it already spans every namespace: drop kubernetes_namespaces, or drop cluster_role_binding to bind in each listed namespace")
 	}
 
 	if v, ok := d.GetOk("ttl"); ok {

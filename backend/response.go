@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
@@ -40,6 +41,9 @@ func (b *backend) credentialResponse(req *logical.Request, ir *issueRequest, cli
 		"credential_id":             lease.CredentialID,
 		"expires_at":                cred.expiresAt.Format(time.RFC3339),
 	}, internal)
+	if len(ir.namespaces) > 0 {
+		resp.Data["kubernetes_namespaces"] = strings.Join(ir.namespaces, ",")
+	}
 	resp.Secret.TTL = cred.leaseTTL
 	resp.Secret.MaxTTL = cred.leaseTTL
 	resp.Secret.Renewable = false
