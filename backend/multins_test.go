@@ -417,3 +417,34 @@ func TestMultiNamespaceSecondBindingFailureRollsBack(t *testing.T) {
 		})
 	}
 }
+
+// check reports, per namespace, the rights missing there: a namespace the
+// plugin holds nothing in is named with its missing rights, the others
+// have an empty list.
+func TestMultiNamespaceCheckReportsPerNamespace(t *testing.T) {
+	b, s, fk := multiBackend(t, map[string]interface{}{"kubernetes_role_name": "pod-reader"})
+	fk.clientset.PrependReactor("create", "selfsubjectaccessreviews", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		review := action.(k8stesting.CreateAction).GetObject().(*authorizationv1.SelfSubjectAccessReview)
+		review.Status.Allowed = review.Spec.ResourceAttributes.Namespace != "team-c"
+		return true, review, nil
+	})
+	resp := mustOK(t, b, s, logical.ReadOperation, "clusters/"+testCluster+"/check", nil)
+	perNS := resp.Data["namespaces"].(map[string]interface{})
+	if len(perNS) != len(teams) {
+		t.Fatalf("namespaces %v, want %v", perNS, teams)
+	}
+	for _, ns := range []string{"team-a", "team-b"} {
+		if m := perNS[ns].([]string); len(m) != 0 {
+			t.Errorf("%s: missing %v, want none", ns, m)
+		}
+	}
+	c := perNS["team-c"].([]string)
+	for _, want := range []string{`create rolebindings in namespace "team-c"`, `delete rolebindings in namespace "team-c"`, `bind roles "pod-reader" in namespace "team-c"`} {
+		if !slices.Contains(c, want) {
+			t.Errorf("team-c: missing %v, want it to name %q", c, want)
+		}
+	}
+	if resp.Data["ok"] != false || len(resp.Data["missing_permissions"].([]string)) != len(c) {
+		t.Errorf("ok %v, missing_permissions %v: want false and team-c's", resp.Data["ok"], resp.Data["missing_permissions"])
+	}
+}

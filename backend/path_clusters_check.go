@@ -19,7 +19,11 @@ Contacts the API server, reports its version, and asks it (with
 SelfSubjectAccessReviews) whether the plugin's credential may create tokens
 for each role's service account and create and delete Secrets in its
 namespace. Nothing is created. missing_permissions names every right that is
-missing; ok is true when none is.
+missing; ok is true when none is. namespaces maps each namespace a role names
+(or its selector matches now) to the rights missing there: an empty list
+means every role on the cluster may issue in that namespace, alone or as one
+of kubernetes_namespaces. Rights checked cluster-wide (roles allowing "*") appear only in
+missing_permissions.
 `
 )
 
@@ -199,6 +203,8 @@ func (b *backend) checkCluster(ctx context.Context, req *logical.Request, name s
 	checked := map[string]bool{}
 	missing := []string{}
 	notes := []string{}
+	// perNamespace: for each namespace a role names, what is missing there.
+	perNamespace := map[string][]string{}
 	for _, roleName := range sortedKeys(roles) {
 		role := roles[roleName]
 		var selected []string
@@ -211,6 +217,10 @@ func (b *backend) checkCluster(ctx context.Context, req *logical.Request, name s
 		}
 		for _, perm := range permissionsFor(role, selected) {
 			key := perm.String()
+			ns := perm.attrs.Namespace
+			if ns != "" && perNamespace[ns] == nil {
+				perNamespace[ns] = []string{}
+			}
 			if checked[key] {
 				continue
 			}
@@ -221,6 +231,9 @@ func (b *backend) checkCluster(ctx context.Context, req *logical.Request, name s
 			}
 			if !allowed {
 				missing = append(missing, key)
+				if ns != "" {
+					perNamespace[ns] = append(perNamespace[ns], key)
+				}
 			}
 		}
 	}
@@ -256,7 +269,13 @@ func (b *backend) checkCluster(ctx context.Context, req *logical.Request, name s
 		}
 	}
 	sort.Strings(missing)
+	namespaces := make(map[string]interface{}, len(perNamespace))
+	for ns, m := range perNamespace {
+		sort.Strings(m)
+		namespaces[ns] = m
+	}
 	return &logical.Response{Data: map[string]interface{}{
+		"namespaces":                        namespaces,
 		"kubernetes_version":                version,
 		"ok":                                len(missing) == 0,
 		"checked_permissions":               sortedKeys(checked),
