@@ -194,3 +194,53 @@ func wantSecrets(t *testing.T, role string, names ...string) {
 		t.Fatalf("role %s: bound Secrets %v, want %v: %v", role, have, names, err)
 	}
 }
+
+// A job whose integration hides its Vault token (GitLab's `secrets:`,
+// Jenkins' withVault) cannot revoke it, but the credential still ends no
+// later than that token: when a Vault token expires, Vault revokes every
+// lease it created. A child token with a 20 s TTL reads a credential of the
+// role's 15 m TTL; after the token's expiry the Kubernetes token gets 401
+// and the bound Secret is gone.
+func TestJobEndTokenExpiryEndsItsCredential(t *testing.T) {
+	t.Parallel()
+	const role = "jobend-expiry"
+	writeRole(t, role)
+	c := vaultClient(t)
+	sec, err := c.Auth().Token().CreateWithContext(testCtx(t, time.Minute), &vaultapi.TokenCreateRequest{TTL: "20s"})
+	if err != nil || sec.Auth == nil {
+		t.Fatalf("create child token: %v", err)
+	}
+	tok, created := sec.Auth.ClientToken, time.Now()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_ = c.Auth().Token().RevokeTreeWithContext(ctx, tok)
+	})
+
+	done := step(t, "a child token with a 20 s TTL reads %s/creds/%s (role ttl 15m)", stack.Mount, role)
+	res := vaultAs(t, tok, "read", "-format=json", stack.Mount+"/creds/"+role)
+	if res.ExitCode != 0 {
+		t.Fatalf("vault read creds with the child token: %s", res)
+	}
+	cs, err := stack.ParseCLISecret(res.Stdout)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, res.Stdout)
+	}
+	revokeAtEnd(t, cs.LeaseID)
+	t.Logf("lease_duration %d s", cs.LeaseDuration)
+	token := cs.Data["service_account_token"]
+	if code := tokenStatus(t, token); code != http.StatusOK {
+		t.Fatalf("fresh token: HTTP %d, want 200", code)
+	}
+	done()
+
+	done = step(t, "the Vault token expires: its lease is revoked with it")
+	expiry := created.Add(20 * time.Second)
+	took := waitTokenStatus(t, token, http.StatusUnauthorized, 45*time.Second, expiry)
+	t.Logf("Kubernetes token rejected %s after the Vault token's expiry", secs(took))
+	waitSecretCount(t, role, 0, 5*time.Second)
+	if _, err := c.Sys().LookupWithContext(testCtx(t, time.Minute), cs.LeaseID); err == nil {
+		t.Errorf("lease %s still exists after its token expired", cs.LeaseID)
+	}
+	done()
+}
