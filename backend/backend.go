@@ -102,6 +102,7 @@ func newBackend(version string) *backend {
 			pathClusters(b),
 			pathRoles(b),
 			pathCreds(b),
+			pathKubeconfig(b),
 			pathTidy(b),
 		),
 		Secrets:           []*framework.Secret{secretToken(b)},

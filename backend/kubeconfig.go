@@ -18,8 +18,11 @@ type kubeconfigParams struct {
 	CACert        string
 	TLSServerName string
 	UserName      string
-	Token         string
-	Namespace     string
+	// The user authenticates with Token, or, when Exec is set (and Token
+	// is empty), by running Exec's command (a credential plugin).
+	Token     string
+	Exec      *clientcmdapiv1.ExecConfig
+	Namespace string
 }
 
 // buildKubeconfig returns the kubeconfig as YAML and as single-line JSON
@@ -34,7 +37,16 @@ func buildKubeconfig(p kubeconfigParams) (yamlOut, jsonOut string, err error) {
 	// YAML cannot carry control characters (the YAML library would write
 	// them raw); the plugin's inputs, validated names, URLs and JWTs, never
 	// hold any.
-	for _, v := range []string{p.ClusterName, p.Server, p.TLSServerName, p.UserName, p.Token, p.Namespace} {
+	values := []string{p.ClusterName, p.Server, p.TLSServerName, p.UserName, p.Token, p.Namespace}
+	user := clientcmdapiv1.AuthInfo{Token: p.Token}
+	if p.Exec != nil {
+		if p.Token != "" {
+			return "", "", errors.New("a kubeconfig user has either a token or an exec credential plugin, not both")
+		}
+		values = append(append(values, p.Exec.Command), p.Exec.Args...)
+		user = clientcmdapiv1.AuthInfo{Exec: p.Exec}
+	}
+	for _, v := range values {
 		if strings.ContainsFunc(v, unicode.IsControl) {
 			return "", "", errors.New("kubeconfig values must not contain control characters")
 		}
@@ -47,7 +59,7 @@ func buildKubeconfig(p kubeconfigParams) (yamlOut, jsonOut string, err error) {
 			CertificateAuthorityData: []byte(p.CACert),
 			TLSServerName:            p.TLSServerName,
 		}}},
-		AuthInfos: []clientcmdapiv1.NamedAuthInfo{{Name: p.UserName, AuthInfo: clientcmdapiv1.AuthInfo{Token: p.Token}}},
+		AuthInfos: []clientcmdapiv1.NamedAuthInfo{{Name: p.UserName, AuthInfo: user}},
 		Contexts: []clientcmdapiv1.NamedContext{{Name: p.ClusterName, Context: clientcmdapiv1.Context{
 			Cluster:   p.ClusterName,
 			AuthInfo:  p.UserName,
@@ -60,7 +72,7 @@ func buildKubeconfig(p kubeconfigParams) (yamlOut, jsonOut string, err error) {
 		return "", "", fmt.Errorf("encoding kubeconfig as JSON: %w", err)
 	}
 	// A kubeconfig has no numbers, so decoding into interface{} loses
-	// nothing; maps come out with sorted keys, as from JSONToYAML.
+	// nothing (the exec user's booleans and null env survive too); maps come out with sorted keys, as from JSONToYAML.
 	var doc interface{}
 	if err := json.Unmarshal(j, &doc); err != nil {
 		return "", "", fmt.Errorf("decoding kubeconfig JSON: %w", err)

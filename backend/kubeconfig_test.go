@@ -7,6 +7,7 @@ import (
 
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	clientcmdapiv1 "k8s.io/client-go/tools/clientcmd/api/v1"
 	sigsyaml "sigs.k8s.io/yaml"
 )
 
@@ -106,5 +107,58 @@ func TestBuildKubeconfigMatchesClientcmdWrite(t *testing.T) {
 				t.Errorf("JSON is not the same document: %v\n%s", err, fromJSON)
 			}
 		})
+	}
+}
+
+// An exec user comes out as clientcmd.Write writes it, with no token.
+func TestBuildKubeconfigExecUserMatchesClientcmdWrite(t *testing.T) {
+	p := kubeconfigParams{
+		ClusterName: "prod", Server: "https://k8s.example.com:6443", CACert: testCAPEM(t), TLSServerName: "api.internal",
+		UserName: "scanner/creds/prod", Namespace: "team-a",
+		Exec: &clientcmdapiv1.ExecConfig{
+			APIVersion: "client.authentication.k8s.io/v1", Command: "vault",
+			Args:            []string{"read", "-format=table", "-field=exec_credential", "scanner/creds/prod", "ttl=10m0s"},
+			InstallHint:     "install vault",
+			InteractiveMode: clientcmdapiv1.NeverExecInteractiveMode,
+		},
+	}
+	yamlOut, jsonOut, err := buildKubeconfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := clientcmdapi.NewConfig()
+	cluster := clientcmdapi.NewCluster()
+	cluster.Server, cluster.CertificateAuthorityData, cluster.TLSServerName = p.Server, []byte(p.CACert), p.TLSServerName
+	cfg.Clusters[p.ClusterName] = cluster
+	user := clientcmdapi.NewAuthInfo()
+	user.Exec = &clientcmdapi.ExecConfig{
+		APIVersion: p.Exec.APIVersion, Command: "vault", Args: p.Exec.Args, InstallHint: "install vault",
+		InteractiveMode: clientcmdapi.NeverExecInteractiveMode,
+	}
+	cfg.AuthInfos[p.UserName] = user
+	kctx := clientcmdapi.NewContext()
+	kctx.Cluster, kctx.AuthInfo, kctx.Namespace = p.ClusterName, p.UserName, p.Namespace
+	cfg.Contexts[p.ClusterName] = kctx
+	cfg.CurrentContext = p.ClusterName
+	want, err := clientcmd.Write(*cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if yamlOut != string(want) {
+		t.Errorf("YAML differs from clientcmd.Write:\n got: %s\nwant: %s", yamlOut, want)
+	}
+	if fromJSON, err := sigsyaml.JSONToYAML([]byte(jsonOut)); err != nil || string(fromJSON) != string(want) {
+		t.Errorf("JSON is not the same document: %v\n%s", err, fromJSON)
+	}
+	if strings.Contains(yamlOut, "token") {
+		t.Errorf("an exec user carries no token:\n%s", yamlOut)
+	}
+	if _, _, err := buildKubeconfig(kubeconfigParams{ClusterName: "c", Server: "https://k", UserName: "u", Token: "a.b.c", Exec: p.Exec}); err == nil {
+		t.Error("a user with both a token and an exec plugin was built")
+	}
+	bad := *p.Exec
+	bad.Args = []string{"read", "ttl=1m\nx"}
+	if _, _, err := buildKubeconfig(kubeconfigParams{ClusterName: "c", Server: "https://k", UserName: "u", Exec: &bad}); err == nil {
+		t.Error("an exec argument with a control character was built")
 	}
 }

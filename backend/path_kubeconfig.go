@@ -1,0 +1,172 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+	clientcmdapiv1 "k8s.io/client-go/tools/clientcmd/api/v1"
+)
+
+const (
+	kubeconfigHelpSynopsis    = "A token-free kubeconfig whose user runs the vault CLI as its credential plugin."
+	kubeconfigHelpDescription = `
+Reading kubeconfig/<role> returns a kubeconfig (fields kubeconfig, YAML, and
+kubeconfig_json) with the role's cluster and namespace and a user whose exec
+credential plugin runs
+
+    vault read -format=table -field=exec_credential <mount>/creds/<role> [ttl=...] [kubernetes_namespace=...]
+
+so every process that uses it fetches its own short-lived credential when it
+starts, and again when that credential's lease ends or the API server answers
+401. It holds no token and issues no lease; it is safe to hand out. The
+process needs VAULT_ADDR and a VAULT_TOKEN (or ~/.vault-token) allowed to
+read creds/<role>. Optional parameters, passed on to creds/<role> and checked
+as creds checks them: ttl, kubernetes_namespace (ephemeral roles).
+`
+)
+
+func pathKubeconfig(b *backend) []*framework.Path {
+	return []*framework.Path{{
+		Pattern: "kubeconfig/" + namePathPattern,
+		DisplayAttrs: &framework.DisplayAttributes{
+			OperationPrefix: operationPrefix,
+			OperationSuffix: "exec-kubeconfig",
+		},
+		Fields: map[string]*framework.FieldSchema{
+			"name": {Type: framework.TypeString, Description: "Name of the role.", Required: true},
+			"ttl": {
+				Type:        framework.TypeDurationSecond,
+				Description: "Passed to creds/<role>: the TTL of each credential the kubeconfig fetches. Default: the role's ttl.",
+			},
+			"kubernetes_namespace": {
+				Type:        framework.TypeString,
+				Description: "Ephemeral roles, passed to creds/<role>: the namespace of each credential, and the context's. Default: the role's only allowed namespace.",
+			},
+		},
+		Operations: map[logical.Operation]framework.OperationHandler{
+			// No lease, no token, no Kubernetes call: a standby answers it.
+			logical.ReadOperation: &framework.PathOperation{
+				Callback:     b.kubeconfigRead,
+				Summary:      "Return a kubeconfig that fetches credentials from creds/<role> on demand.",
+				DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "read"},
+			},
+		},
+		HelpSynopsis:    kubeconfigHelpSynopsis,
+		HelpDescription: kubeconfigHelpDescription,
+	}}
+}
+
+func (b *backend) kubeconfigRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	if err := unknownFields(d); err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
+	name := d.Get("name").(string)
+	if err := validateVaultName("role", name); err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
+	role, err := b.roles.get(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
+	if role == nil {
+		return logical.ErrorResponse("role %q does not exist", name), nil
+	}
+	resp, err := b.execKubeconfig(ctx, req, d, name, role)
+	return respond(role.Cluster, resp, err)
+}
+
+func (b *backend) execKubeconfig(ctx context.Context, req *logical.Request, d *framework.FieldData, name string, role *roleEntry) (*logical.Response, error) {
+	if req.MountPoint == "" {
+		return nil, errors.New("the request carries no mount point, so the kubeconfig cannot name creds/")
+	}
+	// The same checks creds/ makes, so that a kubeconfig that would only
+	// ever fail is refused now.
+	ir, err := parseIssueRequest(name, role, d, b.System().MaxLeaseTTL())
+	if err != nil {
+		return nil, userError{err}
+	}
+	requestedNS := d.Get("kubernetes_namespace").(string)
+	if role.ephemeral() {
+		var warning string
+		ir.namespace, warning, err = namespaceWithoutLookup(name, role, requestedNS)
+		if err != nil {
+			return nil, err
+		}
+		if warning != "" {
+			ir.warnings = append(ir.warnings, warning)
+		}
+	}
+	client, err := b.client(ctx, req.Storage, role.Cluster)
+	var notFound errClusterNotFound
+	if errors.As(err, &notFound) {
+		return nil, userError{fmt.Errorf("role %q uses cluster %q, which is not configured", name, role.Cluster)}
+	}
+	if err != nil {
+		return nil, err
+	}
+
+	credsPath := req.MountPoint + "creds/" + name
+	// -format=table: with VAULT_FORMAT=json in the environment, -field
+	// would print the document as a quoted JSON string.
+	args := []string{"read", "-format=table", "-field=exec_credential", credsPath}
+	if v, ok := d.GetOk("ttl"); ok {
+		args = append(args, "ttl="+(time.Duration(v.(int))*time.Second).String())
+	}
+	if requestedNS != "" {
+		args = append(args, "kubernetes_namespace="+requestedNS)
+	}
+	ep := client.endpoint
+	kubeconfigYAML, kubeconfigJSON, err := buildKubeconfig(kubeconfigParams{
+		ClusterName:   role.Cluster,
+		Server:        ep.KubeconfigHost,
+		CACert:        ep.KubeconfigCACert,
+		TLSServerName: ep.TLSServerName,
+		UserName:      credsPath,
+		Exec: &clientcmdapiv1.ExecConfig{
+			APIVersion:      "client.authentication.k8s.io/v1",
+			Command:         "vault",
+			Args:            args,
+			InstallHint:     "The vault CLI must be on PATH, with VAULT_ADDR and VAULT_TOKEN (or ~/.vault-token) allowed to read " + credsPath + ".",
+			InteractiveMode: clientcmdapiv1.NeverExecInteractiveMode,
+		},
+		Namespace: role.kubeconfigNamespace(ir.namespace),
+	})
+	if err != nil {
+		return nil, err
+	}
+	resp := &logical.Response{Data: map[string]interface{}{
+		"kubeconfig":      kubeconfigYAML,
+		"kubeconfig_json": kubeconfigJSON,
+	}}
+	for _, w := range ir.warnings {
+		resp.AddWarning(w)
+	}
+	return resp, nil
+}
+
+// namespaceWithoutLookup is resolveNamespace without the API server: a
+// namespace allowed only through the role's selector cannot be checked
+// here, so it is accepted with a warning and checked by every creds read.
+func namespaceWithoutLookup(roleName string, role *roleEntry, requested string) (ns, warning string, err error) {
+	if requested == "" {
+		if len(role.AllowedNamespaces) == 1 && role.AllowedNamespaces[0] != anyNamespace && role.AllowedNamespaceSelector == "" {
+			return role.AllowedNamespaces[0], "", nil
+		}
+		return "", "", userError{fmt.Errorf("role %q needs kubernetes_namespace: it allows %s", roleName, describeAllowed(role))}
+	}
+	if err := validateNamespaceName("kubernetes_namespace", requested); err != nil {
+		return "", "", userError{err}
+	}
+	if slices.Contains(role.AllowedNamespaces, anyNamespace) || slices.Contains(role.AllowedNamespaces, requested) {
+		return requested, "", nil
+	}
+	if role.AllowedNamespaceSelector == "" {
+		return "", "", userError{fmt.Errorf("namespace %q is not allowed by role %q (allowed: %s)", requested, roleName, describeAllowed(role))}
+	}
+	return requested, fmt.Sprintf("namespace %q is not listed by role %q; whether its labels match %s is checked when credentials are issued", requested, roleName, role.AllowedNamespaceSelector), nil
+}

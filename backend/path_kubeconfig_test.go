@@ -1,0 +1,340 @@
+package backend
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/hashicorp/vault/sdk/logical"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/client-go/pkg/apis/clientauthentication"
+	clientauthinstall "k8s.io/client-go/pkg/apis/clientauthentication/install"
+	clientauthenticationv1 "k8s.io/client-go/pkg/apis/clientauthentication/v1"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+)
+
+// decodeExecCredential decodes a credential plugin's output the way
+// client-go's exec authenticator does: by the v1 group version through a
+// scheme that knows the clientauthentication types.
+func decodeExecCredential(t *testing.T, out string) *clientauthentication.ExecCredential {
+	t.Helper()
+	scheme := runtime.NewScheme()
+	clientauthinstall.Install(scheme)
+	codecs := serializer.NewCodecFactory(scheme)
+	ec := &clientauthentication.ExecCredential{}
+	_, gvk, err := codecs.UniversalDecoder(clientauthenticationv1.SchemeGroupVersion).Decode([]byte(out), nil, ec)
+	if err != nil {
+		t.Fatalf("exec_credential does not decode: %v", err)
+	}
+	if gvk.GroupVersion() != clientauthenticationv1.SchemeGroupVersion || gvk.Kind != "ExecCredential" {
+		t.Fatalf("exec_credential is %s, want client.authentication.k8s.io/v1 ExecCredential", gvk)
+	}
+	if ec.Status == nil {
+		t.Fatal("exec_credential has no status")
+	}
+	return ec
+}
+
+func TestCredsExecCredential(t *testing.T) {
+	b, s, _ := newConfiguredBackend(t)
+	resp := mustOK(t, b, s, logical.ReadOperation, "creds/"+testRole, map[string]interface{}{"ttl": "2m"})
+	raw, ok := resp.Data["exec_credential"].(string)
+	if !ok || raw == "" {
+		t.Fatalf("no exec_credential in %v", keysOf(resp.Data))
+	}
+	if strings.Contains(raw, "\n") {
+		t.Error("exec_credential spans several lines")
+	}
+	// Strictly as the v1 wire type: no field outside it.
+	var wire clientauthenticationv1.ExecCredential
+	dec := json.NewDecoder(strings.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&wire); err != nil {
+		t.Fatalf("exec_credential is not a v1 ExecCredential: %v", err)
+	}
+	if wire.APIVersion != "client.authentication.k8s.io/v1" || wire.Kind != "ExecCredential" {
+		t.Errorf("apiVersion/kind = %s/%s", wire.APIVersion, wire.Kind)
+	}
+
+	ec := decodeExecCredential(t, raw)
+	if ec.Status.Token != resp.Data["service_account_token"] {
+		t.Error("status.token is not the issued token")
+	}
+	if ec.Status.ClientCertificateData != "" || ec.Status.ClientKeyData != "" {
+		t.Error("status carries a client certificate")
+	}
+	expiresAt, err := time.Parse(time.RFC3339, resp.Data["expires_at"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ec.Status.ExpirationTimestamp == nil || !ec.Status.ExpirationTimestamp.Time.Equal(expiresAt) {
+		t.Errorf("status.expirationTimestamp = %v, want the lease's end %s", ec.Status.ExpirationTimestamp, expiresAt)
+	}
+	// The lease's end, not the token's (at least 10 minutes here).
+	if d := time.Until(expiresAt); d > 2*time.Minute || d < 2*time.Minute-5*time.Second {
+		t.Errorf("expirationTimestamp is %s away, want the 2m lease", d)
+	}
+}
+
+func keysOf(m map[string]interface{}) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// kubeconfigRequest reads kubeconfig/<role> as Vault would route it
+// through the mount at mount.
+func kubeconfigRequest(t *testing.T, b *backend, s logical.Storage, mount, role string, data map[string]interface{}) (*logical.Response, error) {
+	t.Helper()
+	return b.HandleRequest(context.Background(), &logical.Request{
+		Operation: logical.ReadOperation, Path: "kubeconfig/" + role, Storage: s, Data: data,
+		MountPoint: mount, ID: uuid.NewString(),
+	})
+}
+
+func mustKubeconfig(t *testing.T, b *backend, s logical.Storage, mount, role string, data map[string]interface{}) *logical.Response {
+	t.Helper()
+	resp, err := kubeconfigRequest(t, b, s, mount, role, data)
+	if err != nil || resp == nil || resp.IsError() {
+		t.Fatalf("kubeconfig/%s %v: %v %v", role, data, err, resp)
+	}
+	return resp
+}
+
+// loadExecKubeconfig loads a kubeconfig/ answer with kubectl's loader and
+// returns its one context's cluster, user and namespace.
+func loadExecKubeconfig(t *testing.T, raw string) (*clientcmdapi.Config, *clientcmdapi.Cluster, *clientcmdapi.AuthInfo, string) {
+	t.Helper()
+	cfg, err := clientcmd.Load([]byte(raw))
+	if err != nil {
+		t.Fatalf("clientcmd.Load: %v", err)
+	}
+	kctx := cfg.Contexts[cfg.CurrentContext]
+	if kctx == nil || len(cfg.Contexts) != 1 || len(cfg.Clusters) != 1 || len(cfg.AuthInfos) != 1 {
+		t.Fatalf("want one context (current), cluster and user: %+v", cfg)
+	}
+	cluster, user := cfg.Clusters[kctx.Cluster], cfg.AuthInfos[kctx.AuthInfo]
+	if cluster == nil || user == nil {
+		t.Fatalf("context %+v names a missing cluster or user", kctx)
+	}
+	return cfg, cluster, user, kctx.Namespace
+}
+
+func TestKubeconfigPath(t *testing.T) {
+	b, s, fk := newTestBackend(t)
+	mustOK(t, b, s, logical.CreateOperation, "clusters/"+testCluster, map[string]interface{}{
+		"kubernetes_host":     testHost,
+		"kubernetes_ca_cert":  testCAPEM(t),
+		"service_account_jwt": testRequesterJWT,
+		"tls_server_name":     "api.internal",
+	})
+	configureRole(t, b, s, map[string]interface{}{"max_ttl": "30m"})
+	fk.clientset.ClearActions()
+	built := fk.built.Load()
+
+	cases := []struct {
+		name, mount string
+		data        map[string]interface{}
+		wantArgs    []string
+		wantWarning string
+	}{
+		{"defaults", "scanner/", nil, []string{"read", "-format=table", "-field=exec_credential", "scanner/creds/cluster-a"}, ""},
+		{"other mount, ttl", "team/k8s/", map[string]interface{}{"ttl": "10m"}, []string{"read", "-format=table", "-field=exec_credential", "team/k8s/creds/cluster-a", "ttl=10m0s"}, ""},
+		{"ttl in seconds", "scanner/", map[string]interface{}{"ttl": 90}, []string{"read", "-format=table", "-field=exec_credential", "scanner/creds/cluster-a", "ttl=1m30s"}, ""},
+		{"ttl above max_ttl", "scanner/", map[string]interface{}{"ttl": "2h"}, []string{"read", "-format=table", "-field=exec_credential", "scanner/creds/cluster-a", "ttl=2h0m0s"}, "above the role's max_ttl"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			resp := mustKubeconfig(t, b, s, tc.mount, testRole, tc.data)
+			if resp.Secret != nil {
+				t.Error("kubeconfig/ returned a lease")
+			}
+			if got := keysOf(resp.Data); !slices.Equal(got, []string{"kubeconfig", "kubeconfig_json"}) {
+				t.Errorf("fields = %v", got)
+			}
+			warnings := strings.Join(resp.Warnings, "; ")
+			if (tc.wantWarning == "") != (warnings == "") || !strings.Contains(warnings, tc.wantWarning) {
+				t.Errorf("warnings %q, want %q", warnings, tc.wantWarning)
+			}
+			jsonOut := resp.Data["kubeconfig_json"].(string)
+			if strings.Contains(jsonOut, "\n") || !json.Valid([]byte(jsonOut)) {
+				t.Error("kubeconfig_json is not single-line JSON")
+			}
+			for form, raw := range map[string]string{"yaml": resp.Data["kubeconfig"].(string), "json": jsonOut} {
+				t.Run(form, func(t *testing.T) {
+					assertNoSecretIn(t, raw, "")
+					if strings.Contains(raw, "eyJ") || strings.Contains(strings.ToLower(raw), "token:") {
+						t.Errorf("kubeconfig holds something like a token: %s", raw)
+					}
+					cfg, cluster, user, ns := loadExecKubeconfig(t, raw)
+					if cluster.Server != testHost || cluster.TLSServerName != "api.internal" || string(cluster.CertificateAuthorityData) != testCAPEM(t) {
+						t.Errorf("cluster = server %s, tls-server-name %s", cluster.Server, cluster.TLSServerName)
+					}
+					if ns != testNamespace {
+						t.Errorf("context namespace = %q, want %q", ns, testNamespace)
+					}
+					if user.Token != "" || user.TokenFile != "" || len(user.ClientKeyData) != 0 || user.Exec == nil {
+						t.Fatalf("user must authenticate by exec only: %+v", user)
+					}
+					ex := user.Exec
+					if ex.APIVersion != "client.authentication.k8s.io/v1" || ex.Command != "vault" ||
+						ex.InteractiveMode != clientcmdapi.NeverExecInteractiveMode || ex.ProvideClusterInfo || len(ex.Env) != 0 {
+						t.Errorf("exec = %+v", ex)
+					}
+					if !slices.Equal(ex.Args, tc.wantArgs) {
+						t.Errorf("exec args = %q, want %q", ex.Args, tc.wantArgs)
+					}
+					// kubectl's own client builder takes it as an exec provider.
+					rc, err := clientcmd.NewDefaultClientConfig(*cfg, nil).ClientConfig()
+					if err != nil {
+						t.Fatal(err)
+					}
+					if rc.ExecProvider == nil || rc.BearerToken != "" || rc.Host != testHost || rc.Insecure {
+						t.Errorf("rest config: exec %v, host %s", rc.ExecProvider, rc.Host)
+					}
+				})
+			}
+		})
+	}
+	if acts := fk.clientset.Actions(); len(acts) != 0 {
+		t.Errorf("kubeconfig/ called the API server: %v", acts)
+	}
+	if len(fk.tokenRequests()) != 0 || len(fk.managedSecrets(t)) != 0 {
+		t.Error("kubeconfig/ issued a credential")
+	}
+	if got := fk.built.Load(); got > built+1 {
+		t.Errorf("%d clients built for one cluster", got-built)
+	}
+
+	t.Run("kubeconfig_host", func(t *testing.T) {
+		// As in issued kubeconfigs: the users' address, without the TLS
+		// server name Vault needs.
+		mustOK(t, b, s, logical.UpdateOperation, "clusters/"+testCluster, map[string]interface{}{"kubeconfig_host": "https://k8s.example.com:6443"})
+		_, cluster, _, _ := loadExecKubeconfig(t, mustKubeconfig(t, b, s, "scanner/", testRole, nil).Data["kubeconfig"].(string))
+		if cluster.Server != "https://k8s.example.com:6443" || cluster.TLSServerName != "" {
+			t.Errorf("cluster = server %s, tls-server-name %q", cluster.Server, cluster.TLSServerName)
+		}
+	})
+	t.Run("kubeconfig_namespace", func(t *testing.T) {
+		configureRole(t, b, s, map[string]interface{}{"kubeconfig_namespace": "elsewhere"})
+		_, _, _, ns := loadExecKubeconfig(t, mustKubeconfig(t, b, s, "scanner/", testRole, nil).Data["kubeconfig"].(string))
+		if ns != "elsewhere" {
+			t.Errorf("context namespace = %q, want the role's kubeconfig_namespace", ns)
+		}
+	})
+}
+
+func TestKubeconfigPathEphemeral(t *testing.T) {
+	roles := map[string]map[string]interface{}{
+		"one":      {"kubernetes_role_name": "pod-reader", "allowed_kubernetes_namespaces": "team-a"},
+		"two":      {"kubernetes_role_name": "pod-reader", "allowed_kubernetes_namespaces": "team-a,team-b"},
+		"any":      {"kubernetes_role_name": "pod-reader", "allowed_kubernetes_namespaces": "*"},
+		"selector": {"kubernetes_role_name": "pod-reader", "allowed_kubernetes_namespace_selector": `{"matchLabels":{"team":"a"}}`},
+	}
+	cases := []struct {
+		name, role, wantNS string
+		data               map[string]interface{}
+		wantExtra          []string
+		wantWarning        string
+	}{
+		{"single allowed namespace", "one", "team-a", nil, nil, ""},
+		{"single allowed, asked", "one", "team-a", map[string]interface{}{"kubernetes_namespace": "team-a"}, []string{"kubernetes_namespace=team-a"}, ""},
+		{"one of two", "two", "team-b", map[string]interface{}{"kubernetes_namespace": "team-b", "ttl": "5m"}, []string{"ttl=5m0s", "kubernetes_namespace=team-b"}, ""},
+		{"any namespace", "any", "team-z", map[string]interface{}{"kubernetes_namespace": "team-z"}, []string{"kubernetes_namespace=team-z"}, ""},
+		// The selector needs the namespace's labels: checked by creds.
+		{"selector", "selector", "team-b", map[string]interface{}{"kubernetes_namespace": "team-b"}, []string{"kubernetes_namespace=team-b"}, "checked when credentials are issued"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b, s, fk := ephemeralBackend(t, roles[tc.role])
+			fk.clientset.ClearActions()
+			resp := mustKubeconfig(t, b, s, "scanner/", "eph", tc.data)
+			_, _, user, ns := loadExecKubeconfig(t, resp.Data["kubeconfig"].(string))
+			if ns != tc.wantNS {
+				t.Errorf("context namespace = %q, want %q", ns, tc.wantNS)
+			}
+			want := append([]string{"read", "-format=table", "-field=exec_credential", "scanner/creds/eph"}, tc.wantExtra...)
+			if !slices.Equal(user.Exec.Args, want) {
+				t.Errorf("exec args = %q, want %q", user.Exec.Args, want)
+			}
+			if w := strings.Join(resp.Warnings, "; "); (tc.wantWarning == "") != (w == "") || !strings.Contains(w, tc.wantWarning) {
+				t.Errorf("warnings %q, want %q", w, tc.wantWarning)
+			}
+			if acts := fk.clientset.Actions(); len(acts) != 0 {
+				t.Errorf("kubeconfig/ called the API server: %v", acts)
+			}
+		})
+	}
+}
+
+func TestKubeconfigPathBadInput(t *testing.T) {
+	cases := []struct {
+		name, role string
+		ephemeral  map[string]interface{}
+		data       map[string]interface{}
+		setup      func(*testing.T, *backend, logical.Storage)
+		want       string
+	}{
+		{name: "unknown role", role: "no-such-role", want: `role "no-such-role" does not exist`},
+		{name: "invalid role name", role: "a..b", want: "role name"},
+		{name: "negative ttl", data: map[string]interface{}{"ttl": "-5m"}, want: `field "ttl"`},
+		{name: "garbage ttl", data: map[string]interface{}{"ttl": "abc"}, want: `field "ttl"`},
+		{name: "audiences are not for a kubeconfig", data: map[string]interface{}{"audiences": "vault"}, want: "unknown field(s) audiences"},
+		{name: "unknown field", data: map[string]interface{}{"tll": "5m"}, want: "unknown field(s) tll"},
+		{name: "namespace on a service-account role", data: map[string]interface{}{"kubernetes_namespace": "team-a"}, want: "do not apply"},
+		{
+			name: "role's cluster missing", want: `uses cluster "cluster-a", which is not configured`,
+			setup: func(t *testing.T, b *backend, s logical.Storage) {
+				if err := s.Delete(context.Background(), clusterStoragePrefix+testCluster); err != nil {
+					t.Fatal(err)
+				}
+				b.dropCachedClient(testCluster)
+			},
+		},
+		{name: "ephemeral, namespace outside the list", role: "eph", ephemeral: map[string]interface{}{"kubernetes_role_name": "pod-reader", "allowed_kubernetes_namespaces": "team-a"}, data: map[string]interface{}{"kubernetes_namespace": "team-b"}, want: `namespace "team-b" is not allowed`},
+		{name: "ephemeral, namespace needed", role: "eph", ephemeral: map[string]interface{}{"kubernetes_role_name": "pod-reader", "allowed_kubernetes_namespaces": "team-a,team-b"}, want: "needs kubernetes_namespace"},
+		{name: "ephemeral, invalid namespace", role: "eph", ephemeral: map[string]interface{}{"kubernetes_role_name": "pod-reader", "allowed_kubernetes_namespaces": "*"}, data: map[string]interface{}{"kubernetes_namespace": "Team_A"}, want: "not a valid Kubernetes namespace name"},
+		{name: "ephemeral, selector without a namespace", role: "eph", ephemeral: map[string]interface{}{"kubernetes_role_name": "pod-reader", "allowed_kubernetes_namespace_selector": "team=a"}, want: "needs kubernetes_namespace"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var (
+				b  *backend
+				s  logical.Storage
+				fk *fakeKube
+			)
+			if tc.ephemeral != nil {
+				b, s, fk = ephemeralBackend(t, tc.ephemeral)
+			} else {
+				b, s, fk = newConfiguredBackend(t)
+			}
+			if tc.setup != nil {
+				tc.setup(t, b, s)
+			}
+			role := tc.role
+			if role == "" {
+				role = testRole
+			}
+			fk.clientset.ClearActions()
+			resp, err := kubeconfigRequest(t, b, s, "scanner/", role, tc.data)
+			if err != nil || resp == nil || !resp.IsError() {
+				t.Fatalf("want a 400, got %v %#v", err, resp)
+			}
+			if msg := resp.Error().Error(); !containsFold(msg, tc.want) {
+				t.Errorf("error %q does not mention %q", msg, tc.want)
+			}
+			if acts := fk.clientset.Actions(); len(acts) != 0 {
+				t.Errorf("a refused kubeconfig/ called the API server: %v", acts)
+			}
+		})
+	}
+}
