@@ -20,6 +20,32 @@ const maxRequestNamespaces = 32
 
 // resolveNamespace picks and checks the namespace of an ephemeral lease.
 func resolveNamespace(ctx context.Context, api kubeAPI, roleName string, role *roleEntry, requested string) (string, error) {
+	ns, err := chooseNamespace(roleName, role, requested)
+	if err != nil {
+		return "", err
+	}
+	return ns, checkNamespaceAllowed(ctx, api, roleName, role, ns)
+}
+
+// resolveNamespaces checks kubernetes_namespaces: every entry well formed
+// and distinct, at most maxRequestNamespaces of them (all checked before
+// the API server is asked anything), then each allowed by the role exactly
+// as kubernetes_namespace is.
+func resolveNamespaces(ctx context.Context, api kubeAPI, roleName string, role *roleEntry, requested []string) ([]string, error) {
+	if err := validateNamespaceList(requested); err != nil {
+		return nil, err
+	}
+	for _, ns := range requested {
+		if err := checkNamespaceAllowed(ctx, api, roleName, role, ns); err != nil {
+			return nil, err
+		}
+	}
+	return slices.Clone(requested), nil
+}
+
+// chooseNamespace is the requested namespace, well formed, or the role's
+// only allowed one.
+func chooseNamespace(roleName string, role *roleEntry, requested string) (string, error) {
 	if requested == "" {
 		if len(role.AllowedNamespaces) == 1 && role.AllowedNamespaces[0] != anyNamespace && role.AllowedNamespaceSelector == "" {
 			return role.AllowedNamespaces[0], nil
@@ -29,65 +55,65 @@ func resolveNamespace(ctx context.Context, api kubeAPI, roleName string, role *r
 	if err := validateNamespaceName("kubernetes_namespace", requested); err != nil {
 		return "", userError{err}
 	}
-	return checkNamespaceAllowed(ctx, api, roleName, role, requested)
+	return requested, nil
 }
 
-// resolveNamespaces checks kubernetes_namespaces: every entry well formed
-// and distinct, at most maxRequestNamespaces of them (all checked before
-// the API server is asked anything), then each allowed by the role exactly
-// as kubernetes_namespace is.
-func resolveNamespaces(ctx context.Context, api kubeAPI, roleName string, role *roleEntry, requested []string) ([]string, error) {
+func validateNamespaceList(requested []string) error {
 	switch {
 	case len(requested) == 0:
-		return nil, userError{errors.New("kubernetes_namespaces names no namespace; give one or more, comma-separated")}
+		return userError{errors.New("kubernetes_namespaces names no namespace; give one or more, comma-separated")}
 	case len(requested) > maxRequestNamespaces:
-		return nil, userError{fmt.Errorf("kubernetes_namespaces names %d namespaces; at most %d are allowed", len(requested), maxRequestNamespaces)}
+		return userError{fmt.Errorf("kubernetes_namespaces names %d namespaces; at most %d are allowed", len(requested), maxRequestNamespaces)}
 	}
 	seen := make(map[string]bool, len(requested))
 	for i, ns := range requested {
 		if ns == "" {
-			return nil, userError{fmt.Errorf("kubernetes_namespaces has an empty entry (position %d)", i+1)}
+			return userError{fmt.Errorf("kubernetes_namespaces has an empty entry (position %d)", i+1)}
 		}
 		if err := validateNamespaceName("kubernetes_namespaces entry", ns); err != nil {
-			return nil, userError{err}
+			return userError{err}
 		}
 		if seen[ns] {
-			return nil, userError{fmt.Errorf("kubernetes_namespaces names %q more than once", clip(ns))}
+			return userError{fmt.Errorf("kubernetes_namespaces names %q more than once", clip(ns))}
 		}
 		seen[ns] = true
 	}
-	for _, ns := range requested {
-		if _, err := checkNamespaceAllowed(ctx, api, roleName, role, ns); err != nil {
-			return nil, err
-		}
-	}
-	return slices.Clone(requested), nil
+	return nil
 }
 
-// checkNamespaceAllowed checks a well-formed namespace name against the
-// role's list, "*" and selector.
-func checkNamespaceAllowed(ctx context.Context, api kubeAPI, roleName string, role *roleEntry, requested string) (string, error) {
-	if slices.Contains(role.AllowedNamespaces, anyNamespace) || slices.Contains(role.AllowedNamespaces, requested) {
-		return requested, nil
+// listAllows reports whether the role's list (or "*") allows a well-formed
+// namespace; false with no error means its selector must decide.
+func listAllows(roleName string, role *roleEntry, ns string) (bool, error) {
+	if slices.Contains(role.AllowedNamespaces, anyNamespace) || slices.Contains(role.AllowedNamespaces, ns) {
+		return true, nil
 	}
 	if role.AllowedNamespaceSelector == "" {
-		return "", userError{fmt.Errorf("namespace %q is not allowed by role %q (allowed: %s)", requested, roleName, describeAllowed(role))}
+		return false, userError{fmt.Errorf("namespace %q is not allowed by role %q (allowed: %s)", ns, roleName, describeAllowed(role))}
+	}
+	return false, nil
+}
+
+// checkNamespaceAllowed checks a well-formed namespace against the role's
+// list, "*" and selector (reading the namespace's labels).
+func checkNamespaceAllowed(ctx context.Context, api kubeAPI, roleName string, role *roleEntry, requested string) error {
+	if listed, err := listAllows(roleName, role, requested); listed || err != nil {
+		return err
 	}
 	selector, err := parseNamespaceSelector(role.AllowedNamespaceSelector)
 	if err != nil {
-		return "", err // validated at role write; a failure here is internal
+		return err // validated at role write; a failure here is internal
 	}
 	ns, err := api.GetNamespace(ctx, requested)
 	if apierrors.IsNotFound(err) {
-		return "", userError{fmt.Errorf("namespace %q does not exist", requested)}
+		return userError{fmt.Errorf("namespace %q does not exist", requested)}
 	}
 	if err != nil {
-		return "", fmt.Errorf("reading namespace %q to match the role's selector: %w", requested, err)
+		return fmt.Errorf("reading namespace %q to match the role's selector: %w", requested, err)
 	}
 	if !selector.Matches(labels.Set(ns.Labels)) {
-		return "", userError{fmt.Errorf("namespace %q is not allowed by role %q: its labels do not match %s", requested, roleName, selector)}
+		return userError{fmt.Errorf("namespace %q is not allowed by role %q: its labels do not match %s", requested, roleName, selector)}
 	}
-	return requested, nil
+	return nil
 }
 
 func describeAllowed(role *roleEntry) string {

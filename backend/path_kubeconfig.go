@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -19,14 +19,15 @@ Reading kubeconfig/<role> returns a kubeconfig (fields kubeconfig, YAML, and
 kubeconfig_json) with the role's cluster and namespace and a user whose exec
 credential plugin runs
 
-    vault read -format=table -field=exec_credential <mount>/creds/<role> [ttl=...] [kubernetes_namespace=...]
+    vault read -format=table -field=exec_credential <mount>/creds/<role> [ttl=...] [kubernetes_namespace=... | kubernetes_namespaces=...]
 
 so every process that uses it fetches its own short-lived credential when it
 starts, and again when that credential's lease ends or the API server answers
 401. It holds no token and issues no lease; it is safe to hand out. The
 process needs VAULT_ADDR and a VAULT_TOKEN (or ~/.vault-token) allowed to
 read creds/<role>. Optional parameters, passed on to creds/<role> and checked
-as creds checks them: ttl, kubernetes_namespace (ephemeral roles).
+as creds checks them: ttl, kubernetes_namespace or kubernetes_namespaces
+(ephemeral roles).
 `
 )
 
@@ -46,6 +47,10 @@ func pathKubeconfig(b *backend) []*framework.Path {
 			"kubernetes_namespace": {
 				Type:        framework.TypeString,
 				Description: "Ephemeral roles, passed to creds/<role>: the namespace of each credential, and the context's. Default: the role's only allowed namespace.",
+			},
+			"kubernetes_namespaces": {
+				Type:        framework.TypeCommaStringSlice,
+				Description: "Ephemeral roles, passed to creds/<role>: several namespaces for each credential; the context uses the first.",
 			},
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
@@ -91,15 +96,33 @@ func (b *backend) execKubeconfig(ctx context.Context, req *logical.Request, d *f
 		return nil, userError{err}
 	}
 	requestedNS := d.Get("kubernetes_namespace").(string)
+	requestedList, listAsked := d.GetOk("kubernetes_namespaces")
 	if role.ephemeral() {
-		var warning string
-		ir.namespace, warning, err = namespaceWithoutLookup(name, role, requestedNS)
-		if err != nil {
-			return nil, err
+		namespaces := []string{}
+		if listAsked {
+			namespaces = requestedList.([]string)
+			if err := validateNamespaceList(namespaces); err != nil {
+				return nil, err
+			}
+		} else {
+			ns, err := chooseNamespace(name, role, requestedNS)
+			if err != nil {
+				return nil, err
+			}
+			namespaces = append(namespaces, ns)
 		}
-		if warning != "" {
-			ir.warnings = append(ir.warnings, warning)
+		// A namespace allowed only through the role's selector cannot be
+		// checked without the API server: every creds read checks it.
+		for _, ns := range namespaces {
+			listed, err := listAllows(name, role, ns)
+			if err != nil {
+				return nil, err
+			}
+			if !listed {
+				ir.warnings = append(ir.warnings, fmt.Sprintf("namespace %q is not listed by role %q; whether its labels match %s is checked when credentials are issued", ns, name, role.AllowedNamespaceSelector))
+			}
 		}
+		ir.namespace = namespaces[0]
 	}
 	client, err := b.client(ctx, req.Storage, role.Cluster)
 	var notFound errClusterNotFound
@@ -119,6 +142,9 @@ func (b *backend) execKubeconfig(ctx context.Context, req *logical.Request, d *f
 	}
 	if requestedNS != "" {
 		args = append(args, "kubernetes_namespace="+requestedNS)
+	}
+	if listAsked {
+		args = append(args, "kubernetes_namespaces="+strings.Join(requestedList.([]string), ","))
 	}
 	ep := client.endpoint
 	kubeconfigYAML, kubeconfigJSON, err := buildKubeconfig(kubeconfigParams{
@@ -147,26 +173,4 @@ func (b *backend) execKubeconfig(ctx context.Context, req *logical.Request, d *f
 		resp.AddWarning(w)
 	}
 	return resp, nil
-}
-
-// namespaceWithoutLookup is resolveNamespace without the API server: a
-// namespace allowed only through the role's selector cannot be checked
-// here, so it is accepted with a warning and checked by every creds read.
-func namespaceWithoutLookup(roleName string, role *roleEntry, requested string) (ns, warning string, err error) {
-	if requested == "" {
-		if len(role.AllowedNamespaces) == 1 && role.AllowedNamespaces[0] != anyNamespace && role.AllowedNamespaceSelector == "" {
-			return role.AllowedNamespaces[0], "", nil
-		}
-		return "", "", userError{fmt.Errorf("role %q needs kubernetes_namespace: it allows %s", roleName, describeAllowed(role))}
-	}
-	if err := validateNamespaceName("kubernetes_namespace", requested); err != nil {
-		return "", "", userError{err}
-	}
-	if slices.Contains(role.AllowedNamespaces, anyNamespace) || slices.Contains(role.AllowedNamespaces, requested) {
-		return requested, "", nil
-	}
-	if role.AllowedNamespaceSelector == "" {
-		return "", "", userError{fmt.Errorf("namespace %q is not allowed by role %q (allowed: %s)", requested, roleName, describeAllowed(role))}
-	}
-	return requested, fmt.Sprintf("namespace %q is not listed by role %q; whether its labels match %s is checked when credentials are issued", requested, roleName, role.AllowedNamespaceSelector), nil
 }

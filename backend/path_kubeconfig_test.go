@@ -252,6 +252,8 @@ func TestKubeconfigPathEphemeral(t *testing.T) {
 		{"any namespace", "any", "team-z", map[string]interface{}{"kubernetes_namespace": "team-z"}, []string{"kubernetes_namespace=team-z"}, ""},
 		// The selector needs the namespace's labels: checked by creds.
 		{"selector", "selector", "team-b", map[string]interface{}{"kubernetes_namespace": "team-b"}, []string{"kubernetes_namespace=team-b"}, "checked when credentials are issued"},
+		// Several namespaces: passed on, the context uses the first.
+		{"several namespaces", "two", "team-b", map[string]interface{}{"kubernetes_namespaces": "team-b,team-a"}, []string{"kubernetes_namespaces=team-b,team-a"}, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -303,6 +305,9 @@ func TestKubeconfigPathBadInput(t *testing.T) {
 		{name: "ephemeral, namespace outside the list", role: "eph", ephemeral: map[string]interface{}{"kubernetes_role_name": "pod-reader", "allowed_kubernetes_namespaces": "team-a"}, data: map[string]interface{}{"kubernetes_namespace": "team-b"}, want: `namespace "team-b" is not allowed`},
 		{name: "ephemeral, namespace needed", role: "eph", ephemeral: map[string]interface{}{"kubernetes_role_name": "pod-reader", "allowed_kubernetes_namespaces": "team-a,team-b"}, want: "needs kubernetes_namespace"},
 		{name: "ephemeral, invalid namespace", role: "eph", ephemeral: map[string]interface{}{"kubernetes_role_name": "pod-reader", "allowed_kubernetes_namespaces": "*"}, data: map[string]interface{}{"kubernetes_namespace": "Team_A"}, want: "not a valid Kubernetes namespace name"},
+		{name: "ephemeral, one of several namespaces outside the list", role: "eph", ephemeral: map[string]interface{}{"kubernetes_role_name": "pod-reader", "allowed_kubernetes_namespaces": "team-a"}, data: map[string]interface{}{"kubernetes_namespaces": "team-a,team-b"}, want: `namespace "team-b" is not allowed`},
+		{name: "ephemeral, duplicate namespaces", role: "eph", ephemeral: map[string]interface{}{"kubernetes_role_name": "pod-reader", "allowed_kubernetes_namespaces": "*"}, data: map[string]interface{}{"kubernetes_namespaces": "team-a,team-a"}, want: "more than once"},
+		{name: "ephemeral, both namespace parameters", role: "eph", ephemeral: map[string]interface{}{"kubernetes_role_name": "pod-reader", "allowed_kubernetes_namespaces": "*"}, data: map[string]interface{}{"kubernetes_namespaces": "team-a", "kubernetes_namespace": "team-a"}, want: "not both"},
 		{name: "ephemeral, selector without a namespace", role: "eph", ephemeral: map[string]interface{}{"kubernetes_role_name": "pod-reader", "allowed_kubernetes_namespace_selector": "team=a"}, want: "needs kubernetes_namespace"},
 	}
 	for _, tc := range cases {
