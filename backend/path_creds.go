@@ -30,7 +30,7 @@ service account in the first, bound in each), and cluster_role_binding.
 func pathCreds(b *backend) []*framework.Path {
 	op := func(summary string) *framework.PathOperation {
 		return &framework.PathOperation{
-			Callback:                    b.credsIssue,
+			Callback:                    b.forRole(b.issueFor),
 			Summary:                     summary,
 			DisplayAttrs:                &framework.DisplayAttributes{OperationVerb: "generate"},
 			ForwardPerformanceStandby:   true,
@@ -100,23 +100,30 @@ func (ir *issueRequest) leaseNamespaces() []string {
 	return []string{ir.namespace}
 }
 
-func (b *backend) credsIssue(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	if err := unknownFields(d); err != nil {
-		return logical.ErrorResponse(err.Error()), nil
+// roleHandler is a path callback for one role (creds/, kubeconfig/).
+type roleHandler func(ctx context.Context, req *logical.Request, d *framework.FieldData, name string, role *roleEntry) (*logical.Response, error)
+
+// forRole checks the request's fields and the role's name, loads the role
+// (from the cache: these are the hot paths) and answers through respond.
+func (b *backend) forRole(f roleHandler) framework.OperationFunc {
+	return func(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+		if err := unknownFields(d); err != nil {
+			return logical.ErrorResponse(err.Error()), nil
+		}
+		name := d.Get("name").(string)
+		if err := validateVaultName("role", name); err != nil {
+			return logical.ErrorResponse(err.Error()), nil
+		}
+		role, err := b.roles.get(ctx, req.Storage, name)
+		if err != nil {
+			return nil, err
+		}
+		if role == nil {
+			return logical.ErrorResponse("role %q does not exist", name), nil
+		}
+		resp, err := f(ctx, req, d, name, role)
+		return respond(role.Cluster, resp, err)
 	}
-	name := d.Get("name").(string)
-	if err := validateVaultName("role", name); err != nil {
-		return logical.ErrorResponse(err.Error()), nil
-	}
-	role, err := b.roles.get(ctx, req.Storage, name)
-	if err != nil {
-		return nil, err
-	}
-	if role == nil {
-		return logical.ErrorResponse("role %q does not exist", name), nil
-	}
-	resp, err := b.issueFor(ctx, req, d, name, role)
-	return respond(role.Cluster, resp, err)
 }
 
 func (b *backend) issueFor(ctx context.Context, req *logical.Request, d *framework.FieldData, name string, role *roleEntry) (*logical.Response, error) {

@@ -56,7 +56,7 @@ func pathKubeconfig(b *backend) []*framework.Path {
 		Operations: map[logical.Operation]framework.OperationHandler{
 			// No lease, no token, no Kubernetes call: a standby answers it.
 			logical.ReadOperation: &framework.PathOperation{
-				Callback:     b.kubeconfigRead,
+				Callback:     b.forRole(b.execKubeconfig),
 				Summary:      "Return a kubeconfig that fetches credentials from creds/<role> on demand.",
 				DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "read"},
 			},
@@ -64,25 +64,6 @@ func pathKubeconfig(b *backend) []*framework.Path {
 		HelpSynopsis:    kubeconfigHelpSynopsis,
 		HelpDescription: kubeconfigHelpDescription,
 	}}
-}
-
-func (b *backend) kubeconfigRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	if err := unknownFields(d); err != nil {
-		return logical.ErrorResponse(err.Error()), nil
-	}
-	name := d.Get("name").(string)
-	if err := validateVaultName("role", name); err != nil {
-		return logical.ErrorResponse(err.Error()), nil
-	}
-	role, err := b.roles.get(ctx, req.Storage, name)
-	if err != nil {
-		return nil, err
-	}
-	if role == nil {
-		return logical.ErrorResponse("role %q does not exist", name), nil
-	}
-	resp, err := b.execKubeconfig(ctx, req, d, name, role)
-	return respond(role.Cluster, resp, err)
 }
 
 func (b *backend) execKubeconfig(ctx context.Context, req *logical.Request, d *framework.FieldData, name string, role *roleEntry) (*logical.Response, error) {
