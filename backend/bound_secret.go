@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 const (
@@ -40,10 +41,12 @@ func randomSecretName() string {
 // boundSecret is the per-lease object the token is bound to; deleting it
 // invalidates the token. It holds no data.
 func boundSecret(name string, lm leaseMeta) *corev1.Secret {
+	return emptySecret(objectMeta(name, lm.role.ServiceAccountNamespace, lm))
+}
+
+// emptySecret is an object for a token to be bound to: no data, and
+// immutable, so nothing can be stored in it later.
+func emptySecret(meta metav1.ObjectMeta) *corev1.Secret {
 	immutable := true
-	return &corev1.Secret{
-		ObjectMeta: objectMeta(name, lm.role.ServiceAccountNamespace, lm),
-		Type:       corev1.SecretTypeOpaque,
-		Immutable:  &immutable,
-	}
+	return &corev1.Secret{ObjectMeta: meta, Type: corev1.SecretTypeOpaque, Immutable: &immutable}
 }

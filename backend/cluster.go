@@ -225,5 +225,3 @@ func normalizeHost(s string) string {
 	u.Scheme, u.Host = strings.ToLower(u.Scheme), strings.ToLower(u.Host)
 	return u.String()
 }
-
-func hostsEqual(a, b string) bool { return normalizeHost(a) == normalizeHost(b) }

@@ -408,22 +408,17 @@ func (b *backend) rotateLocked(ctx context.Context, s logical.Storage, name stri
 // rotationSecret is the object a rotated credential is bound to. It is
 // labelled like the per-lease Secrets, so tidy removes it after expiresAt.
 func rotationSecret(cluster, namespace string, expiresAt time.Time, issueID string) *corev1.Secret {
-	immutable := true
-	return &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:      rotationSecretPrefix + randomString(16),
-			Namespace: namespace,
-			Labels:    map[string]string{managedByLabel: managedByValue},
-			Annotations: map[string]string{
-				purposeAnnotation:   purposeRotation,
-				clusterAnnotation:   cluster,
-				expiresAtAnnotation: expiresAt.UTC().Format(time.RFC3339),
-				issueAnnotation:     issueID,
-			},
+	return emptySecret(metav1.ObjectMeta{
+		Name:      rotationSecretPrefix + randomString(16),
+		Namespace: namespace,
+		Labels:    map[string]string{managedByLabel: managedByValue},
+		Annotations: map[string]string{
+			purposeAnnotation:   purposeRotation,
+			clusterAnnotation:   cluster,
+			expiresAtAnnotation: expiresAt.UTC().Format(time.RFC3339),
+			issueAnnotation:     issueID,
 		},
-		Type:      corev1.SecretTypeOpaque,
-		Immutable: &immutable,
-	}
+	})
 }
 
 // undoRotation deletes the new Secret (killing any token bound to it) and

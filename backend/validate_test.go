@@ -511,3 +511,6 @@ func FuzzCACertPEM(f *testing.F) {
 		}
 	})
 }
+
+// hostsEqual is whether two kubernetes_host values name the same endpoint.
+func hostsEqual(a, b string) bool { return normalizeHost(a) == normalizeHost(b) }
