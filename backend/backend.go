@@ -46,6 +46,12 @@ type backend struct {
 	tidyLock sync.Mutex
 	lastTidy time.Time
 
+	// clusterInUse guards the rule that a cluster a role uses cannot be
+	// deleted: role writes hold it for reading from the check that their
+	// cluster exists until they are stored, cluster deletes hold it for
+	// writing. Taken before clusterLock.
+	clusterInUse sync.RWMutex
+
 	// clusterLock serialises writes of cluster entries: configuration
 	// writes, rotations and the deletion of replaced credentials.
 	clusterLock sync.Mutex
@@ -63,6 +69,8 @@ type clusterClient struct {
 	// revocable remembers, per "kind/namespace", when the plugin was last
 	// found allowed to delete what revoke deletes.
 	revocable sync.Map
+	// self is whom the plugin is on this cluster (self_identity.go).
+	self selfIdentity
 }
 
 // Factory returns a logical.Factory reporting version as the plugin's

@@ -43,6 +43,8 @@ const (
 	testHost      = "https://127.0.0.1:6443"
 	// testRequesterJWT is the plugin's own credential in tests; no output may contain it.
 	testRequesterJWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJyZXF1ZXN0ZXIifQ.c2lnbmF0dXJlLXJlcXVlc3Rlcg"
+	// testRequesterUser is whom testRequesterJWT authenticates as.
+	testRequesterUser = "requester"
 )
 
 // fakeKube imitates the parts of the API server the plugin uses: Secrets get
@@ -91,13 +93,30 @@ func newFakeKube(t testing.TB) *fakeKube {
 		return false, nil, nil
 	})
 	fk.clientset.PrependReactor("create", "serviceaccounts", fk.tokenRequestReactor)
-	// The plugin's credential may do everything unless a test says otherwise.
+	// The plugin's credential (testRequesterJWT, whose claims name no
+	// service account) authenticates as its subject.
+	fk.clientset.PrependReactor("create", "selfsubjectreviews", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		review := action.(k8stesting.CreateAction).GetObject().(*authenticationv1.SelfSubjectReview).DeepCopy()
+		review.Status.UserInfo.Username = testRequesterUser
+		return true, review, nil
+	})
+	// The plugin's credential may do everything unless a test says
+	// otherwise, except mint tokens for service accounts it was not granted
+	// by name: deploy/ lists them with resourceNames.
 	fk.clientset.PrependReactor("create", "selfsubjectaccessreviews", func(action k8stesting.Action) (bool, runtime.Object, error) {
 		review := action.(k8stesting.CreateAction).GetObject().(*authorizationv1.SelfSubjectAccessReview)
-		review.Status.Allowed = true
+		review.Status.Allowed = !isAnyTokenReview(review)
 		return true, review, nil
 	})
 	return fk
+}
+
+// isAnyTokenReview tells the review the plugin sends to learn whether it
+// may mint a token for any service account, which deploy/ never grants for
+// the namespaces of existing-account roles.
+func isAnyTokenReview(review *authorizationv1.SelfSubjectAccessReview) bool {
+	attrs := review.Spec.ResourceAttributes
+	return attrs != nil && attrs.Resource == "serviceaccounts" && attrs.Subresource == "token" && attrs.Name == ""
 }
 
 func (fk *fakeKube) tokenRequestReactor(action k8stesting.Action) (bool, runtime.Object, error) {

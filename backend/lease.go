@@ -147,6 +147,9 @@ func (b *backend) planLease(req *logical.Request, client *clusterClient, ir *iss
 
 // run carries the lease through to a response, or rolls it back.
 func (t *leaseTxn) run(ctx context.Context, req *logical.Request) (*logical.Response, error) {
+	if err := t.b.checkGrantable(ctx, t.storage, t.client, t.ir.roleName, t.ir.role); err != nil {
+		return nil, err
+	}
 	if err := t.checkRevocable(ctx); err != nil {
 		return nil, err
 	}

@@ -385,6 +385,8 @@ func (b *backend) clusterDelete(ctx context.Context, req *logical.Request, d *fr
 	if err := validateVaultName("cluster", name); err != nil {
 		return logical.ErrorResponse(err.Error()), nil
 	}
+	b.clusterInUse.Lock()
+	defer b.clusterInUse.Unlock()
 	users, err := rolesUsingCluster(ctx, req.Storage, name)
 	if err != nil {
 		return nil, err

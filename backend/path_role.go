@@ -239,6 +239,8 @@ func (b *backend) roleWrite(ctx context.Context, req *logical.Request, d *framew
 	if err := applyRoleFields(role, d); err != nil {
 		return logical.ErrorResponse(err.Error()), nil
 	}
+	b.clusterInUse.RLock()
+	defer b.clusterInUse.RUnlock()
 	cluster, err := getCluster(ctx, req.Storage, role.Cluster)
 	if err != nil {
 		return nil, err
@@ -246,11 +248,19 @@ func (b *backend) roleWrite(ctx context.Context, req *logical.Request, d *framew
 	if cluster == nil {
 		return logical.ErrorResponse("cluster %q is not configured; write clusters/%s first", role.Cluster, role.Cluster), nil
 	}
+	if err := b.checkNotSelf(ctx, req.Storage, name, role, cluster); err != nil {
+		return respond(role.Cluster, nil, err)
+	}
 
-	var resp *logical.Response
+	resp := &logical.Response{}
 	if mountMax := b.System().MaxLeaseTTL(); mountMax > 0 && role.MaxTTL > mountMax {
-		resp = &logical.Response{}
 		resp.AddWarning(fmt.Sprintf("max_ttl %s is above the mount's max lease TTL %s; leases will be capped at %s", role.MaxTTL, mountMax, mountMax))
+	}
+	if role.mode() == modeGeneratedRole && role.KubernetesRoleType == kindClusterRole && len(role.ExtraLabels) > 0 {
+		resp.AddWarning("extra_labels are not set on the generated ClusterRole (only on the other objects): an aggregated ClusterRole selecting them would grant its rules to subjects without a lease")
+	}
+	if len(resp.Warnings) == 0 {
+		resp = nil
 	}
 	entry, err := logical.StorageEntryJSON(roleStoragePrefix+name, role)
 	if err != nil {

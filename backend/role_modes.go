@@ -30,6 +30,14 @@ const (
 
 	maxRulesBytes    = 64 << 10
 	maxSelectorBytes = 4 << 10
+	// maxAllowedNamespaces bounds allowed_kubernetes_namespaces: tidy lists
+	// and check reviews each namespace. Use a selector or "*" for more.
+	maxAllowedNamespaces = 128
+	// maxRulePermissions bounds what generated_role_rules expand to (verbs
+	// x apiGroups x resources x resourceNames, summed over the rules): check
+	// asks the API server about each, so the rules' size, not only their
+	// bytes, must be bounded when they are stored.
+	maxRulePermissions = 1024
 
 	defaultNameTemplate = `vault-{{ dns 20 .RoleName }}-{{ random 10 }}`
 )
@@ -96,6 +104,9 @@ func validateRoleMode(r *roleEntry) error {
 	if len(r.AllowedNamespaces) == 0 && r.AllowedNamespaceSelector == "" {
 		return errors.New("set allowed_kubernetes_namespaces (a list, or \"*\" for any) or allowed_kubernetes_namespace_selector")
 	}
+	if len(r.AllowedNamespaces) > maxAllowedNamespaces {
+		return fmt.Errorf("allowed_kubernetes_namespaces has %d entries; at most %d are allowed (use allowed_kubernetes_namespace_selector or \"*\" for more)", len(r.AllowedNamespaces), maxAllowedNamespaces)
+	}
 	for _, ns := range r.AllowedNamespaces {
 		if ns == anyNamespace {
 			continue
@@ -138,6 +149,9 @@ func parseRules(raw, roleType string) ([]rbacv1.PolicyRule, error) {
 	}
 	if len(rules) == 0 {
 		return nil, errors.New("generated_role_rules holds no rule")
+	}
+	if n := rulePermissionCount(rules); n > maxRulePermissions {
+		return nil, fmt.Errorf("generated_role_rules expand to more than %d permissions (verbs x apiGroups x resources x resourceNames, summed over the rules); split the role or use wildcards", maxRulePermissions)
 	}
 	for i, rule := range rules {
 		switch {
@@ -183,4 +197,18 @@ func (r *roleEntry) nameTemplate() string {
 		return r.NameTemplate
 	}
 	return defaultNameTemplate
+}
+
+// rulePermissionCount is how many single permissions rules expand to,
+// saturating just above maxRulePermissions so no product can overflow.
+func rulePermissionCount(rules []rbacv1.PolicyRule) int {
+	total := 0
+	for _, rule := range rules {
+		n := 1
+		for _, size := range []int{len(rule.Verbs), max(len(rule.APIGroups), 1), max(len(rule.Resources), len(rule.NonResourceURLs), 1), max(len(rule.ResourceNames), 1)} {
+			n = min(n*size, maxRulePermissions+1)
+		}
+		total = min(total+n, maxRulePermissions+1)
+	}
+	return total
 }
