@@ -273,11 +273,11 @@ func (t *leaseTxn) requestToken(ctx context.Context) (*issuedCredential, error) 
 		return nil, fmt.Errorf("requesting a token for service account %s: %w", sa, err)
 	}
 	if tr.Status.Token == "" {
-		return nil, fmt.Errorf("TokenRequest for %s returned no token", sa)
+		return nil, unusableAnswer("cluster %q: TokenRequest for %s returned no token", t.client.cluster, sa)
 	}
 	claims, err := parseTokenClaims(tr.Status.Token)
 	if err != nil {
-		return nil, err
+		return nil, unusableAnswer("cluster %q: TokenRequest for %s answered with something else than a JWT: %v", t.client.cluster, sa, err)
 	}
 	t.record.CredentialID = credentialID(claims.JTI)
 
