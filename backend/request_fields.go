@@ -2,7 +2,10 @@ package backend
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
@@ -42,10 +45,33 @@ func (b *backend) refuseMistypedFields(req *logical.Request) *logical.Response {
 	sort.Strings(fields)
 	for _, field := range fields {
 		if _, _, err := fd.GetOkErr(field); err != nil {
+			if detail, ok := safeDetail(req.Data[field], err); ok {
+				return logical.ErrorResponse("field %q: %s", field, detail)
+			}
 			return logical.ErrorResponse("field %q must be %s; the value sent (not shown) is not", field, describeFieldType(path.Fields[field].Type))
 		}
 	}
 	return nil
+}
+
+// safeDetail returns the SDK's explanation when it cannot carry the value:
+// the value is a scalar whose text the explanation does not contain (a
+// negative duration, say). A list or map is never explained: its parts
+// could be quoted one by one.
+func safeDetail(value interface{}, err error) (string, bool) {
+	switch value.(type) {
+	case string, bool, int, int64, float64, json.Number:
+	default:
+		return "", false
+	}
+	// The SDK quotes values between single quotes: keep what comes before.
+	detail, _, _ := strings.Cut(err.Error(), "'")
+	detail = strings.TrimSpace(detail)
+	text := fmt.Sprint(value)
+	if text == "" || strings.Contains(detail, text) || len(detail) > 200 {
+		return "", false
+	}
+	return detail, true
 }
 
 // describeFieldType says in words what a field of type t accepts.
