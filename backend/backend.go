@@ -63,6 +63,10 @@ type clusterClient struct {
 	// revocable remembers, per "kind/namespace", when the plugin was last
 	// found allowed to delete what revoke deletes.
 	revocable sync.Map
+	// leaseHorizon is this endpoint's recorded lease horizon as last seen
+	// (zero: not read yet); horizonLock serialises its updates.
+	horizonLock  sync.Mutex
+	leaseHorizon time.Time
 }
 
 // Factory returns a logical.Factory reporting version as the plugin's
