@@ -353,6 +353,17 @@ func (b *backend) rotateLocked(ctx context.Context, s logical.Storage, name stri
 		}
 		return nil, b.undoRotation(ctx, s, client, planned, issueID, walID, cause)
 	}
+	// Rollback of a Secret known only by name needs get, which the shipped
+	// RBAC does not grant: before the token is bound to it, an entry with
+	// its UID replaces the planned one.
+	recorded, err := framework.PutWAL(ctx, s, walRotationKind, &walEntry{
+		Cluster: name, Endpoint: cfg.endpointID(), IssueID: issueID, CreatedAt: now.UTC(), Objects: []objectRef{ref},
+	})
+	if err != nil {
+		return nil, b.undoRotation(ctx, s, client, ref, issueID, walID, fmt.Errorf("writing WAL entry: %w", err))
+	}
+	b.deleteWAL(ctx, s, walID)
+	walID = recorded
 
 	secs := int64(ttl / time.Second)
 	tr, err := client.api.CreateToken(ctx, ns, sa, &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
