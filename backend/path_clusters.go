@@ -203,7 +203,7 @@ func (b *backend) clusterWrite(ctx context.Context, req *logical.Request, d *fra
 			b.rotation.after(b.rotationGrace, func() { b.deletePendingAfterGrace(req.Storage, name) })
 			return &logical.Response{Warnings: []string{fmt.Sprintf("the credential the plugin had rotated to (%s) is deleted in %s", old.JWTCredentialID, b.rotationGrace)}}, nil
 		}
-		return &logical.Response{Warnings: []string{fmt.Sprintf("the credential the plugin had rotated to (%s) stays with the retired endpoint, to revoke its leases, until it expires at %s", old.JWTCredentialID, old.JWTExpiresAt.Format(time.RFC3339))}}, nil
+		return &logical.Response{Warnings: []string{fmt.Sprintf("the credential the plugin had rotated to (%s) stays with the retired endpoint, to revoke its leases; it is ended (its Secret deleted) when the endpoint is forgotten, after keep_until in retired_endpoints, or at its expiry at %s if that comes first", old.JWTCredentialID, old.JWTExpiresAt.Format(time.RFC3339))}}, nil
 	}
 	return nil, nil
 }
