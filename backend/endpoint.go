@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
@@ -169,7 +170,7 @@ func (b *backend) pruneRetiredEndpoints(ctx context.Context, s logical.Storage, 
 			return 0, fmt.Errorf("listing %s: %w", prefix, err)
 		}
 		for _, dir := range dirs {
-			if name := dir[:len(dir)-1]; dir[len(dir)-1] == '/' && !slices.Contains(clusters, name) { // List returns "name/"
+			if name, ok := strings.CutSuffix(dir, "/"); ok && !slices.Contains(clusters, name) { // List returns "name/"
 				clusters = append(clusters, name)
 			}
 		}

@@ -481,7 +481,7 @@ func usableRotatedToken(token, ns, sa string) (tokenClaims, error) {
 		return tokenClaims{}, &upstreamError{status: http.StatusBadGateway, msg: fmt.Sprintf("the API server's answer to the TokenRequest for the plugin's own service account %s/%s is unusable: %v", ns, sa, err)}
 	}
 	if gotNS, gotSA, ok := claims.serviceAccount(); ok && (gotNS != ns || gotSA != sa) {
-		return tokenClaims{}, &upstreamError{status: http.StatusBadGateway, msg: fmt.Sprintf("the API server answered the TokenRequest for the plugin's own service account %s/%s with a token for %s/%s", ns, sa, gotNS, gotSA)}
+		return tokenClaims{}, &upstreamError{status: http.StatusBadGateway, msg: fmt.Sprintf("the API server answered the TokenRequest for the plugin's own service account %s/%s with a token for %s/%s", ns, sa, truncateForMessage(gotNS), truncateForMessage(gotSA))}
 	}
 	return claims, nil
 }

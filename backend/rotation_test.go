@@ -765,6 +765,8 @@ func TestPruneEndsRotatedCredential(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newRotationFixture(t, map[string]interface{}{"service_account_jwt_ttl": "100h"})
+			mustOK(t, f.b, f.s, logical.ReadOperation, "creds/"+testRole, nil) // records a lease horizon
+			putHorizon(t, f.s, "an-endpoint-no-one-knows", time.Now())         // and one whose endpoint is gone
 			first, second := repointRotated(t, f)
 			repointed := time.Now()
 			if tc.failDeletes {
