@@ -71,6 +71,10 @@ type clusterClient struct {
 	revocable sync.Map
 	// self is whom the plugin is on this cluster (self_identity.go).
 	self selfIdentity
+	// leaseHorizon is this endpoint's recorded lease horizon as last seen
+	// (zero: not read yet); horizonLock serialises its updates.
+	horizonLock  sync.Mutex
+	leaseHorizon time.Time
 }
 
 // Factory returns a logical.Factory reporting version as the plugin's

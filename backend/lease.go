@@ -99,7 +99,8 @@ func leaseRecordFrom(m map[string]interface{}) (leaseRecord, error) {
 //     service account after the per-lease Secret exists (so the entry
 //     holds its UID) and before the token is bound to it;
 //   - create, token, response;
-//   - commit (drop the WAL entry) or roll back: delete what was created,
+//   - commit (record the lease's expiry in the endpoint's lease horizon,
+//     drop the WAL entry) or roll back: delete what was created,
 //     resolve creates whose outcome is unknown, and leave a WAL entry for
 //     whatever could not be removed yet.
 type leaseTxn struct {
@@ -172,6 +173,11 @@ func (t *leaseTxn) run(ctx context.Context, req *logical.Request) (*logical.Resp
 	}
 	resp, err := t.b.credentialResponse(req, t.ir, t.client, cred)
 	if err != nil {
+		return nil, t.rollback(ctx, err)
+	}
+	// The endpoint must be kept, should it be retired, until this lease
+	// has expired: record that before the lease exists.
+	if err := t.client.recordLeaseHorizon(ctx, t.storage, cred.expiresAt); err != nil {
 		return nil, t.rollback(ctx, err)
 	}
 	if err := framework.DeleteWAL(ctx, t.storage, t.walID); err != nil {
