@@ -70,8 +70,10 @@ func (m *memKube) WhoAmI(context.Context) (string, error) {
 
 func (m *memKube) ServerVersion(context.Context) (string, error) { return "v1.37.2", nil }
 
-func (m *memKube) Allowed(context.Context, authorizationv1.ResourceAttributes) (bool, error) {
-	return true, nil
+// Allowed grants everything but tokens for unnamed service accounts, as
+// deploy/ does.
+func (m *memKube) Allowed(_ context.Context, attrs authorizationv1.ResourceAttributes) (bool, error) {
+	return !isAnyTokenReview(&authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &attrs}}), nil
 }
 
 // BenchmarkIssue measures the plugin's own cost of one credential plus its

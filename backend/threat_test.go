@@ -153,6 +153,42 @@ func TestThreatRoleWriterCannotObtainPluginIdentity(t *testing.T) {
 	}
 }
 
+// Generated rules can only grant what the plugin holds, and the plugin
+// holds the rights of its own work: a roles/ writer must not be able to
+// hand those to a lease (mint tokens for any account in the namespace,
+// read or delete Secrets, write RBAC).
+func TestThreatRoleWriterCannotDelegatePluginRights(t *testing.T) {
+	cases := []struct {
+		name, rules string
+		refused     bool
+	}{
+		{"mint tokens", `[{"apiGroups":[""],"resources":["serviceaccounts/token"],"verbs":["create"]}]`, true},
+		{"any subresource token", `[{"apiGroups":["*"],"resources":["*/token"],"verbs":["create"]}]`, true},
+		{"read secrets", `[{"apiGroups":[""],"resources":["secrets"],"verbs":["get","list"]}]`, true},
+		{"everything in core", `[{"apiGroups":[""],"resources":["*"],"verbs":["get"]}]`, true},
+		{"write rolebindings", `[{"apiGroups":["rbac.authorization.k8s.io"],"resources":["rolebindings"],"verbs":["create"]}]`, true},
+		{"bind", `[{"apiGroups":["rbac.authorization.k8s.io"],"resources":["roles"],"verbs":["bind"]}]`, true},
+		{"impersonate", `[{"apiGroups":[""],"resources":["users"],"verbs":["impersonate"]}]`, true},
+		{"create service accounts", `[{"apiGroups":[""],"resources":["serviceaccounts"],"verbs":["create"]}]`, true},
+		{"read pods", `[{"apiGroups":[""],"resources":["pods","pods/log"],"verbs":["get","list"]}]`, false},
+		{"exec into pods", `[{"apiGroups":[""],"resources":["pods/exec"],"verbs":["create"]}]`, false},
+		{"read service accounts", `[{"apiGroups":[""],"resources":["serviceaccounts"],"verbs":["get","list"]}]`, false},
+		{"read roles", `[{"apiGroups":["rbac.authorization.k8s.io"],"resources":["roles"],"verbs":["get"]}]`, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b, s, _ := newTestBackend(t)
+			configureCluster(t, b, s)
+			role := map[string]interface{}{"cluster": testCluster, "generated_role_rules": tc.rules, "allowed_kubernetes_namespaces": testNamespace}
+			if tc.refused {
+				mustBadRequest(t, b, s, logical.CreateOperation, "roles/gen", role, "a right the plugin holds")
+				return
+			}
+			mustOK(t, b, s, logical.CreateOperation, "roles/gen", role)
+		})
+	}
+}
+
 // fixedWhoAmI answers SelfSubjectReview with one user.
 type fixedWhoAmI struct {
 	kubeAPI
