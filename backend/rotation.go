@@ -317,12 +317,15 @@ func (b *backend) rotateLocked(ctx context.Context, s logical.Storage, name stri
 	issueID := randomString(20)
 	secret := rotationSecret(name, ns, now.Add(ttl), issueID)
 	secretName := ns + "/" + secret.Name
+	if err := b.markOwned(ctx, s, kindSecret, secret); err != nil {
+		return nil, err
+	}
 	ref, err := client.api.CreateObject(ctx, kindSecret, secret)
 	if err != nil {
 		if createOutcomeUnknown(err) {
 			cctx, cancel := b.cleanupContext(ctx)
 			defer cancel()
-			if derr := deleteIfFromIssue(cctx, client.api, objectRef{Kind: kindSecret, Namespace: ns, Name: secret.Name}, issueID); derr != nil {
+			if derr := b.deleteIfFromIssue(cctx, s, client.api, objectRef{Kind: kindSecret, Namespace: ns, Name: secret.Name}, issueID); derr != nil {
 				b.Logger().Warn("a rotation Secret whose create failed may exist; tidy or its expiry will end it", "cluster", name, "secret", secretName, "error", derr)
 			}
 		}
