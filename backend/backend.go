@@ -45,6 +45,9 @@ type backend struct {
 
 	tidyLock sync.Mutex
 	lastTidy time.Time
+	// tidyNamespaceStart is, per cluster, where the next tidy run starts in
+	// the sorted namespaces, when there are more than one run visits.
+	tidyNamespaceStart map[string]int
 
 	// clusterLock serialises writes of cluster entries: configuration
 	// writes, rotations and the deletion of replaced credentials.

@@ -179,7 +179,7 @@ func (b *backend) tidyNow(ctx context.Context, req *logical.Request, d *framewor
 		return nil, err
 	}
 	resp := &logical.Response{Data: result.data()}
-	for _, e := range result.errors {
+	for _, e := range result.errors.withOverflow() {
 		resp.AddWarning(e)
 	}
 	return resp, nil

@@ -18,12 +18,13 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 )
 
-// tidyFixture puts objects of every kind into the fake: for each kind one
-// expired, one not yet expired, one of another cluster entry, one without
-// the plugin's label.
-func tidyFixture(t *testing.T, fk *fakeKube) {
+// tidyFixture puts objects of every kind into the fake, each marked by b
+// unless forged: for each kind one expired, one not yet expired, one of
+// another cluster entry, one without the plugin's label, and one expired
+// that carries the plugin's label and annotations but not its mark.
+func tidyFixture(t *testing.T, b *backend, s logical.Storage, fk *fakeKube) {
 	t.Helper()
-	api := clientsetAPI{clientset: fk.clientset}
+	api := fk.api()
 	expired, live := time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
 	role := &roleEntry{Cluster: testCluster, ServiceAccountNamespace: testNamespace}
 	for _, variant := range []struct {
@@ -31,11 +32,13 @@ func tidyFixture(t *testing.T, fk *fakeKube) {
 		expires time.Time
 		cluster string
 		foreign bool
+		forged  bool
 	}{
-		{"expired", expired, testCluster, false},
-		{"live", live, testCluster, false},
-		{"other-cluster", expired, "cluster-b", false},
-		{"foreign", expired, testCluster, true},
+		{"expired", expired, testCluster, false, false},
+		{"live", live, testCluster, false, false},
+		{"other-cluster", expired, "cluster-b", false, false},
+		{"foreign", expired, testCluster, true, false},
+		{"forged", expired, testCluster, false, true},
 	} {
 		r := *role
 		r.Cluster = variant.cluster
@@ -54,6 +57,11 @@ func tidyFixture(t *testing.T, fk *fakeKube) {
 			{kindClusterRole, &rbacv1.ClusterRole{ObjectMeta: meta("")}},
 			{kindClusterRoleBinding, &rbacv1.ClusterRoleBinding{ObjectMeta: meta("")}},
 		} {
+			if !variant.forged {
+				if err := b.markOwned(context.Background(), s, p.kind, p.obj); err != nil {
+					t.Fatal(err)
+				}
+			}
 			if _, err := api.CreateObject(context.Background(), p.kind, p.obj); err != nil {
 				t.Fatal(err)
 			}
@@ -64,8 +72,7 @@ func tidyFixture(t *testing.T, fk *fakeKube) {
 // names of the objects of kind left in the fake.
 func leftOf(t *testing.T, fk *fakeKube, kind string) []string {
 	t.Helper()
-	k := objectKinds[kind]
-	objs, err := k.list(context.Background(), fk.clientset, "", metav1.ListOptions{})
+	objs, err := fk.listMeta(kind, "", "")
 	if err != nil {
 		t.Fatalf("listing %s: %v", kind, err)
 	}
@@ -80,10 +87,11 @@ func leftOf(t *testing.T, fk *fakeKube, kind string) []string {
 }
 
 // tidy deletes, for every kind, exactly the plugin's expired objects of
-// this cluster entry, by UID, and counts them per kind.
+// this cluster entry, by UID, and counts them per kind; it reports the
+// forged ones.
 func TestTidyEveryKind(t *testing.T) {
 	b, s, fk := newConfiguredBackend(t)
-	tidyFixture(t, fk)
+	tidyFixture(t, b, s, fk)
 	var deletes []*metav1.Preconditions
 	fk.clientset.PrependReactor("delete", "*", func(action k8stesting.Action) (bool, runtime.Object, error) {
 		deletes = append(deletes, action.(k8stesting.DeleteActionImpl).DeleteOptions.Preconditions)
@@ -98,9 +106,20 @@ func TestTidyEveryKind(t *testing.T) {
 		if byKind[kind] != 1 {
 			t.Errorf("deleted %s = %v, want 1", kind, byKind[kind])
 		}
-		if got, want := leftOf(t, fk, kind), []string{"tidy-foreign", "tidy-live", "tidy-other-cluster"}; !slices.Equal(got, want) {
+		if got, want := leftOf(t, fk, kind), []string{"tidy-foreign", "tidy-forged", "tidy-live", "tidy-other-cluster"}; !slices.Equal(got, want) {
 			t.Errorf("%s left: %v, want %v", kind, got, want)
 		}
+	}
+	wantUnverified := []string{
+		"Secret scanner-namespace/tidy-forged", "ServiceAccount scanner-namespace/tidy-forged",
+		"RoleBinding scanner-namespace/tidy-forged", "ClusterRoleBinding tidy-forged",
+		"Role scanner-namespace/tidy-forged", "ClusterRole tidy-forged",
+	}
+	if got := resp.Data["unverified"].([]string); !slices.Equal(got, wantUnverified) {
+		t.Errorf("unverified = %v, want %v", got, wantUnverified)
+	}
+	if got := resp.Data["unverified_total"]; got != len(wantUnverified) {
+		t.Errorf("unverified_total = %v, want %d", got, len(wantUnverified))
 	}
 	for _, pre := range deletes {
 		if pre == nil || pre.UID == nil || *pre.UID == "" {
@@ -113,7 +132,7 @@ func TestTidyEveryKind(t *testing.T) {
 // reported, not fatal.
 func TestTidyGraceAndSkips(t *testing.T) {
 	b, s, fk := newConfiguredBackend(t)
-	tidyFixture(t, fk)
+	tidyFixture(t, b, s, fk)
 	resp := mustOK(t, b, s, logical.UpdateOperation, "tidy", map[string]interface{}{"grace": "2h"})
 	if resp.Data["deleted"] != 0 {
 		t.Errorf("deleted %v objects inside the grace period", resp.Data["deleted"])
@@ -172,7 +191,7 @@ func TestPeriodicTidy(t *testing.T) {
 			if tc.disabled {
 				mustOK(t, b, s, logical.UpdateOperation, "tidy/config", map[string]interface{}{"enabled": false})
 			}
-			tidyFixture(t, fk)
+			tidyFixture(t, b, s, fk)
 			before := len(leftOf(t, fk, kindSecret))
 			if err := b.periodic(context.Background(), &logical.Request{Storage: s}); err != nil {
 				t.Fatal(err)
@@ -188,7 +207,7 @@ func TestPeriodicTidy(t *testing.T) {
 		if err := b.periodic(context.Background(), &logical.Request{Storage: s}); err != nil {
 			t.Fatal(err)
 		}
-		tidyFixture(t, fk)
+		tidyFixture(t, b, s, fk)
 		if err := b.periodic(context.Background(), &logical.Request{Storage: s}); err != nil {
 			t.Fatal(err)
 		}
