@@ -559,7 +559,7 @@ func TestTidyVisitsOwnServiceAccountNamespaces(t *testing.T) {
 	const retiredNamespace = "scanner-before"
 	jwtIn := func(ns string) string {
 		return fakeJWT(map[string]interface{}{
-			"exp": time.Now().Add(time.Hour).Unix(),
+			"exp":           time.Now().Add(time.Hour).Unix(),
 			"kubernetes.io": map[string]interface{}{"namespace": ns, "serviceaccount": map[string]interface{}{"name": pluginSA, "uid": "u"}},
 		})
 	}
