@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"strings"
 
 	"github.com/hashicorp/vault/sdk/logical"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -110,19 +109,32 @@ func (b *backend) markOwned(ctx context.Context, s logical.Storage, kind string,
 	return nil
 }
 
-// mark is base64url(HMAC-SHA256(key, canonical)). The fields are joined
-// with newlines, which none of them can hold as the plugin writes them
+// mark is base64url(HMAC-SHA256(key, canonical)).
+func (k ownershipKey) mark(kind string, obj metav1.Object) string {
+	return base64.RawURLEncoding.EncodeToString(k.sum(kind, obj))
+}
+
+// sum is the HMAC of the canonical text: the version tag, kind, namespace,
+// name and the issue-id, cluster and expires-at annotations, joined with
+// newlines. None of them can hold a newline as the plugin writes them
 // (Kubernetes names, an issue id of [a-z0-9], a cluster name, an RFC 3339
 // time), so no two objects share a canonical text.
-func (k ownershipKey) mark(kind string, obj metav1.Object) string {
+func (k ownershipKey) sum(kind string, obj metav1.Object) []byte {
 	a := obj.GetAnnotations()
-	canonical := strings.Join([]string{
+	fields := [...]string{
 		ownerMarkVersion, kind, obj.GetNamespace(), obj.GetName(),
 		a[issueAnnotation], a[clusterAnnotation], a[expiresAtAnnotation],
-	}, "\n")
+	}
+	canonical := make([]byte, 0, 256)
+	for i, field := range fields {
+		if i > 0 {
+			canonical = append(canonical, '\n')
+		}
+		canonical = append(canonical, field...)
+	}
 	mac := hmac.New(sha256.New, k)
-	mac.Write([]byte(canonical))
-	return base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+	mac.Write(canonical)
+	return mac.Sum(nil)
 }
 
 // owns reports whether obj, as read back from the API server, carries a
@@ -135,8 +147,7 @@ func (k ownershipKey) owns(kind string, obj metav1.Object) bool {
 	if err != nil || len(got) != sha256.Size {
 		return false
 	}
-	want, _ := base64.RawURLEncoding.DecodeString(k.mark(kind, obj))
-	return hmac.Equal(got, want)
+	return hmac.Equal(got, k.sum(kind, obj))
 }
 
 // deleteIfFromIssue deletes an object known only by name (a create whose

@@ -3,6 +3,9 @@ package backend
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"slices"
 	"testing"
@@ -173,6 +176,20 @@ func TestOwnerMark(t *testing.T) {
 				t.Errorf("owns = %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// The mark is exactly what the documented canonical text gives, so other
+// tools (and acceptance tests) can compute it.
+func TestOwnerMarkCanonicalText(t *testing.T) {
+	key := ownershipKey(bytes.Repeat([]byte{3}, ownershipKeyBytes))
+	obj := &metav1.ObjectMeta{Name: "vault-scanner-x", Namespace: "team-a", Annotations: map[string]string{
+		issueAnnotation: "abc123", clusterAnnotation: "cluster-a", expiresAtAnnotation: "2030-01-02T03:04:05Z", roleAnnotation: "ignored",
+	}}
+	mac := hmac.New(sha256.New, key)
+	mac.Write([]byte("v1\nSecret\nteam-a\nvault-scanner-x\nabc123\ncluster-a\n2030-01-02T03:04:05Z"))
+	if got, want := key.mark(kindSecret, obj), base64.RawURLEncoding.EncodeToString(mac.Sum(nil)); got != want {
+		t.Errorf("mark = %s, want %s", got, want)
 	}
 }
 
