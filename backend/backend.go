@@ -45,6 +45,9 @@ type backend struct {
 
 	tidyLock sync.Mutex
 	lastTidy time.Time
+	// tidyNamespaceStart is, per cluster, where the next tidy run starts in
+	// the sorted namespaces, when there are more than one run visits.
+	tidyNamespaceStart map[string]int
 
 	// clusterInUse guards the rule that a cluster a role uses cannot be
 	// deleted: role writes hold it for reading from the check that their
@@ -59,6 +62,11 @@ type backend struct {
 	// rotationGrace is how long a replaced credential keeps working; tests
 	// shorten it.
 	rotationGrace time.Duration
+
+	// ownership caches the mount's ownership key (see ownership.go) once
+	// read or created; nil until then.
+	ownershipLock sync.Mutex
+	ownership     ownershipKey
 }
 
 // clusterClient is a cached client together with what it was built from.
@@ -105,7 +113,7 @@ func newBackend(version string) *backend {
 		BackendType:    logical.TypeLogical,
 		RunningVersion: version,
 		PathsSpecial: &logical.Paths{
-			SealWrapStorage: []string{clusterStoragePrefix, retiredEndpointPrefix},
+			SealWrapStorage: []string{clusterStoragePrefix, retiredEndpointPrefix, ownershipKeyStorageKey},
 			// An unfinished issue is this cluster's own business: a
 			// performance secondary must not roll back the primary's.
 			LocalStorage: []string{framework.WALPrefix},
@@ -122,10 +130,12 @@ func newBackend(version string) *backend {
 		WALRollbackMinAge: walRollbackMinAge(),
 		PeriodicFunc:      b.periodic,
 		Invalidate:        b.invalidate,
+		InitializeFunc:    b.initialize,
 		Clean: func(context.Context) {
 			b.rotation.stop()
 			b.resetClients()
 			b.roles.reset()
+			b.dropOwnershipKey()
 		},
 	}
 	return b
@@ -143,6 +153,23 @@ func (b *backend) invalidate(_ context.Context, key string) {
 	if name, ok := strings.CutPrefix(key, roleStoragePrefix); ok {
 		b.roles.invalidate(name)
 	}
+	if key == ownershipKeyStorageKey {
+		b.dropOwnershipKey()
+	}
+}
+
+// initialize creates the mount's ownership key when the mount starts on a
+// node that may write, so that nodes which may not (performance standbys
+// and secondaries) find it stored when they first issue.
+func (b *backend) initialize(ctx context.Context, req *logical.InitializationRequest) error {
+	if !b.writesHere() {
+		return nil
+	}
+	if _, err := b.ownershipKey(ctx, req.Storage); err != nil {
+		// Not fatal: the first issue or tidy tries again.
+		b.Logger().Warn("creating the mount's ownership key at start", "error", err)
+	}
+	return nil
 }
 
 // Clients are cached under the cluster's name for its current endpoint and

@@ -52,8 +52,8 @@ func (m *memKube) GetNamespace(_ context.Context, name string) (*corev1.Namespac
 
 func (m *memKube) ListNamespaces(context.Context, string) ([]string, error) { return nil, nil }
 
-func (m *memKube) ListManaged(context.Context, string, string) ([]metav1.Object, error) {
-	return nil, nil
+func (m *memKube) ListManaged(context.Context, string, string, int64, string) (*metav1.PartialObjectMetadataList, error) {
+	return &metav1.PartialObjectMetadataList{}, nil
 }
 
 func (m *memKube) CreateToken(_ context.Context, ns, sa string, tr *authenticationv1.TokenRequest) (*authenticationv1.TokenRequest, error) {

@@ -32,9 +32,9 @@ func newTwoClusters(t *testing.T) *twoClusters {
 	o := newFakeKube(t)
 	b.newKubeAPI = func(cfg *rest.Config) (kubeAPI, error) {
 		if cfg.Host == otherHost {
-			return clientsetAPI{clientset: o.clientset}, nil
+			return o.api(), nil
 		}
-		return clientsetAPI{clientset: a.clientset}, nil
+		return a.api(), nil
 	}
 	configureCluster(t, b, s)
 	configureRole(t, b, s, nil)

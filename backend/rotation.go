@@ -334,6 +334,11 @@ func (b *backend) rotateLocked(ctx context.Context, s logical.Storage, name stri
 	issueID := randomString(20)
 	secret := rotationSecret(name, ns, now.Add(ttl), issueID)
 	planned := objectRef{Kind: kindSecret, Namespace: ns, Name: secret.Name}
+	// Marked before the WAL entry: rollback deletes it only if the mark
+	// proves it the plugin's.
+	if err := b.markOwned(ctx, s, kindSecret, secret); err != nil {
+		return nil, err
+	}
 	// The WAL entry comes before the create, as for an ephemeral lease: a
 	// crash at any point after leaves a Secret that rollback finds. It names
 	// the planned Secret without a UID, so rollback deletes it only if it
@@ -460,7 +465,7 @@ func (b *backend) undoRotation(ctx context.Context, s logical.Storage, client *c
 	ctx, cancel := b.cleanupContext(ctx)
 	defer cancel()
 	if ref != (objectRef{}) {
-		if err := deleteIfFromIssue(ctx, client.api, ref, issueID); err != nil {
+		if err := b.deleteIfFromIssue(ctx, s, client.api, ref, issueID); err != nil {
 			b.Logger().Error("could not delete the Secret of a failed rotation; rollback will retry", "cluster", client.cluster, "secret", ref.String(), "error", err)
 			return cause
 		}
