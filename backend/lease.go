@@ -152,7 +152,7 @@ func (t *leaseTxn) run(ctx context.Context, req *logical.Request) (*logical.Resp
 	if _, err := t.b.ownershipKey(ctx, t.storage); err != nil {
 		return nil, err
 	}
-	if err := t.b.checkGrantable(ctx, t.storage, t.client, t.ir.roleName, t.ir.role); err != nil {
+	if err := t.b.checkGrantable(ctx, t.storage, t.client, t.ir.roleName, t.ir.role, t.ir.leaseNamespaces()); err != nil {
 		return nil, err
 	}
 	if err := t.checkRevocable(ctx); err != nil {

@@ -231,7 +231,7 @@ func (b *backend) checkCluster(ctx context.Context, req *logical.Request, name s
 	perNamespace := map[string][]string{}
 	for _, roleName := range sortedKeys(roles) {
 		role := roles[roleName]
-		if err := b.checkGrantable(ctx, req.Storage, client, roleName, role); err != nil {
+		if err := b.checkGrantable(ctx, req.Storage, client, roleName, role, listedNamespaces(role)); err != nil {
 			var user userError
 			if !errors.As(err, &user) {
 				return nil, err
@@ -366,4 +366,9 @@ func (b *backend) permissionHeld(ctx context.Context, api kubeAPI, budget *revie
 		}
 	}
 	return true, nil
+}
+
+// listedNamespaces are the namespaces a role names, without "*".
+func listedNamespaces(role *roleEntry) []string {
+	return slices.DeleteFunc(slices.Clone(role.AllowedNamespaces), func(ns string) bool { return ns == anyNamespace })
 }

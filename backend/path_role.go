@@ -71,7 +71,7 @@ func roleFields() map[string]*framework.FieldSchema {
 		"service_account_namespace": {Type: framework.TypeString, Description: "With service_account_name (required): its namespace; the per-lease Secret is created there."},
 		"kubernetes_role_name": {
 			Type:        framework.TypeString,
-			Description: "Mode 2: an existing Role or ClusterRole (kubernetes_role_type). Per lease the plugin creates a ServiceAccount and a RoleBinding (or ClusterRoleBinding) to it.",
+			Description: "Mode 2: an existing Role or ClusterRole (kubernetes_role_type). Per lease the plugin creates a ServiceAccount and a RoleBinding (or ClusterRoleBinding) to it. Refused at issue when the role grants a right of the plugin's own work (tokens, Secrets, ServiceAccount or RBAC writes, bind, escalate, impersonate).",
 		},
 		"kubernetes_role_type": {
 			Type:        framework.TypeString,
@@ -79,11 +79,11 @@ func roleFields() map[string]*framework.FieldSchema {
 		},
 		"generated_role_rules": {
 			Type:        framework.TypeString,
-			Description: "Mode 3: RBAC rules as YAML or JSON (a list, or {rules: [...]}). Per lease the plugin creates a Role (or ClusterRole) with them, a ServiceAccount and a binding.",
+			Description: "Mode 3: RBAC rules as YAML or JSON (a list, or {rules: [...]}), expanding to at most 1024 permissions (verbs x apiGroups x resources x resourceNames). Per lease the plugin creates a Role (or ClusterRole) with them, a ServiceAccount and a binding. Rules granting a right of the plugin's own work (serviceaccounts/token, secrets, ServiceAccount or RBAC writes, certificatesigningrequests, bind, escalate, impersonate) are refused.",
 		},
 		"allowed_kubernetes_namespaces": {
 			Type:        framework.TypeCommaStringSlice,
-			Description: "Ephemeral modes: namespaces a request may ask for (kubernetes_namespace); \"*\" allows any. With exactly one, it is the default.",
+			Description: "Ephemeral modes: namespaces a request may ask for (kubernetes_namespace), at most 128; \"*\" allows any. With exactly one, it is the default.",
 		},
 		"allowed_kubernetes_namespace_selector": {
 			Type:        framework.TypeString,

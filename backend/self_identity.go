@@ -10,6 +10,8 @@ import (
 
 	"github.com/hashicorp/vault/sdk/logical"
 	authorizationv1 "k8s.io/api/authorization/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 )
 
 // The plugin holds rights no lease may have: it mints tokens for every
@@ -88,6 +90,9 @@ type selfIdentity struct {
 	// tokenRestricted remembers, per namespace, when the plugin was last
 	// found unable to mint tokens for an unnamed service account there.
 	tokenRestricted sync.Map
+	// boundRoleClean remembers, per existing Role or ClusterRole, when it
+	// was last found to grant none of the plugin's own rights.
+	boundRoleClean sync.Map
 }
 
 // selfUsers returns the identities of the cluster's current and retired
@@ -149,8 +154,12 @@ const tokenRestrictedTTL = time.Minute
 
 // checkGrantable is the issue-time half: the role's service account is not
 // the plugin's own, and the plugin's right to mint tokens in its namespace
-// names the service accounts it covers.
-func (b *backend) checkGrantable(ctx context.Context, s logical.Storage, client *clusterClient, roleName string, role *roleEntry) error {
+// names the service accounts it covers; a role binding an existing Role or
+// ClusterRole does not bind one that grants the plugin's own rights.
+func (b *backend) checkGrantable(ctx context.Context, s logical.Storage, client *clusterClient, roleName string, role *roleEntry, namespaces []string) error {
+	if role.mode() == modeExistingRole {
+		return b.checkBoundRole(ctx, client, roleName, role, namespaces)
+	}
 	if role.ephemeral() {
 		return nil
 	}
@@ -197,4 +206,46 @@ func (b *backend) mintsAnyToken(ctx context.Context, client *clusterClient, ns s
 
 func anyTokenAttributes(ns string) authorizationv1.ResourceAttributes {
 	return authorizationv1.ResourceAttributes{Verb: "create", Resource: "serviceaccounts", Subresource: "token", Namespace: ns}
+}
+
+// checkBoundRole refuses to bind an existing Role or ClusterRole that
+// grants a right of the plugin's own work (pluginOnlyRight). Kubernetes
+// lets the plugin bind any role whose rights it holds, and it always holds
+// those of its own Roles: without this check a roles/ writer naming the
+// plugin's Role would get the plugin's rights in that namespace. A role
+// the plugin may not read (or that does not exist) is left to Kubernetes'
+// own bind and escalation checks. A clean answer is remembered for a
+// minute.
+func (b *backend) checkBoundRole(ctx context.Context, client *clusterClient, roleName string, role *roleEntry, namespaces []string) error {
+	if role.KubernetesRoleType == kindClusterRole {
+		namespaces = []string{""}
+	}
+	for _, ns := range namespaces {
+		ref := objectRef{Kind: role.KubernetesRoleType, Namespace: ns, Name: role.KubernetesRoleName}
+		key := ref.String()
+		if checked, ok := client.self.boundRoleClean.Load(key); ok && time.Since(checked.(time.Time)) < tokenRestrictedTTL {
+			continue
+		}
+		obj, err := client.api.GetObjectMeta(ctx, ref)
+		if apierrors.IsNotFound(err) || apierrors.IsForbidden(err) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("reading %s to check what a lease would be bound to: %w", ref, err)
+		}
+		var rules []rbacv1.PolicyRule
+		switch r := obj.(type) {
+		case *rbacv1.Role:
+			rules = r.Rules
+		case *rbacv1.ClusterRole:
+			rules = r.Rules
+		}
+		for _, rule := range rules {
+			if what := pluginOnlyRight(rule); what != "" {
+				return userError{fmt.Errorf("role %q binds %s, which grants %s, a right the plugin holds for its own work: a lease could mint other identities or end other leases with it; bind a role without it", roleName, ref, what)}
+			}
+		}
+		client.self.boundRoleClean.Store(key, time.Now())
+	}
+	return nil
 }

@@ -21,6 +21,7 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -185,6 +186,48 @@ func TestThreatRoleWriterCannotDelegatePluginRights(t *testing.T) {
 				return
 			}
 			mustOK(t, b, s, logical.CreateOperation, "roles/gen", role)
+		})
+	}
+}
+
+// Kubernetes lets the plugin bind any role whose rights it holds, and it
+// holds those of its own Role: binding it (or any role granting such
+// rights) is refused at issue, and creates nothing.
+func TestThreatRoleWriterCannotBindPluginRole(t *testing.T) {
+	cases := []struct {
+		name, kind string
+		rules      []rbacv1.PolicyRule
+		refused    bool
+	}{
+		{"the plugin's own Role", kindRole, []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"serviceaccounts/token"}, Verbs: []string{"create"}}}, true},
+		{"a ClusterRole that deletes Secrets", kindClusterRole, []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"delete"}}}, true},
+		{"a pod reader", kindRole, []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list"}}}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b, s, fk := newTestBackend(t)
+			configureCluster(t, b, s)
+			meta := metav1.ObjectMeta{Name: "bound", Namespace: testNamespace}
+			var err error
+			if tc.kind == kindRole {
+				_, err = fk.clientset.RbacV1().Roles(testNamespace).Create(context.Background(), &rbacv1.Role{ObjectMeta: meta, Rules: tc.rules}, metav1.CreateOptions{})
+			} else {
+				meta.Namespace = ""
+				_, err = fk.clientset.RbacV1().ClusterRoles().Create(context.Background(), &rbacv1.ClusterRole{ObjectMeta: meta, Rules: tc.rules}, metav1.CreateOptions{})
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			mustOK(t, b, s, logical.CreateOperation, "roles/bind", map[string]interface{}{"cluster": testCluster, "kubernetes_role_name": "bound", "kubernetes_role_type": tc.kind, "allowed_kubernetes_namespaces": testNamespace})
+			if !tc.refused {
+				mustOK(t, b, s, logical.ReadOperation, "creds/bind", nil)
+				return
+			}
+			mustBadRequest(t, b, s, logical.ReadOperation, "creds/bind", nil, "a right the plugin holds")
+			sas, _ := fk.clientset.CoreV1().ServiceAccounts(testNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: managedBySelector})
+			if len(sas.Items) != 0 {
+				t.Errorf("a refused bind created %d ServiceAccounts", len(sas.Items))
+			}
 		})
 	}
 }
