@@ -148,9 +148,9 @@ func (b *backend) checkNotSelf(ctx context.Context, s logical.Storage, roleName 
 	return nil
 }
 
-// tokenRestrictedTTL is how long a "the plugin may mint tokens only for
-// named service accounts here" answer is trusted.
-const tokenRestrictedTTL = time.Minute
+// tokenScopeTTL is how long an answer about the plugin's rights (its token
+// right's scope, a bound role's rules) is trusted.
+const tokenScopeTTL = time.Minute
 
 // checkGrantable is the issue-time half: the role's service account is not
 // the plugin's own, and the plugin's right to mint tokens in its namespace
@@ -187,10 +187,11 @@ func errUnrestrictedTokens(roleName string, role *roleEntry) error {
 }
 
 // mintsAnyToken asks whether the plugin may create a token for a service
-// account it was not granted by name in ns. A "no" is remembered for a
-// minute, like the revocability check.
+// account it was not granted by name in ns. A "no" (the role may issue) is
+// remembered for a minute, like the revocability check; a "yes" is asked
+// again, so a narrowed RBAC takes effect at once.
 func (b *backend) mintsAnyToken(ctx context.Context, client *clusterClient, ns string) (bool, error) {
-	if checked, ok := client.self.tokenRestricted.Load(ns); ok && time.Since(checked.(time.Time)) < tokenRestrictedTTL {
+	if checked, ok := client.self.tokenRestricted.Load(ns); ok && time.Since(checked.(time.Time)) < tokenScopeTTL {
 		return false, nil
 	}
 	// An empty name matches only rules without resourceNames.
@@ -223,7 +224,7 @@ func (b *backend) checkBoundRole(ctx context.Context, client *clusterClient, rol
 	for _, ns := range namespaces {
 		ref := objectRef{Kind: role.KubernetesRoleType, Namespace: ns, Name: role.KubernetesRoleName}
 		key := ref.String()
-		if checked, ok := client.self.boundRoleClean.Load(key); ok && time.Since(checked.(time.Time)) < tokenRestrictedTTL {
+		if checked, ok := client.self.boundRoleClean.Load(key); ok && time.Since(checked.(time.Time)) < tokenScopeTTL {
 			continue
 		}
 		obj, err := client.api.GetObjectMeta(ctx, ref)
