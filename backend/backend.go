@@ -204,7 +204,7 @@ func (b *backend) client(ctx context.Context, s logical.Storage, name string) (*
 	return b.cachedClient(name, func() (string, *clusterConfig, error) {
 		cfg, err := getCluster(ctx, s, name)
 		if err == nil && cfg == nil {
-			err = errClusterNotFound{name: name}
+			err = errClusterNotFound(name)
 		}
 		return name, cfg, err
 	})

@@ -17,6 +17,8 @@ import (
 // must fix: the handler answers 400.
 type userError struct{ error }
 
+func (e userError) Unwrap() error { return e.error }
+
 // kubeError marks an error that came from the Kubernetes API server, or from
 // the network on the way to it, as opposed to the plugin's own failures.
 type kubeError struct{ err error }
@@ -124,9 +126,15 @@ func kubeErrorMessage(status int, cluster string, err error) string {
 	return fmt.Sprintf("cluster %q: %v", cluster, err)
 }
 
-// errClusterNotFound lets callers turn a missing cluster into a 400.
-type errClusterNotFound struct{ name string }
+// errClusterNotFound is the user error for a cluster entry that does not
+// exist.
+func errClusterNotFound(name string) error {
+	return userError{clusterMissing{name: name}}
+}
 
-func (e errClusterNotFound) Error() string {
+// clusterMissing lets forRole say which role needs the missing cluster.
+type clusterMissing struct{ name string }
+
+func (e clusterMissing) Error() string {
 	return fmt.Sprintf("cluster %q is not configured; write clusters/%s first", e.name, e.name)
 }

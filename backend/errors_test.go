@@ -79,7 +79,7 @@ func TestRespond(t *testing.T) {
 		wantIn     string
 	}{
 		{"user error", userError{errors.New("bad ttl")}, 400, "bad ttl"},
-		{"cluster not found", fmt.Errorf("x: %w", errClusterNotFound{name: "c"}), 400, "not configured"},
+		{"cluster not found", fmt.Errorf("x: %w", errClusterNotFound("c")), 400, "not configured"},
 		{"service account missing", kubeCallError(apierrors.NewNotFound(schema.GroupResource{Resource: "serviceaccounts"}, "sa")), 400, "not found"},
 		{"name collision", kubeCallError(apierrors.NewAlreadyExists(schema.GroupResource{Resource: "serviceaccounts"}, "cluster-admin")), 400, "already exists"},
 		{"credential rejected", kubeCallError(apierrors.NewUnauthorized("Unauthorized")), 502, "clusters/c/check"},

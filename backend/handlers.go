@@ -162,30 +162,66 @@ func validateVaultName(kind, name string) error {
 	return nil
 }
 
+// handler is what a route does once its request passed the prologue;
+// name is the path's {name} segment, "" for paths without one.
+type handler func(ctx context.Context, req *logical.Request, d *framework.FieldData, name string) (*logical.Response, error)
+
+// Prologue options: which kind of name the path carries, and whether
+// unknown fields are refused (writes and credential reads, where a typo in
+// a security setting must fail; entry reads, lists and deletes ignore
+// query parameters, as Vault does).
+const (
+	noName      = ""
+	clusterName = "cluster"
+	roleName    = "role"
+)
+
+// entry is every route's one prologue and error path: unknown fields (when
+// strict), then the {name} segment, then the handler, whose error respond
+// classifies.
+func (b *backend) entry(nameKind string, strict bool, f handler) framework.OperationFunc {
+	return func(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+		if strict {
+			if err := unknownFields(d); err != nil {
+				return respond("", nil, userError{err})
+			}
+		}
+		var name string
+		if nameKind != noName {
+			name = d.Get("name").(string)
+			if err := validateVaultName(nameKind, name); err != nil {
+				return respond("", nil, userError{err})
+			}
+		}
+		cluster := ""
+		if nameKind == clusterName {
+			cluster = name
+		}
+		resp, err := f(ctx, req, d, name)
+		return respond(cluster, resp, err)
+	}
+}
+
 // roleHandler is a path callback for one role (creds/, kubeconfig/).
 type roleHandler func(ctx context.Context, req *logical.Request, d *framework.FieldData, name string, role *roleEntry) (*logical.Response, error)
 
-// forRole checks the request's fields and the role's name, loads the role
-// (from the cache: these are the hot paths) and answers through respond.
+// forRole is entry for the hot paths that act on a role: it loads the role
+// from the cache and names the role's cluster in the error it classifies.
 func (b *backend) forRole(f roleHandler) framework.OperationFunc {
-	return func(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-		if err := unknownFields(d); err != nil {
-			return logical.ErrorResponse(err.Error()), nil
-		}
-		name := d.Get("name").(string)
-		if err := validateVaultName("role", name); err != nil {
-			return logical.ErrorResponse(err.Error()), nil
-		}
+	return b.entry(roleName, true, func(ctx context.Context, req *logical.Request, d *framework.FieldData, name string) (*logical.Response, error) {
 		role, err := b.roles.get(ctx, req.Storage, name)
 		if err != nil {
 			return nil, err
 		}
 		if role == nil {
-			return logical.ErrorResponse("role %q does not exist", name), nil
+			return nil, userError{fmt.Errorf("role %q does not exist", name)}
 		}
 		resp, err := f(ctx, req, d, name, role)
+		if missing := (clusterMissing{}); errors.As(err, &missing) && missing.name == role.Cluster {
+			err = userError{fmt.Errorf("role %q uses cluster %q, which is not configured; write clusters/%s first", name, role.Cluster, role.Cluster)}
+		}
 		return respond(role.Cluster, resp, err)
-	}
+	})
 }
 
 // respond is the one place that turns a handler's error into what Vault
@@ -198,12 +234,11 @@ func respond(cluster string, resp *logical.Response, err error) (*logical.Respon
 	}
 	var (
 		user     userError
-		notFound errClusterNotFound
 		kube     *kubeError
 		upstream *upstreamError
 	)
 	switch {
-	case errors.As(err, &user), errors.As(err, &notFound):
+	case errors.As(err, &user):
 		return logical.ErrorResponse(err.Error()), nil
 	case errors.As(err, &kube) && namespaceTerminating(kube.err):
 		return logical.ErrorResponse("the namespace is being deleted, so nothing can be created in it (not an RBAC problem): %v", err), nil

@@ -100,26 +100,26 @@ func pathClusters(b *backend) []*framework.Path {
 			ExistenceCheck: b.clusterExists,
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.CreateOperation: &framework.PathOperation{
-					Callback:                    b.clusterWrite,
+					Callback:                    b.entry(clusterName, true, b.clusterWrite),
 					Summary:                     "Configure a cluster.",
 					DisplayAttrs:                &framework.DisplayAttributes{OperationVerb: "configure"},
 					ForwardPerformanceStandby:   true,
 					ForwardPerformanceSecondary: true,
 				},
 				logical.UpdateOperation: &framework.PathOperation{
-					Callback:                    b.clusterWrite,
+					Callback:                    b.entry(clusterName, true, b.clusterWrite),
 					Summary:                     "Update a cluster.",
 					DisplayAttrs:                &framework.DisplayAttributes{OperationVerb: "configure"},
 					ForwardPerformanceStandby:   true,
 					ForwardPerformanceSecondary: true,
 				},
 				logical.ReadOperation: &framework.PathOperation{
-					Callback:     b.clusterRead,
+					Callback:     b.entry(clusterName, false, b.clusterRead),
 					Summary:      "Read a cluster's configuration (never the JWT).",
 					DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "read"},
 				},
 				logical.DeleteOperation: &framework.PathOperation{
-					Callback:                    b.clusterDelete,
+					Callback:                    b.entry(clusterName, false, b.clusterDelete),
 					Summary:                     "Delete a cluster no role uses.",
 					DisplayAttrs:                &framework.DisplayAttributes{OperationVerb: "delete"},
 					ForwardPerformanceStandby:   true,
@@ -137,7 +137,7 @@ func pathClusters(b *backend) []*framework.Path {
 			},
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.ListOperation: &framework.PathOperation{
-					Callback:     b.clusterList,
+					Callback:     b.entry(noName, false, b.clusterList),
 					Summary:      "List clusters.",
 					DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "list"},
 				},
@@ -159,14 +159,7 @@ func (b *backend) clusterExists(ctx context.Context, req *logical.Request, d *fr
 	return cfg != nil, err
 }
 
-func (b *backend) clusterWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	if err := unknownFields(d); err != nil {
-		return logical.ErrorResponse(err.Error()), nil
-	}
-	name := d.Get("name").(string)
-	if err := validateVaultName("cluster", name); err != nil {
-		return logical.ErrorResponse(err.Error()), nil
-	}
+func (b *backend) clusterWrite(ctx context.Context, req *logical.Request, d *framework.FieldData, name string) (*logical.Response, error) {
 	b.clusterLock.Lock()
 	defer b.clusterLock.Unlock()
 	old, err := getCluster(ctx, req.Storage, name)
@@ -178,7 +171,7 @@ func (b *backend) clusterWrite(ctx context.Context, req *logical.Request, d *fra
 		*cfg = *old
 	}
 	if err := applyClusterFields(cfg, old, d); err != nil {
-		return logical.ErrorResponse(err.Error()), nil
+		return nil, userError{err}
 	}
 	if old == nil || old.connection() != cfg.connection() {
 		cfg.EndpointID = randomString(16)
@@ -304,11 +297,7 @@ func applyClusterFields(cfg, old *clusterConfig, d *framework.FieldData) error {
 	return validateRotation(cfg)
 }
 
-func (b *backend) clusterRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	name := d.Get("name").(string)
-	if err := validateVaultName("cluster", name); err != nil {
-		return logical.ErrorResponse(err.Error()), nil
-	}
+func (b *backend) clusterRead(ctx context.Context, req *logical.Request, d *framework.FieldData, name string) (*logical.Response, error) {
 	cfg, err := getCluster(ctx, req.Storage, name)
 	if err != nil || cfg == nil {
 		return nil, err
@@ -374,11 +363,7 @@ func pendingData(pending []pendingSecret) []map[string]interface{} {
 	return out
 }
 
-func (b *backend) clusterDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	name := d.Get("name").(string)
-	if err := validateVaultName("cluster", name); err != nil {
-		return logical.ErrorResponse(err.Error()), nil
-	}
+func (b *backend) clusterDelete(ctx context.Context, req *logical.Request, d *framework.FieldData, name string) (*logical.Response, error) {
 	b.clusterInUse.Lock()
 	defer b.clusterInUse.Unlock()
 	users, err := rolesUsingCluster(ctx, req.Storage, name)
@@ -386,7 +371,7 @@ func (b *backend) clusterDelete(ctx context.Context, req *logical.Request, d *fr
 		return nil, err
 	}
 	if len(users) > 0 {
-		return logical.ErrorResponse("cluster %q is used by role(s) %s; delete or move them first", name, strings.Join(sortedKeys(users), ", ")), nil
+		return nil, userError{fmt.Errorf("cluster %q is used by role(s) %s; delete or move them first", name, strings.Join(sortedKeys(users), ", "))}
 	}
 	b.clusterLock.Lock()
 	defer b.clusterLock.Unlock()
@@ -416,7 +401,7 @@ func (b *backend) clusterDelete(ctx context.Context, req *logical.Request, d *fr
 	return nil, nil
 }
 
-func (b *backend) clusterList(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+func (b *backend) clusterList(ctx context.Context, req *logical.Request, _ *framework.FieldData, _ string) (*logical.Response, error) {
 	names, err := req.Storage.List(ctx, clusterStoragePrefix)
 	if err != nil {
 		return nil, fmt.Errorf("listing clusters: %w", err)

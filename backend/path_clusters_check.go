@@ -40,7 +40,7 @@ func pathClusterCheck(b *backend) *framework.Path {
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.ReadOperation: &framework.PathOperation{
-				Callback:     b.clusterCheck,
+				Callback:     b.entry(clusterName, false, b.checkCluster),
 				Summary:      "Check connectivity and permissions.",
 				DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "check"},
 			},
@@ -179,15 +179,6 @@ func groupOf(resource string) string {
 	return ""
 }
 
-func (b *backend) clusterCheck(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	name := d.Get("name").(string)
-	if err := validateVaultName("cluster", name); err != nil {
-		return logical.ErrorResponse(err.Error()), nil
-	}
-	resp, err := b.checkCluster(ctx, req, name)
-	return respond(name, resp, err)
-}
-
 // maxCheckReviews bounds the access reviews one check sends: the roles
 // and their rules are written by roles/ writers, and an unbounded check
 // would let one role write stall or crash every operator's check.
@@ -206,7 +197,7 @@ func (r *reviewBudget) allowed(ctx context.Context, api kubeAPI, attrs authoriza
 	return api.Allowed(ctx, attrs)
 }
 
-func (b *backend) checkCluster(ctx context.Context, req *logical.Request, name string) (*logical.Response, error) {
+func (b *backend) checkCluster(ctx context.Context, req *logical.Request, _ *framework.FieldData, name string) (*logical.Response, error) {
 	client, err := b.client(ctx, req.Storage, name)
 	if err != nil {
 		return nil, err

@@ -2,8 +2,6 @@ package backend
 
 import (
 	"context"
-	"errors"
-	"fmt"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
@@ -78,10 +76,6 @@ func (b *backend) issueFor(ctx context.Context, req *logical.Request, d *framewo
 		return nil, userError{err}
 	}
 	client, err := b.client(ctx, req.Storage, role.Cluster)
-	var notFound errClusterNotFound
-	if errors.As(err, &notFound) {
-		return nil, userError{fmt.Errorf("role %q uses cluster %q, which is not configured", name, role.Cluster)}
-	}
 	if err != nil {
 		return nil, err
 	}

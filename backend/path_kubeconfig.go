@@ -106,10 +106,6 @@ func (b *backend) execKubeconfig(ctx context.Context, req *logical.Request, d *f
 		ir.namespace = namespaces[0]
 	}
 	client, err := b.client(ctx, req.Storage, role.Cluster)
-	var notFound errClusterNotFound
-	if errors.As(err, &notFound) {
-		return nil, userError{fmt.Errorf("role %q uses cluster %q, which is not configured", name, role.Cluster)}
-	}
 	if err != nil {
 		return nil, err
 	}

@@ -99,22 +99,22 @@ func pathRoles(b *backend) []*framework.Path {
 			ExistenceCheck: b.roleExists,
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.CreateOperation: &framework.PathOperation{
-					Callback:     b.roleWrite,
+					Callback:     b.entry(roleName, true, b.roleWrite),
 					Summary:      "Create a role.",
 					DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "write"},
 				},
 				logical.UpdateOperation: &framework.PathOperation{
-					Callback:     b.roleWrite,
+					Callback:     b.entry(roleName, true, b.roleWrite),
 					Summary:      "Update a role.",
 					DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "write"},
 				},
 				logical.ReadOperation: &framework.PathOperation{
-					Callback:     b.roleRead,
+					Callback:     b.entry(roleName, false, b.roleRead),
 					Summary:      "Read a role.",
 					DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "read"},
 				},
 				logical.DeleteOperation: &framework.PathOperation{
-					Callback:     b.roleDelete,
+					Callback:     b.entry(roleName, false, b.roleDelete),
 					Summary:      "Delete a role. Outstanding leases stay revocable.",
 					DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "delete"},
 				},
@@ -130,7 +130,7 @@ func pathRoles(b *backend) []*framework.Path {
 			},
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.ListOperation: &framework.PathOperation{
-					Callback:     b.roleList,
+					Callback:     b.entry(noName, false, b.roleList),
 					Summary:      "List roles.",
 					DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "list"},
 				},
@@ -150,14 +150,7 @@ func (b *backend) roleExists(ctx context.Context, req *logical.Request, d *frame
 	return role != nil, err
 }
 
-func (b *backend) roleWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	if err := unknownFields(d); err != nil {
-		return logical.ErrorResponse(err.Error()), nil
-	}
-	name := d.Get("name").(string)
-	if err := validateVaultName("role", name); err != nil {
-		return logical.ErrorResponse(err.Error()), nil
-	}
+func (b *backend) roleWrite(ctx context.Context, req *logical.Request, d *framework.FieldData, name string) (*logical.Response, error) {
 	role, err := getRole(ctx, req.Storage, name)
 	if err != nil {
 		return nil, err
@@ -166,7 +159,7 @@ func (b *backend) roleWrite(ctx context.Context, req *logical.Request, d *framew
 		role = &roleEntry{TTL: defaultRoleTTL, MaxTTL: defaultRoleMaxTTL}
 	}
 	if err := applyRoleFields(role, d); err != nil {
-		return logical.ErrorResponse(err.Error()), nil
+		return nil, userError{err}
 	}
 	b.clusterInUse.RLock()
 	defer b.clusterInUse.RUnlock()
@@ -175,10 +168,10 @@ func (b *backend) roleWrite(ctx context.Context, req *logical.Request, d *framew
 		return nil, err
 	}
 	if cluster == nil {
-		return logical.ErrorResponse("cluster %q is not configured; write clusters/%s first", role.Cluster, role.Cluster), nil
+		return nil, errClusterNotFound(role.Cluster)
 	}
 	if err := b.checkNotSelf(ctx, req.Storage, name, role, cluster); err != nil {
-		return respond(role.Cluster, nil, err)
+		return nil, err
 	}
 
 	resp := &logical.Response{}
@@ -285,11 +278,7 @@ func applyRoleFields(role *roleEntry, d *framework.FieldData) error {
 	return validateExtraAnnotations(role.ExtraAnnotations)
 }
 
-func (b *backend) roleRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	name := d.Get("name").(string)
-	if err := validateVaultName("role", name); err != nil {
-		return logical.ErrorResponse(err.Error()), nil
-	}
+func (b *backend) roleRead(ctx context.Context, req *logical.Request, d *framework.FieldData, name string) (*logical.Response, error) {
 	role, err := getRole(ctx, req.Storage, name)
 	if err != nil || role == nil {
 		return nil, err
@@ -329,11 +318,7 @@ func nonNilMap(m map[string]string) map[string]string {
 	return m
 }
 
-func (b *backend) roleDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	name := d.Get("name").(string)
-	if err := validateVaultName("role", name); err != nil {
-		return logical.ErrorResponse(err.Error()), nil
-	}
+func (b *backend) roleDelete(ctx context.Context, req *logical.Request, d *framework.FieldData, name string) (*logical.Response, error) {
 	if err := req.Storage.Delete(ctx, roleStoragePrefix+name); err != nil {
 		return nil, fmt.Errorf("deleting role %q: %w", name, err)
 	}
@@ -341,7 +326,7 @@ func (b *backend) roleDelete(ctx context.Context, req *logical.Request, d *frame
 	return nil, nil
 }
 
-func (b *backend) roleList(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+func (b *backend) roleList(ctx context.Context, req *logical.Request, _ *framework.FieldData, _ string) (*logical.Response, error) {
 	names, err := req.Storage.List(ctx, roleStoragePrefix)
 	if err != nil {
 		return nil, fmt.Errorf("listing roles: %w", err)

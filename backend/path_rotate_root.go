@@ -22,7 +22,7 @@ func pathRotateRoot(b *backend) *framework.Path {
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.UpdateOperation: &framework.PathOperation{
-				Callback:                    b.rotateRootHandler,
+				Callback:                    b.entry(clusterName, true, b.rotateRootHandler),
 				Summary:                     "Replace the plugin's own credential with a fresh token for the same service account.",
 				DisplayAttrs:                &framework.DisplayAttributes{OperationVerb: "rotate"},
 				ForwardPerformanceStandby:   true,
@@ -42,17 +42,10 @@ credential_id and expires_at, never the token.
 	}
 }
 
-func (b *backend) rotateRootHandler(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	if err := unknownFields(d); err != nil {
-		return logical.ErrorResponse(err.Error()), nil
-	}
-	name := d.Get("name").(string)
-	if err := validateVaultName("cluster", name); err != nil {
-		return logical.ErrorResponse(err.Error()), nil
-	}
+func (b *backend) rotateRootHandler(ctx context.Context, req *logical.Request, d *framework.FieldData, name string) (*logical.Response, error) {
 	res, err := b.rotateRoot(ctx, req.Storage, name, time.Now())
 	if err != nil {
-		return respond(name, nil, err)
+		return nil, err
 	}
 	b.rotation.reset(name)
 	resp := &logical.Response{Data: res.data()}

@@ -2,6 +2,7 @@ package backend
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -75,7 +76,7 @@ func pathTidy(b *backend) []*framework.Path {
 			},
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.UpdateOperation: &framework.PathOperation{
-					Callback:                    b.tidyNow,
+					Callback:                    b.entry(noName, true, b.tidyNow),
 					Summary:                     "Delete expired objects the plugin created.",
 					ForwardPerformanceStandby:   true,
 					ForwardPerformanceSecondary: true,
@@ -97,11 +98,11 @@ func pathTidy(b *backend) []*framework.Path {
 			},
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.ReadOperation: &framework.PathOperation{
-					Callback:     b.tidyConfigRead,
+					Callback:     b.entry(noName, false, b.tidyConfigRead),
 					DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "read"},
 				},
 				logical.UpdateOperation: &framework.PathOperation{
-					Callback:     b.tidyConfigWrite,
+					Callback:     b.entry(noName, true, b.tidyConfigWrite),
 					DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "configure"},
 				},
 			},
@@ -125,7 +126,7 @@ func getTidyConfig(ctx context.Context, s logical.Storage) (tidyConfig, error) {
 	return cfg, nil
 }
 
-func (b *backend) tidyConfigRead(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+func (b *backend) tidyConfigRead(ctx context.Context, req *logical.Request, _ *framework.FieldData, _ string) (*logical.Response, error) {
 	cfg, err := getTidyConfig(ctx, req.Storage)
 	if err != nil {
 		return nil, err
@@ -137,10 +138,7 @@ func (b *backend) tidyConfigRead(ctx context.Context, req *logical.Request, _ *f
 	}}, nil
 }
 
-func (b *backend) tidyConfigWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	if err := unknownFields(d); err != nil {
-		return logical.ErrorResponse(err.Error()), nil
-	}
+func (b *backend) tidyConfigWrite(ctx context.Context, req *logical.Request, d *framework.FieldData, _ string) (*logical.Response, error) {
 	cfg, err := getTidyConfig(ctx, req.Storage)
 	if err != nil {
 		return nil, err
@@ -155,10 +153,10 @@ func (b *backend) tidyConfigWrite(ctx context.Context, req *logical.Request, d *
 		cfg.Grace = time.Duration(v.(int)) * time.Second
 	}
 	if cfg.Interval < minTidyInterval {
-		return logical.ErrorResponse("interval must be at least %s", minTidyInterval), nil
+		return nil, userError{fmt.Errorf("interval must be at least %s", minTidyInterval)}
 	}
 	if cfg.Grace < 0 {
-		return logical.ErrorResponse("grace must not be negative"), nil
+		return nil, userError{errors.New("grace must not be negative")}
 	}
 	entry, err := logical.StorageEntryJSON(tidyConfigStorageKey, cfg)
 	if err != nil {
@@ -170,10 +168,7 @@ func (b *backend) tidyConfigWrite(ctx context.Context, req *logical.Request, d *
 	return nil, nil
 }
 
-func (b *backend) tidyNow(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	if err := unknownFields(d); err != nil {
-		return logical.ErrorResponse(err.Error()), nil
-	}
+func (b *backend) tidyNow(ctx context.Context, req *logical.Request, d *framework.FieldData, _ string) (*logical.Response, error) {
 	cfg, err := getTidyConfig(ctx, req.Storage)
 	if err != nil {
 		return nil, err
@@ -183,7 +178,7 @@ func (b *backend) tidyNow(ctx context.Context, req *logical.Request, d *framewor
 		grace = time.Duration(v.(int)) * time.Second
 	}
 	if grace < 0 {
-		return logical.ErrorResponse("grace must not be negative"), nil
+		return nil, userError{errors.New("grace must not be negative")}
 	}
 	result, err := b.tidy(ctx, req.Storage, time.Now().Add(-grace))
 	if err != nil {

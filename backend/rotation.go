@@ -105,8 +105,7 @@ func (b *backend) rotateRoot(ctx context.Context, s logical.Storage, name string
 		return res, nil
 	}
 	var user userError
-	var notFound errClusterNotFound
-	if errors.As(err, &user) || errors.As(err, &notFound) {
+	if errors.As(err, &user) {
 		return nil, err
 	}
 	b.recordRotationError(ctx, s, name, err)
@@ -136,7 +135,7 @@ func (b *backend) rotateLocked(ctx context.Context, s logical.Storage, name stri
 		return nil, err
 	}
 	if cfg == nil {
-		return nil, errClusterNotFound{name: name}
+		return nil, errClusterNotFound(name)
 	}
 	if cfg.inCluster() {
 		return nil, userError{fmt.Errorf("cluster %q has no stored service_account_jwt: the plugin uses the pod's own token, which the kubelet rotates; there is nothing to rotate", name)}
