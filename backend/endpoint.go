@@ -380,12 +380,7 @@ func (c *clusterConfig) resolve(env inClusterEnv, userAgent string, timeout time
 	}
 	rc.Host = ep.Host
 	rc.TLSClientConfig = rest.TLSClientConfig{CAData: []byte(ep.CACert), ServerName: c.TLSServerName}
-	if rc.QPS == 0 {
-		rc.QPS = defaultQPS
-	}
-	if rc.Burst == 0 {
-		rc.Burst = defaultBurst
-	}
+	rc.QPS, rc.Burst = effectiveQPS(rc.QPS), effectiveBurst(rc.Burst)
 	if c.ProxyURL != "" {
 		proxy, err := url.Parse(c.ProxyURL)
 		if err != nil {
@@ -407,4 +402,13 @@ func (c *clusterConfig) resolve(env inClusterEnv, userAgent string, timeout time
 		ep.KubeconfigCACert = ep.CACert
 	}
 	return ep, nil
+}
+
+// kubeconfigParams is what an issued kubeconfig says about this endpoint;
+// the caller adds the user's credential.
+func (ep *endpoint) kubeconfigParams(cluster, user, namespace string) kubeconfigParams {
+	return kubeconfigParams{
+		ClusterName: cluster, Server: ep.KubeconfigHost, CACert: ep.KubeconfigCACert,
+		TLSServerName: ep.TLSServerName, UserName: user, Namespace: namespace,
+	}
 }

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
+	"strings"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
@@ -86,8 +89,32 @@ var objectKinds = map[string]*objectKind{
 		}),
 }
 
-// kindsInDeleteOrder lists objectKinds by deleteRank, for tidy.
-var kindsInDeleteOrder = []string{kindSecret, kindServiceAccount, kindRoleBinding, kindClusterRoleBinding, kindRole, kindClusterRole}
+// kindsInDeleteOrder lists objectKinds by deleteRank (namespaced kinds
+// before cluster-scoped ones of the same rank), for tidy.
+var kindsInDeleteOrder = func() []string {
+	kinds := slices.Collect(maps.Keys(objectKinds))
+	slices.SortFunc(kinds, func(a, b string) int {
+		ka, kb := objectKinds[a], objectKinds[b]
+		if ka.deleteRank != kb.deleteRank {
+			return ka.deleteRank - kb.deleteRank
+		}
+		if ka.namespaced != kb.namespaced {
+			if ka.namespaced {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a, b)
+	})
+	return kinds
+}()
+
+// kindAccess is one right on a kind of the table, as an access review asks
+// it; subresource and name may be empty.
+func kindAccess(verb, kind, subresource, name, namespace string) authorizationv1.ResourceAttributes {
+	k := objectKinds[kind]
+	return authorizationv1.ResourceAttributes{Verb: verb, Group: k.group, Resource: k.resource, Subresource: subresource, Name: name, Namespace: namespace}
+}
 
 func lookupKind(name string) (*objectKind, error) {
 	k, ok := objectKinds[name]

@@ -77,17 +77,15 @@ func (p requiredPermission) String() string {
 // they could not be listed, in which case the rights are checked
 // cluster-wide.
 func permissionsFor(role *roleEntry, selected []string) []requiredPermission {
-	perm := func(verb, resource, subresource, name, ns string) requiredPermission {
-		return requiredPermission{attrs: authorizationv1.ResourceAttributes{
-			Verb: verb, Group: groupOf(resource), Resource: resource, Subresource: subresource, Name: name, Namespace: ns,
-		}}
+	perm := func(verb, kind, subresource, name, ns string) requiredPermission {
+		return requiredPermission{attrs: kindAccess(verb, kind, subresource, name, ns)}
 	}
 	if !role.ephemeral() {
 		ns := role.ServiceAccountNamespace
 		return []requiredPermission{
-			perm("create", "serviceaccounts", "token", role.ServiceAccountName, ns),
-			perm("create", "secrets", "", "", ns),
-			perm("delete", "secrets", "", "", ns),
+			perm("create", kindServiceAccount, "token", role.ServiceAccountName, ns),
+			perm("create", kindSecret, "", "", ns),
+			perm("delete", kindSecret, "", "", ns),
 		}
 	}
 	// Namespaces named or selected by the role; "" (all namespaces) for "*"
@@ -107,33 +105,34 @@ func permissionsFor(role *roleEntry, selected []string) []requiredPermission {
 	var perms []requiredPermission
 	for _, ns := range namespaces {
 		perms = append(perms,
-			perm("create", "serviceaccounts", "", "", ns),
-			perm("delete", "serviceaccounts", "", "", ns),
-			perm("create", "serviceaccounts", "token", "", ns),
-			perm("create", "rolebindings", "", "", ns),
-			perm("delete", "rolebindings", "", "", ns),
+			perm("create", kindServiceAccount, "", "", ns),
+			perm("delete", kindServiceAccount, "", "", ns),
+			perm("create", kindServiceAccount, "token", "", ns),
+			perm("create", kindRoleBinding, "", "", ns),
+			perm("delete", kindRoleBinding, "", "", ns),
 		)
 		if role.mode() == modeGeneratedRole && role.KubernetesRoleType == kindRole {
-			escalate := perm("escalate", "roles", "", "", ns)
+			escalate := perm("escalate", kindRole, "", "", ns)
 			escalate.orAll = ruleAttributes(role, ns)
-			perms = append(perms, perm("create", "roles", "", "", ns), perm("delete", "roles", "", "", ns), escalate)
+			perms = append(perms, perm("create", kindRole, "", "", ns), perm("delete", kindRole, "", "", ns), escalate)
 		}
 		if role.mode() == modeExistingRole {
 			// Binding a role needs bind on it, unless the plugin holds every
 			// permission the role grants.
-			perms = append(perms, perm("bind", objectKinds[role.KubernetesRoleType].resource, "", role.KubernetesRoleName, ns))
+			perms = append(perms, perm("bind", role.KubernetesRoleType, "", role.KubernetesRoleName, ns))
 		}
 	}
 	if role.mode() == modeGeneratedRole && role.KubernetesRoleType == kindClusterRole {
-		escalate := perm("escalate", "clusterroles", "", "", "")
+		escalate := perm("escalate", kindClusterRole, "", "", "")
 		escalate.orAll = ruleAttributes(role, "")
-		perms = append(perms, perm("create", "clusterroles", "", "", ""), perm("delete", "clusterroles", "", "", ""), escalate)
+		perms = append(perms, perm("create", kindClusterRole, "", "", ""), perm("delete", kindClusterRole, "", "", ""), escalate)
 	}
 	if role.AllowClusterRoleBinding {
-		perms = append(perms, perm("create", "clusterrolebindings", "", "", ""), perm("delete", "clusterrolebindings", "", "", ""))
+		perms = append(perms, perm("create", kindClusterRoleBinding, "", "", ""), perm("delete", kindClusterRoleBinding, "", "", ""))
 	}
 	if role.AllowedNamespaceSelector != "" {
-		perms = append(perms, perm("get", "namespaces", "", "", ""))
+		// Namespaces are read, never created: not in the kind table.
+		perms = append(perms, requiredPermission{attrs: authorizationv1.ResourceAttributes{Verb: "get", Resource: "namespaces"}})
 	}
 	return perms
 }
@@ -167,16 +166,6 @@ func ruleAttributes(role *roleEntry, ns string) []authorizationv1.ResourceAttrib
 		}
 	}
 	return out
-}
-
-// groupOf is the API group of a resource the plugin creates or uses.
-func groupOf(resource string) string {
-	for _, k := range objectKinds {
-		if k.resource == resource {
-			return k.group
-		}
-	}
-	return ""
 }
 
 // maxCheckReviews bounds the access reviews one check sends: the roles
@@ -334,13 +323,13 @@ func selfRotationPermissions(cfg *clusterConfig) ([]requiredPermission, string) 
 	if err != nil || !ok {
 		return nil, "the stored service_account_jwt carries no service-account claims: rotate-root cannot tell which service account to rotate"
 	}
-	perm := func(verb, resource, sub, name string) requiredPermission {
-		return requiredPermission{attrs: authorizationv1.ResourceAttributes{Verb: verb, Resource: resource, Subresource: sub, Name: name, Namespace: ns}}
+	perm := func(verb, kind, sub, name string) requiredPermission {
+		return requiredPermission{attrs: kindAccess(verb, kind, sub, name, ns)}
 	}
 	return []requiredPermission{
-		perm("create", "serviceaccounts", "token", sa),
-		perm("create", "secrets", "", ""),
-		perm("delete", "secrets", "", ""),
+		perm("create", kindServiceAccount, "token", sa),
+		perm("create", kindSecret, "", ""),
+		perm("delete", kindSecret, "", ""),
 	}, ""
 }
 

@@ -123,22 +123,15 @@ func (b *backend) execKubeconfig(ctx context.Context, req *logical.Request, d *f
 	if listAsked {
 		args = append(args, "kubernetes_namespaces="+strings.Join(requestedList.([]string), ","))
 	}
-	ep := client.endpoint
-	kubeconfigYAML, kubeconfigJSON, err := buildKubeconfig(kubeconfigParams{
-		ClusterName:   role.Cluster,
-		Server:        ep.KubeconfigHost,
-		CACert:        ep.KubeconfigCACert,
-		TLSServerName: ep.TLSServerName,
-		UserName:      credsPath,
-		Exec: &clientcmdapiv1.ExecConfig{
-			APIVersion:      "client.authentication.k8s.io/v1",
-			Command:         "vault",
-			Args:            args,
-			InstallHint:     "The vault CLI must be on PATH, with VAULT_ADDR and VAULT_TOKEN (or ~/.vault-token) allowed to read " + credsPath + ".",
-			InteractiveMode: clientcmdapiv1.NeverExecInteractiveMode,
-		},
-		Namespace: role.kubeconfigNamespace(ir.namespace),
-	})
+	params := client.endpoint.kubeconfigParams(role.Cluster, credsPath, role.kubeconfigNamespace(ir.namespace))
+	params.Exec = &clientcmdapiv1.ExecConfig{
+		APIVersion:      "client.authentication.k8s.io/v1",
+		Command:         "vault",
+		Args:            args,
+		InstallHint:     "The vault CLI must be on PATH, with VAULT_ADDR and VAULT_TOKEN (or ~/.vault-token) allowed to read " + credsPath + ".",
+		InteractiveMode: clientcmdapiv1.NeverExecInteractiveMode,
+	}
+	kubeconfigYAML, kubeconfigJSON, err := buildKubeconfig(params)
 	if err != nil {
 		return nil, err
 	}

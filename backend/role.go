@@ -433,17 +433,26 @@ func pluginOnlyRight(rule rbacv1.PolicyRule) string {
 		}
 		return false
 	})
-	sensitive := []struct {
+	type right struct {
 		group, resource string
 		anyVerb         bool
-	}{
-		{"", "serviceaccounts/token", true},
-		{"", "secrets", true},
-		{"", "serviceaccounts", false},
-		{rbacv1.GroupName, "roles", false},
-		{rbacv1.GroupName, "rolebindings", false},
-		{rbacv1.GroupName, "clusterroles", false},
-		{rbacv1.GroupName, "clusterrolebindings", false},
+	}
+	of := func(kind, subresource string, anyVerb bool) right {
+		k := objectKinds[kind]
+		if subresource != "" {
+			return right{k.group, k.resource + "/" + subresource, anyVerb}
+		}
+		return right{k.group, k.resource, anyVerb}
+	}
+	sensitive := []right{
+		of(kindServiceAccount, "token", true),
+		of(kindSecret, "", true),
+		of(kindServiceAccount, "", false),
+		of(kindRole, "", false),
+		of(kindRoleBinding, "", false),
+		of(kindClusterRole, "", false),
+		of(kindClusterRoleBinding, "", false),
+		// Not a kind the plugin creates: a client certificate is an identity.
 		{"certificates.k8s.io", "certificatesigningrequests", false},
 	}
 	for _, s := range sensitive {

@@ -182,15 +182,9 @@ func (b *backend) credentialResponse(req *logical.Request, ir *issueRequest, cli
 	ep := client.endpoint
 	role := ir.role
 	lease := cred.lease
-	kubeconfigYAML, kubeconfigJSON, err := buildKubeconfig(kubeconfigParams{
-		ClusterName:   role.Cluster,
-		Server:        ep.KubeconfigHost,
-		CACert:        ep.KubeconfigCACert,
-		TLSServerName: ep.TLSServerName,
-		UserName:      lease.ServiceAccount,
-		Token:         cred.token,
-		Namespace:     role.kubeconfigNamespace(lease.Namespace),
-	})
+	params := ep.kubeconfigParams(role.Cluster, lease.ServiceAccount, role.kubeconfigNamespace(lease.Namespace))
+	params.Token = cred.token
+	kubeconfigYAML, kubeconfigJSON, err := buildKubeconfig(params)
 	if err != nil {
 		return nil, err
 	}

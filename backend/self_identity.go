@@ -206,7 +206,7 @@ func (b *backend) mintsAnyToken(ctx context.Context, client *clusterClient, ns s
 }
 
 func anyTokenAttributes(ns string) authorizationv1.ResourceAttributes {
-	return authorizationv1.ResourceAttributes{Verb: "create", Resource: "serviceaccounts", Subresource: "token", Namespace: ns}
+	return kindAccess("create", kindServiceAccount, "token", "", ns)
 }
 
 // checkBoundRole refuses to bind an existing Role or ClusterRole that
