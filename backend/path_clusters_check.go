@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sort"
 	"strings"
 
@@ -88,20 +87,7 @@ func permissionsFor(role *roleEntry, selected []string) []requiredPermission {
 			perm("delete", kindSecret, "", "", ns),
 		}
 	}
-	// Namespaces named or selected by the role; "" (all namespaces) for "*"
-	// or a selector whose matches could not be listed.
-	namespaces := append([]string(nil), role.AllowedNamespaces...)
-	if role.AllowedNamespaceSelector != "" {
-		if selected == nil {
-			namespaces = append(namespaces, anyNamespace)
-		}
-		namespaces = append(namespaces, selected...)
-	}
-	if slices.Contains(namespaces, anyNamespace) {
-		namespaces = []string{""}
-	}
-	slices.Sort(namespaces)
-	namespaces = slices.Compact(namespaces)
+	namespaces := role.namespaces(selected)
 	var perms []requiredPermission
 	for _, ns := range namespaces {
 		perms = append(perms,

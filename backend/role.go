@@ -479,3 +479,19 @@ func resourceCovers(rule, target string) bool {
 	_, sub, hasSub := strings.Cut(target, "/")
 	return hasSub && rule == "*/"+sub
 }
+
+// namespaces are the namespaces the role's leases create objects in,
+// sorted: the service account's, or for ephemeral roles those listed and
+// those its selector matches (selected; nil when unknown). [""] stands for
+// every namespace: "*", or a selector whose matches are unknown.
+func (r *roleEntry) namespaces(selected []string) []string {
+	if !r.ephemeral() {
+		return []string{r.ServiceAccountNamespace}
+	}
+	if slices.Contains(r.AllowedNamespaces, anyNamespace) || (r.AllowedNamespaceSelector != "" && selected == nil) {
+		return []string{""}
+	}
+	namespaces := slices.Concat(r.AllowedNamespaces, selected)
+	slices.Sort(namespaces)
+	return slices.Compact(namespaces)
+}

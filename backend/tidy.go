@@ -123,14 +123,7 @@ func tidyTargets(ctx context.Context, s logical.Storage) (map[string][]string, e
 		if _, ok := targets[role.Cluster]; !ok {
 			continue // its cluster is gone
 		}
-		namespaces := []string{role.ServiceAccountNamespace}
-		if role.ephemeral() {
-			namespaces = role.AllowedNamespaces
-			if role.AllowedNamespaceSelector != "" || slices.Contains(namespaces, anyNamespace) {
-				namespaces = []string{""}
-			}
-		}
-		targets[role.Cluster] = append(targets[role.Cluster], namespaces...)
+		targets[role.Cluster] = append(targets[role.Cluster], role.namespaces(nil)...)
 	}
 	for c, namespaces := range targets {
 		slices.Sort(namespaces)
