@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/hashicorp/vault/sdk/framework"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -19,29 +20,36 @@ import (
 // a binding (and a Role) to create, check and revoke.
 const maxRequestNamespaces = 32
 
-// resolveNamespace picks and checks the namespace of an ephemeral lease.
-func resolveNamespace(ctx context.Context, api kubeAPI, roleName string, role *roleEntry, requested string) (string, error) {
-	ns, err := chooseNamespace(roleName, role, requested)
-	if err != nil {
-		return "", err
+// requestedNamespaces is what an ephemeral request asks for, checked
+// without the API server: kubernetes_namespaces (every entry well formed
+// and distinct, at most maxRequestNamespaces) or kubernetes_namespace (or
+// the role's only allowed one), each allowed by the role's list or "*";
+// bySelector are those only the role's selector can allow, which creds/
+// checks with the API server (matchSelector) and kubeconfig/ leaves to
+// creds/. list tells whether kubernetes_namespaces was used.
+func requestedNamespaces(roleName string, role *roleEntry, d *framework.FieldData) (namespaces, bySelector []string, list bool, err error) {
+	if requested, ok := d.GetOk("kubernetes_namespaces"); ok {
+		namespaces, list = slices.Clone(requested.([]string)), true
+		if err := validateNamespaceList(namespaces); err != nil {
+			return nil, nil, false, err
+		}
+	} else {
+		ns, err := chooseNamespace(roleName, role, d.Get("kubernetes_namespace").(string))
+		if err != nil {
+			return nil, nil, false, err
+		}
+		namespaces = []string{ns}
 	}
-	return ns, checkNamespaceAllowed(ctx, api, roleName, role, ns)
-}
-
-// resolveNamespaces checks kubernetes_namespaces: every entry well formed
-// and distinct, at most maxRequestNamespaces of them (all checked before
-// the API server is asked anything), then each allowed by the role exactly
-// as kubernetes_namespace is.
-func resolveNamespaces(ctx context.Context, api kubeAPI, roleName string, role *roleEntry, requested []string) ([]string, error) {
-	if err := validateNamespaceList(requested); err != nil {
-		return nil, err
-	}
-	for _, ns := range requested {
-		if err := checkNamespaceAllowed(ctx, api, roleName, role, ns); err != nil {
-			return nil, err
+	for _, ns := range namespaces {
+		listed, err := listAllows(roleName, role, ns)
+		if err != nil {
+			return nil, nil, false, err
+		}
+		if !listed {
+			bySelector = append(bySelector, ns)
 		}
 	}
-	return slices.Clone(requested), nil
+	return namespaces, bySelector, list, nil
 }
 
 // chooseNamespace is the requested namespace, well formed, or the role's
@@ -94,12 +102,9 @@ func listAllows(roleName string, role *roleEntry, ns string) (bool, error) {
 	return false, nil
 }
 
-// checkNamespaceAllowed checks a well-formed namespace against the role's
-// list, "*" and selector (reading the namespace's labels).
-func checkNamespaceAllowed(ctx context.Context, api kubeAPI, roleName string, role *roleEntry, requested string) error {
-	if listed, err := listAllows(roleName, role, requested); listed || err != nil {
-		return err
-	}
+// matchSelector checks a well-formed namespace the role's list does not
+// allow against its selector, reading the namespace's labels.
+func matchSelector(ctx context.Context, api kubeAPI, roleName string, role *roleEntry, requested string) error {
 	selector, err := parseNamespaceSelector(role.AllowedNamespaceSelector)
 	if err != nil {
 		return err // validated at role write; a failure here is internal

@@ -80,13 +80,18 @@ func (b *backend) issueFor(ctx context.Context, req *logical.Request, d *framewo
 		return nil, err
 	}
 	if role.ephemeral() {
-		if requested, ok := d.GetOk("kubernetes_namespaces"); ok {
-			if ir.namespaces, err = resolveNamespaces(ctx, client.api, name, role, requested.([]string)); err != nil {
+		namespaces, bySelector, list, err := requestedNamespaces(name, role, d)
+		if err != nil {
+			return nil, err
+		}
+		for _, ns := range bySelector {
+			if err := matchSelector(ctx, client.api, name, role, ns); err != nil {
 				return nil, err
 			}
-			ir.namespace = ir.namespaces[0]
-		} else if ir.namespace, err = resolveNamespace(ctx, client.api, name, role, d.Get("kubernetes_namespace").(string)); err != nil {
-			return nil, err
+		}
+		ir.namespace = namespaces[0]
+		if list {
+			ir.namespaces = namespaces
 		}
 	}
 	txn, err := b.planLease(req, client, ir)

@@ -76,32 +76,15 @@ func (b *backend) execKubeconfig(ctx context.Context, req *logical.Request, d *f
 	if err != nil {
 		return nil, userError{err}
 	}
-	requestedNS := d.Get("kubernetes_namespace").(string)
-	requestedList, listAsked := d.GetOk("kubernetes_namespaces")
 	if role.ephemeral() {
-		namespaces := []string{}
-		if listAsked {
-			namespaces = requestedList.([]string)
-			if err := validateNamespaceList(namespaces); err != nil {
-				return nil, err
-			}
-		} else {
-			ns, err := chooseNamespace(name, role, requestedNS)
-			if err != nil {
-				return nil, err
-			}
-			namespaces = append(namespaces, ns)
+		namespaces, bySelector, _, err := requestedNamespaces(name, role, d)
+		if err != nil {
+			return nil, err
 		}
 		// A namespace allowed only through the role's selector cannot be
 		// checked without the API server: every creds read checks it.
-		for _, ns := range namespaces {
-			listed, err := listAllows(name, role, ns)
-			if err != nil {
-				return nil, err
-			}
-			if !listed {
-				ir.warnings = append(ir.warnings, fmt.Sprintf("namespace %q is not listed by role %q; whether its labels match %s is checked when credentials are issued", ns, name, role.AllowedNamespaceSelector))
-			}
+		for _, ns := range bySelector {
+			ir.warnings = append(ir.warnings, fmt.Sprintf("namespace %q is not listed by role %q; whether its labels match %s is checked when credentials are issued", ns, name, role.AllowedNamespaceSelector))
 		}
 		ir.namespace = namespaces[0]
 	}
@@ -117,11 +100,11 @@ func (b *backend) execKubeconfig(ctx context.Context, req *logical.Request, d *f
 	if v, ok := d.GetOk("ttl"); ok {
 		args = append(args, "ttl="+(time.Duration(v.(int))*time.Second).String())
 	}
-	if requestedNS != "" {
-		args = append(args, "kubernetes_namespace="+requestedNS)
+	if ns := d.Get("kubernetes_namespace").(string); ns != "" {
+		args = append(args, "kubernetes_namespace="+ns)
 	}
-	if listAsked {
-		args = append(args, "kubernetes_namespaces="+strings.Join(requestedList.([]string), ","))
+	if list, ok := d.GetOk("kubernetes_namespaces"); ok {
+		args = append(args, "kubernetes_namespaces="+strings.Join(list.([]string), ","))
 	}
 	params := client.endpoint.kubeconfigParams(role.Cluster, credsPath, role.kubeconfigNamespace(ir.namespace))
 	params.Exec = &clientcmdapiv1.ExecConfig{
