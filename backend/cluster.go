@@ -217,3 +217,71 @@ func noteNewJWT(cfg, old *clusterConfig, grace time.Duration, now time.Time) {
 		})
 	}
 }
+
+// validate checks a cluster entry as it will be stored, against the entry
+// it replaces (old, nil for a new one): jwtSent says whether this write
+// carried service_account_jwt. Whatever would fail later (a kubeconfig
+// that cannot be built, a credential sent to a new endpoint) fails here.
+func (cfg *clusterConfig) validate(old *clusterConfig, jwtSent bool) error {
+	// The credential, stored or the pod's own, goes only where it was
+	// written for: whoever changes where or how the plugin connects must
+	// hold it.
+	if old != nil && !jwtSent && old.connection() != cfg.connection() {
+		return errors.New("kubernetes_host, kubernetes_ca_cert, tls_server_name or proxy_url changed: send service_account_jwt in the same write, so the stored credential never goes to an endpoint it was not written for")
+	}
+	if cfg.Host != "" {
+		if err := validateHTTPSURL("kubernetes_host", cfg.Host); err != nil {
+			return err
+		}
+		if cfg.JWT == "" {
+			return errors.New("service_account_jwt is required when kubernetes_host is set; leave both unset to use the pod's own credentials")
+		}
+	}
+	if cfg.inCluster() && cfg.connection() != (connection{}) {
+		return errInClusterConnection
+	}
+	if cfg.JWT != "" {
+		if err := validateJWTShape(cfg.JWT); err != nil {
+			return err
+		}
+	}
+	for field, v := range map[string]string{"kubernetes_ca_cert": cfg.CACert, "kubeconfig_ca_cert": cfg.KubeconfigCACert} {
+		if v != "" {
+			if err := validateCACertPEM(field, v); err != nil {
+				return err
+			}
+		}
+	}
+	if cfg.KubeconfigHost != "" {
+		if err := validateHTTPSURL("kubeconfig_host", cfg.KubeconfigHost); err != nil {
+			return err
+		}
+	}
+	if cfg.ProxyURL != "" {
+		if err := validateProxyURL(cfg.ProxyURL); err != nil {
+			return err
+		}
+	}
+	if cfg.TLSServerName != "" {
+		if errs := validateDNSName(cfg.TLSServerName); errs != nil {
+			return errs
+		}
+	}
+	// Issued kubeconfigs carry these values: whatever would break the build
+	// must fail here, not after a token was issued.
+	for _, server := range [][2]string{{cfg.Host, cfg.CACert}, {cfg.KubeconfigHost, cfg.KubeconfigCACert}} {
+		if _, _, err := buildKubeconfig(kubeconfigParams{
+			ClusterName: "c", Server: server[0], CACert: server[1],
+			TLSServerName: cfg.TLSServerName, UserName: "u", Token: "t", Namespace: "n",
+		}); err != nil {
+			return fmt.Errorf("the configuration cannot be written into a kubeconfig: %v", err)
+		}
+	}
+	if !(cfg.QPS >= 0 && cfg.QPS <= maxQPS) { // also refuses NaN
+		return fmt.Errorf("qps must be between 0 (default %d) and %d", defaultQPS, maxQPS)
+	}
+	if cfg.Burst < 0 || cfg.Burst > maxBurst {
+		return fmt.Errorf("burst must be between 0 (default %d) and %d", defaultBurst, maxBurst)
+	}
+	return validateRotation(cfg)
+}

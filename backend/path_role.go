@@ -2,7 +2,6 @@ package backend
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -244,38 +243,7 @@ func applyRoleFields(role *roleEntry, d *framework.FieldData) error {
 		role.ExtraAnnotations = v.(map[string]string)
 	}
 
-	if role.Cluster == "" {
-		return errors.New("cluster is required")
-	}
-	if err := validateVaultName("cluster", role.Cluster); err != nil {
-		return err
-	}
-	if err := validateRoleMode(role); err != nil {
-		return err
-	}
-	if role.ServiceAccountName != "" {
-		if err := validateServiceAccountName("service_account_name", role.ServiceAccountName); err != nil {
-			return err
-		}
-		if err := validateNamespaceName("service_account_namespace", role.ServiceAccountNamespace); err != nil {
-			return err
-		}
-	}
-	if role.KubeconfigNamespace != "" {
-		if err := validateNamespaceName("kubeconfig_namespace", role.KubeconfigNamespace); err != nil {
-			return err
-		}
-	}
-	if err := validateRoleTTLs(role.TTL, role.MaxTTL); err != nil {
-		return err
-	}
-	if err := validateAudiences(role.Audiences); err != nil {
-		return err
-	}
-	if err := validateExtraLabels(role.ExtraLabels); err != nil {
-		return err
-	}
-	return validateExtraAnnotations(role.ExtraAnnotations)
+	return role.validate()
 }
 
 func (b *backend) roleRead(ctx context.Context, req *logical.Request, d *framework.FieldData, name string) (*logical.Response, error) {

@@ -495,3 +495,40 @@ func (r *roleEntry) namespaces(selected []string) []string {
 	slices.Sort(namespaces)
 	return slices.Compact(namespaces)
 }
+
+// validate checks a role as it will be stored, so that it never fails at
+// issue time on what it holds.
+func (role *roleEntry) validate() error {
+	if role.Cluster == "" {
+		return errors.New("cluster is required")
+	}
+	if err := validateVaultName("cluster", role.Cluster); err != nil {
+		return err
+	}
+	if err := validateRoleMode(role); err != nil {
+		return err
+	}
+	if role.ServiceAccountName != "" {
+		if err := validateServiceAccountName("service_account_name", role.ServiceAccountName); err != nil {
+			return err
+		}
+		if err := validateNamespaceName("service_account_namespace", role.ServiceAccountNamespace); err != nil {
+			return err
+		}
+	}
+	if role.KubeconfigNamespace != "" {
+		if err := validateNamespaceName("kubeconfig_namespace", role.KubeconfigNamespace); err != nil {
+			return err
+		}
+	}
+	if err := validateRoleTTLs(role.TTL, role.MaxTTL); err != nil {
+		return err
+	}
+	if err := validateAudiences(role.Audiences); err != nil {
+		return err
+	}
+	if err := validateExtraLabels(role.ExtraLabels); err != nil {
+		return err
+	}
+	return validateExtraAnnotations(role.ExtraAnnotations)
+}
