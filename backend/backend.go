@@ -19,9 +19,14 @@ import (
 const backendHelp = `
 The scanner secrets engine issues short-lived Kubernetes service-account
 tokens, with a ready kubeconfig, as Vault leases. Configure one or more
-clusters under clusters/, map roles to service accounts under roles/, and
-read creds/<role>. Revoking the lease deletes the Secret the token is bound
-to, so the token stops working within seconds.
+clusters under clusters/ (check them with clusters/<name>/check), map roles
+under roles/ to an existing service account or to per-lease service
+accounts bound to an existing or generated role, and read creds/<role>;
+kubeconfig/<role> gives a token-free kubeconfig whose user runs vault to
+read creds/. Revoking the lease deletes the object the token depends on
+(its bound Secret, or the per-lease ServiceAccount), so the token stops
+working within seconds. tidy removes what a lost revoke left behind, and
+only what the plugin can prove it created.
 `
 
 const operationPrefix = "scanner"

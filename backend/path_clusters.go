@@ -17,8 +17,11 @@ A cluster holds the API server's https:// address and CA, and the plugin's own
 token-requester credential (service_account_jwt, write-only). Leave
 kubernetes_host, kubernetes_ca_cert and service_account_jwt unset when Vault
 runs in a pod of that cluster: the pod's own service account is used and its
-rotated token re-read. Changing kubernetes_host requires sending
-service_account_jwt again, so a stored credential never travels to a new host.
+rotated token re-read. Any change of kubernetes_host, kubernetes_ca_cert,
+tls_server_name or proxy_url requires sending service_account_jwt in the same
+write, so a stored credential never travels to an endpoint it was not written
+for. With rotation_period the plugin rotates its own credential
+(clusters/<name>/rotate-root does it on demand).
 `
 	clustersListHelpSynopsis = "List the configured clusters."
 )

@@ -16,14 +16,22 @@ const (
 	clusterCheckHelpSynopsis    = "Check that the plugin can reach a cluster and holds the rights its roles need."
 	clusterCheckHelpDescription = `
 Contacts the API server, reports its version, and asks it (with
-SelfSubjectAccessReviews) whether the plugin's credential may create tokens
-for each role's service account and create and delete Secrets in its
-namespace. Nothing is created. missing_permissions names every right that is
-missing; ok is true when none is. namespaces maps each namespace a role names
-(or its selector matches now) to the rights missing there: an empty list
-means every role on the cluster may issue in that namespace, alone or as one
-of kubernetes_namespaces. Rights checked cluster-wide (roles allowing "*") appear only in
-missing_permissions.
+SelfSubjectAccessReviews) whether the plugin's credential holds what each
+role on the cluster needs to issue and revoke: for an existing service
+account, create serviceaccounts/token for it and create and delete Secrets
+in its namespace; for per-lease service accounts, create and delete
+ServiceAccounts, bindings and generated Roles, tokens, and bind or escalate
+as the mode needs, in each namespace the role allows; and the rights of
+self-rotation. Nothing is created. missing_permissions names every right
+that is missing; role_errors names every role the plugin refuses to issue
+for (its own identity, an unrestricted token right, a bound role granting
+the plugin's own rights); ok is true when neither lists anything and every
+right was checked (at most 2048 reviews; unchecked_permissions counts the
+rest). namespaces maps each namespace a role names (or its selector matches
+now) to the rights missing there: an empty list means every role on the
+cluster may issue in that namespace, alone or as one of
+kubernetes_namespaces. Rights checked cluster-wide (roles allowing "*")
+appear only in missing_permissions.
 `
 )
 

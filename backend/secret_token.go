@@ -21,11 +21,17 @@ func secretToken(b *backend) *framework.Secret {
 	return &framework.Secret{
 		Type: secretTokenType,
 		Fields: map[string]*framework.FieldSchema{
-			"service_account_token": {Type: framework.TypeString, Description: "The service-account JWT."},
-			"kubeconfig":            {Type: framework.TypeString, Description: "A kubeconfig (YAML) using the token."},
-			"kubeconfig_json":       {Type: framework.TypeString, Description: "The same kubeconfig as single-line JSON."},
-			"credential_id":         {Type: framework.TypeString, Description: "JTI=<jti>, as Kubernetes' audit log names the token."},
-			"expires_at":            {Type: framework.TypeString, Description: "RFC 3339 time at which the lease ends and the token is revoked."},
+			"service_account_token":     {Type: framework.TypeString, Description: "The service-account JWT."},
+			"kubeconfig":                {Type: framework.TypeString, Description: "A kubeconfig (YAML) using the token: one cluster, user and context, namespace set."},
+			"kubeconfig_json":           {Type: framework.TypeString, Description: "The same kubeconfig as single-line JSON."},
+			"exec_credential":           {Type: framework.TypeString, Description: "The token as an ExecCredential (client.authentication.k8s.io/v1) JSON document, for kubectl credential plugins."},
+			"cluster":                   {Type: framework.TypeString, Description: "The clusters/ entry that issued the credential."},
+			"service_account_name":      {Type: framework.TypeString, Description: "The service account the token authenticates as: the role's, or the per-lease one."},
+			"service_account_namespace": {Type: framework.TypeString, Description: "Its namespace."},
+			"kubernetes_host":           {Type: framework.TypeString, Description: "The API server address the kubeconfig carries."},
+			"kubernetes_ca_cert":        {Type: framework.TypeString, Description: "The CA bundle the kubeconfig carries."},
+			"credential_id":             {Type: framework.TypeString, Description: "JTI=<jti>, as Kubernetes' audit log names the token."},
+			"expires_at":                {Type: framework.TypeString, Description: "RFC 3339 time at which the lease ends and the token is revoked."},
 		},
 		// No Renew: the lease is not renewable; get a new credential instead.
 		Revoke: b.revokeToken,

@@ -3,6 +3,7 @@ package backend
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -173,5 +174,17 @@ func TestIssueRefusedWhenRevokeWouldBeForbidden(t *testing.T) {
 	// answer that allows issuing is remembered.
 	if reviews != 3 {
 		t.Errorf("access reviews = %d, want 3 (an answer that allows issuing is remembered)", reviews)
+	}
+}
+
+// The lease Secret's Fields document exactly the keys a credential
+// response returns.
+func TestSecretFieldsMatchResponse(t *testing.T) {
+	b, s, _ := newConfiguredBackend(t)
+	resp := mustOK(t, b, s, logical.ReadOperation, "creds/"+testRole, nil)
+	documented := sortedKeys(b.Secret(secretTokenType).Fields)
+	returned := sortedKeys(resp.Data)
+	if !slices.Equal(documented, returned) {
+		t.Errorf("Fields document %v, the response returns %v", documented, returned)
 	}
 }
