@@ -3,6 +3,7 @@ package backend
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,7 +12,12 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 )
 
@@ -152,5 +158,69 @@ func TestLogsCarryNoToken(t *testing.T) {
 	assertNoSecretIn(t, issueErr.Error(), token)
 	for _, w := range resp.Warnings {
 		assertNoSecretIn(t, w, token)
+	}
+}
+
+// Storage written by the previous release (testdata/storage: cluster and
+// role entries, tidy/config, a lease's internal data and a WAL entry, as
+// that version encoded them) reads back, issues, revokes and rolls back.
+func TestStorageFromPreviousVersion(t *testing.T) {
+	b, s, fk := newTestBackend(t)
+	ctx := context.Background()
+	fixture := func(name string) []byte {
+		raw, err := os.ReadFile(filepath.Join("testdata", "storage", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return raw
+	}
+	for _, key := range []string{"clusters/cluster-a", "roles/scanner", "roles/ephemeral", "config/tidy"} {
+		if err := s.Put(ctx, &logical.StorageEntry{Key: key, Value: fixture(strings.ReplaceAll(key, "/", "__") + ".json")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	cluster := mustOK(t, b, s, logical.ReadOperation, "clusters/cluster-a", nil)
+	if cluster.Data["endpoint_id"] != "fixtureendpoint1" || cluster.Data["service_account_jwt_set"] != true || cluster.Data["qps"] != float32(50) {
+		t.Errorf("cluster read back as %v", cluster.Data)
+	}
+	role := mustOK(t, b, s, logical.ReadOperation, "roles/scanner", nil)
+	if role.Data["ttl"] != int64(900) || role.Data["service_account_name"] != testSA || role.Data["extra_labels"].(map[string]string)["team"] != "a" {
+		t.Errorf("role read back as %v", role.Data)
+	}
+	tidy := mustOK(t, b, s, logical.ReadOperation, "tidy/config", nil)
+	if tidy.Data["interval"] != int64(3600) {
+		t.Errorf("tidy/config read back as %v", tidy.Data)
+	}
+	mustOK(t, b, s, logical.ReadOperation, "creds/scanner", nil)
+	mustOK(t, b, s, logical.ReadOperation, "creds/ephemeral", nil)
+
+	// A lease and an unfinished issue of the previous version, on the
+	// endpoint the fixture names.
+	secrets := fk.clientset.CoreV1().Secrets(testNamespace)
+	for name, uid := range map[string]string{"vault-scanner-fixture0000001": "fixture-secret-uid", "vault-scanner-fixture0000002": "fixture-wal-uid"} {
+		if _, err := secrets.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, UID: types.UID(uid)}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var internal map[string]interface{}
+	if err := json.Unmarshal(fixture("lease_internal_data.json"), &internal); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.HandleRequest(ctx, &logical.Request{Operation: logical.RevokeOperation, Storage: s, Secret: &logical.Secret{InternalData: internal}}); err != nil {
+		t.Fatalf("revoking the previous version's lease: %v", err)
+	}
+	var wal map[string]interface{}
+	if err := json.Unmarshal(fixture("wal_lease_objects.json"), &wal); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := framework.PutWAL(ctx, s, walObjectsKind, wal); err != nil {
+		t.Fatal(err)
+	}
+	rollbackNow(t, b, s)
+	for _, name := range []string{"vault-scanner-fixture0000001", "vault-scanner-fixture0000002"} {
+		if _, err := secrets.Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Errorf("Secret %s: %v, want it deleted", name, err)
+		}
 	}
 }
