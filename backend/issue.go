@@ -16,7 +16,8 @@ import (
 )
 
 // One issue, from a validated request to a committed lease or a rollback:
-// the request (issueRequest), then the transaction (leaseTxn).
+// the request (issueRequest), then the transaction (issueTxn), which
+// rotation uses too.
 
 // issueRequest is a validated request for one credential.
 type issueRequest struct {

@@ -151,8 +151,8 @@ func (b *backend) rotateLocked(ctx context.Context, s logical.Storage, name stri
 	t := &issueTxn{
 		b: b, storage: s, client: client, started: now,
 		objects: []plannedObject{{kindSecret, rotationSecret(name, ns, now.Add(ttl), issueID)}},
-		// The Secret is in the plugin's own namespace, which tidy does not
-		// sweep: the WAL entry comes before its create.
+		// As for an ephemeral lease, the WAL entry comes before the create:
+		// a crash at any point after leaves a Secret that rollback finds.
 		walKind: walRotationKind, walFirst: true, bindToken: true,
 		expirationSeconds: int64(ttl / time.Second),
 		// Once stored, the cluster entry holds the Secret; rollbackRotation
