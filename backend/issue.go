@@ -16,7 +16,8 @@ import (
 )
 
 // One issue, from a validated request to a committed lease or a rollback:
-// the request (issueRequest), then the transaction (leaseTxn).
+// the request (issueRequest), then the transaction (issueTxn), which
+// rotation uses too.
 
 // issueRequest is a validated request for one credential.
 type issueRequest struct {
@@ -134,31 +135,40 @@ func tokenExpirationSeconds(ttl time.Duration) int64 {
 	return s
 }
 
-// leaseTxn is one issue, from plan to a committed lease or a rollback:
+// issueTxn is one issue of a token, for a lease or for the plugin's own
+// credential (rotation), from plan to commit or rollback:
 //
-//   - plan: the objects to create, each labelled with the issue's ID;
-//   - check: the plugin may delete every kind it creates (else it could not
-//     revoke);
-//   - WAL: stored before anything that can grant access exists: for
-//     ephemeral roles before the first object; for a role's existing
-//     service account after the per-lease Secret exists (so the entry
-//     holds its UID) and before the token is bound to it;
-//   - create, token, response;
-//   - commit (record the lease's expiry in the endpoint's lease horizon,
-//     drop the WAL entry) or roll back: delete what was created,
-//     resolve creates whose outcome is unknown, and leave a WAL entry for
-//     whatever could not be removed yet.
-type leaseTxn struct {
+//   - plan: the objects to create, each marked with the issue's ID, the WAL
+//     kind and when the entry is written, what the token is bound to and
+//     asked for, checks, and the commit step;
+//   - checks, then a WAL entry before anything that can grant access exists;
+//   - create, token, commit, drop the WAL entry;
+//   - or roll back: delete what was created, resolve creates whose outcome
+//     is unknown, and leave a WAL entry for whatever could not be removed.
+type issueTxn struct {
 	b       *backend
 	storage logical.Storage
 	client  *clusterClient
-	ir      *issueRequest
 	started time.Time
 
 	objects []plannedObject
-	// bindToken binds the token to objects[0] (the per-lease Secret);
-	// otherwise objects[0] is the per-lease ServiceAccount itself.
-	bindToken bool
+	walKind string
+	// walFirst writes the WAL entry before the first create, naming the
+	// planned objects; a crash at any point after leaves nothing unnamed.
+	walFirst bool
+	// bindToken binds the token to objects[0], a Secret; otherwise
+	// objects[0] is the ServiceAccount itself. The WAL entry then names
+	// that Secret by UID before the token exists.
+	bindToken         bool
+	audiences         []string
+	expirationSeconds int64
+	// check runs before anything exists; nil for none.
+	check func(context.Context) error
+	// commit makes the issue take effect; an error rolls it back.
+	commit func(context.Context, *issuedToken) error
+	// committedIsHeld: once committed, what the WAL entry names is held
+	// where its rollback spares it, so a WAL entry left behind is harmless.
+	committedIsHeld bool
 
 	record leaseRecord
 	walID  string
@@ -167,8 +177,170 @@ type leaseTxn struct {
 	unknown []objectRef
 }
 
+// issuedToken is the API server's answer to the TokenRequest, a JWT.
+type issuedToken struct {
+	token  string
+	claims tokenClaims
+	// expiresAt is the token's expiry as the API server states it.
+	expiresAt time.Time
+}
+
+// run carries the issue through to its commit, or rolls it back.
+func (t *issueTxn) run(ctx context.Context) error {
+	// Without the key the objects could not be marked, and tidy or rollback
+	// could never prove them the plugin's: fail before anything exists.
+	if _, err := t.b.ownershipKey(ctx, t.storage); err != nil {
+		return err
+	}
+	if t.check != nil {
+		if err := t.check(ctx); err != nil {
+			return err
+		}
+	}
+	if t.walFirst {
+		if err := t.writeWAL(ctx, t.plannedRefs()); err != nil {
+			return err
+		}
+	}
+	if err := t.createObjects(ctx); err != nil {
+		return t.rollback(ctx, err)
+	}
+	if t.bindToken {
+		// Rollback of an object known only by name needs get, which the
+		// shipped RBAC may not grant.
+		if err := t.writeWAL(ctx, t.record.Objects); err != nil {
+			return t.rollback(ctx, err)
+		}
+	}
+	tok, err := t.requestToken(ctx)
+	if err != nil {
+		return t.rollback(ctx, err)
+	}
+	if err := t.commit(ctx, tok); err != nil {
+		return t.rollback(ctx, err)
+	}
+	if err := framework.DeleteWAL(ctx, t.storage, t.walID); err != nil {
+		if t.committedIsHeld {
+			t.b.Logger().Warn("deleting WAL entry", "id", t.walID, "error", err)
+			return nil
+		}
+		// A WAL entry left behind would roll back a live lease.
+		return t.rollback(ctx, fmt.Errorf("deleting WAL entry: %w", err))
+	}
+	t.walID = ""
+	return nil
+}
+
+func (t *issueTxn) plannedRefs() []objectRef {
+	refs := make([]objectRef, len(t.objects))
+	for i, p := range t.objects {
+		refs[i] = p.ref()
+	}
+	return refs
+}
+
+// writeWAL stores an entry naming refs; only once it is stored does it
+// replace the previous one, which names a superset.
+func (t *issueTxn) writeWAL(ctx context.Context, refs []objectRef) error {
+	id, err := framework.PutWAL(ctx, t.storage, t.walKind, &walEntry{
+		Cluster: t.record.Cluster, Endpoint: t.record.Endpoint, IssueID: t.record.IssueID,
+		CreatedAt: t.started.UTC(), Objects: refs,
+	})
+	if err != nil {
+		return fmt.Errorf("writing WAL entry: %w", err)
+	}
+	if t.walID != "" {
+		t.b.deleteWAL(ctx, t.storage, t.walID)
+	}
+	t.walID = id
+	return nil
+}
+
+func (t *issueTxn) createObjects(ctx context.Context) error {
+	for i, p := range t.objects {
+		if i > 0 {
+			ownedBy(p.obj, t.record.Objects[0])
+		}
+		if err := t.b.markOwned(ctx, t.storage, p.kind, p.obj); err != nil {
+			return err
+		}
+		ref, err := t.client.api.CreateObject(ctx, p.kind, p.obj)
+		if err != nil {
+			if createOutcomeUnknown(err) {
+				t.unknown = append(t.unknown, p.ref())
+			}
+			return fmt.Errorf("creating %s: %w", p.ref(), err)
+		}
+		t.record.Objects = append(t.record.Objects, ref)
+	}
+	return nil
+}
+
+func (t *issueTxn) requestToken(ctx context.Context) (*issuedToken, error) {
+	spec := authenticationv1.TokenRequestSpec{Audiences: t.audiences, ExpirationSeconds: &t.expirationSeconds}
+	if t.bindToken {
+		bound := t.record.Objects[0]
+		spec.BoundObjectRef = &authenticationv1.BoundObjectReference{Kind: bound.Kind, APIVersion: "v1", Name: bound.Name, UID: bound.UID}
+	}
+	ns, saName := t.record.Namespace, t.record.ServiceAccount
+	sa := ns + "/" + saName
+	tr, err := t.client.api.CreateToken(ctx, ns, saName, &authenticationv1.TokenRequest{Spec: spec})
+	if err != nil {
+		return nil, fmt.Errorf("requesting a token for service account %s: %w", sa, err)
+	}
+	if tr.Status.Token == "" {
+		return nil, unusableAnswer("cluster %q: TokenRequest for %s returned no token", t.client.cluster, sa)
+	}
+	claims, err := parseTokenClaims(tr.Status.Token)
+	if err != nil {
+		return nil, unusableAnswer("cluster %q: TokenRequest for %s answered with something else than a JWT: %v", t.client.cluster, sa, err)
+	}
+	t.record.CredentialID = credentialID(claims.JTI)
+	return &issuedToken{token: tr.Status.Token, claims: claims, expiresAt: tr.Status.ExpirationTimestamp.Time}, nil
+}
+
+// rollback undoes a failed issue and returns cause. What it cannot remove
+// now stays covered by a WAL entry, so rollback retries it later.
+func (t *issueTxn) rollback(ctx context.Context, cause error) error {
+	ctx, cancel := t.b.cleanupContext(ctx)
+	defer cancel()
+	left := deleteInRevokeOrder(ctx, t.client.api, t.record.Objects)
+	for _, ref := range t.unknown {
+		if err := t.b.deleteIfFromIssue(ctx, t.storage, t.client.api, ref, t.record.IssueID); err != nil {
+			left = append(left, failedDelete{ref, err})
+		}
+	}
+	if len(left) == 0 {
+		if t.walID != "" {
+			t.b.deleteWAL(ctx, t.storage, t.walID)
+		}
+		return cause
+	}
+	t.b.Logger().Error("could not undo a failed issue; rollback will retry", "cluster", t.record.Cluster, "error", left.err())
+	if err := t.writeWAL(ctx, left.refs()); err != nil {
+		// The previous entry, if any, names a superset; it stays.
+		t.b.Logger().Error("recording what a failed issue left", "objects", describeRefs(left.refs()), "error", err)
+	}
+	return cause
+}
+
+// leaseTxn is the issue of one lease: checked for grantable and revocable,
+// committed by building the response and recording the lease's expiry.
+type leaseTxn struct {
+	txn *issueTxn
+	ir  *issueRequest
+}
+
+// planLease writes the WAL entry before the first object for ephemeral
+// roles; for a role's existing service account, once the per-lease Secret
+// exists (so the entry holds its UID) and before the token is bound to it.
 func (b *backend) planLease(req *logical.Request, client *clusterClient, ir *issueRequest) (*leaseTxn, error) {
-	t := &leaseTxn{b: b, storage: req.Storage, client: client, ir: ir, started: time.Now()}
+	t := &issueTxn{
+		b: b, storage: req.Storage, client: client, started: time.Now(),
+		walKind: walObjectsKind, audiences: ir.audiences, expirationSeconds: tokenExpirationSeconds(ir.ttl),
+	}
+	l := &leaseTxn{txn: t, ir: ir}
+	t.check = l.check
 	lm := leaseMeta{roleName: ir.roleName, role: ir.role, expiresAt: t.started.Add(ir.ttl), issueID: randomString(20)}
 	t.record = leaseRecord{
 		Cluster: client.cluster, Endpoint: client.endpoint.ID, Role: ir.roleName,
@@ -178,7 +350,7 @@ func (b *backend) planLease(req *logical.Request, client *clusterClient, ir *iss
 		t.objects = []plannedObject{{kindSecret, boundSecret(randomSecretName(), lm)}}
 		t.bindToken = true
 		t.record.ServiceAccount = ir.role.ServiceAccountName
-		return t, nil
+		return l, nil
 	}
 	name, err := renderName(ir.role.nameTemplate(), nameTemplateData{RoleName: ir.roleName, DisplayName: req.DisplayName, Namespace: ir.namespace})
 	if err != nil {
@@ -187,61 +359,45 @@ func (b *backend) planLease(req *logical.Request, client *clusterClient, ir *iss
 	if t.objects, err = ephemeralObjects(name, ir, lm); err != nil {
 		return nil, err
 	}
+	t.walFirst = true
 	t.record.ServiceAccount = name
-	return t, nil
+	return l, nil
 }
 
 // run carries the lease through to a response, or rolls it back.
-func (t *leaseTxn) run(ctx context.Context, req *logical.Request) (*logical.Response, error) {
-	// Without the key the objects could not be marked, and tidy or rollback
-	// could never prove them the plugin's: fail before anything exists.
-	if _, err := t.b.ownershipKey(ctx, t.storage); err != nil {
-		return nil, err
-	}
-	if err := t.b.checkGrantable(ctx, t.storage, t.client, t.ir.roleName, t.ir.role, t.ir.leaseNamespaces()); err != nil {
-		return nil, err
-	}
-	if err := t.checkRevocable(ctx); err != nil {
-		return nil, err
-	}
-	if !t.bindToken {
-		if err := t.writeWAL(ctx, t.plannedRefs()); err != nil {
-			return nil, err
+func (l *leaseTxn) run(ctx context.Context, req *logical.Request) (*logical.Response, error) {
+	var resp *logical.Response
+	l.txn.commit = func(ctx context.Context, tok *issuedToken) error {
+		cred, err := l.credential(tok)
+		if err != nil {
+			return err
 		}
-	}
-	if err := t.createObjects(ctx); err != nil {
-		return nil, t.rollback(ctx, err)
-	}
-	if t.bindToken {
-		if err := t.writeWAL(ctx, t.record.Objects); err != nil {
-			return nil, t.rollback(ctx, err)
+		if resp, err = l.txn.b.credentialResponse(req, l.ir, l.txn.client, cred); err != nil {
+			return err
 		}
+		// The endpoint must be kept, should it be retired, until this lease
+		// has expired: record that before the lease exists.
+		return l.txn.client.recordLeaseHorizon(ctx, l.txn.storage, cred.expiresAt)
 	}
-	cred, err := t.requestToken(ctx)
-	if err != nil {
-		return nil, t.rollback(ctx, err)
+	if err := l.txn.run(ctx); err != nil {
+		return nil, err
 	}
-	resp, err := t.b.credentialResponse(req, t.ir, t.client, cred)
-	if err != nil {
-		return nil, t.rollback(ctx, err)
-	}
-	// The endpoint must be kept, should it be retired, until this lease
-	// has expired: record that before the lease exists.
-	if err := t.client.recordLeaseHorizon(ctx, t.storage, cred.expiresAt); err != nil {
-		return nil, t.rollback(ctx, err)
-	}
-	if err := framework.DeleteWAL(ctx, t.storage, t.walID); err != nil {
-		// A WAL entry left behind would roll back a live lease.
-		return nil, t.rollback(ctx, fmt.Errorf("deleting WAL entry: %w", err))
-	}
-	t.walID = ""
 	return resp, nil
+}
+
+func (l *leaseTxn) check(ctx context.Context) error {
+	t := l.txn
+	if err := t.b.checkGrantable(ctx, t.storage, t.client, l.ir.roleName, l.ir.role, l.ir.leaseNamespaces()); err != nil {
+		return err
+	}
+	return l.checkRevocable(ctx)
 }
 
 // checkRevocable refuses to issue a lease the plugin could not revoke: it
 // asks the API server whether the plugin may delete every kind, in every
 // namespace, the lease creates, and remembers a yes for a minute.
-func (t *leaseTxn) checkRevocable(ctx context.Context) error {
+func (l *leaseTxn) checkRevocable(ctx context.Context) error {
+	t := l.txn
 	for _, p := range t.objects {
 		k, err := lookupKind(p.kind)
 		if err != nil {
@@ -265,51 +421,7 @@ func (t *leaseTxn) checkRevocable(ctx context.Context) error {
 	return nil
 }
 
-func (t *leaseTxn) plannedRefs() []objectRef {
-	refs := make([]objectRef, len(t.objects))
-	for i, p := range t.objects {
-		refs[i] = p.ref()
-	}
-	return refs
-}
-
-func (t *leaseTxn) writeWAL(ctx context.Context, refs []objectRef) error {
-	id, err := framework.PutWAL(ctx, t.storage, walObjectsKind, t.walEntry(refs))
-	if err != nil {
-		return fmt.Errorf("writing WAL entry: %w", err)
-	}
-	t.walID = id
-	return nil
-}
-
-func (t *leaseTxn) walEntry(refs []objectRef) *walEntry {
-	return &walEntry{
-		Cluster: t.record.Cluster, Endpoint: t.record.Endpoint, IssueID: t.record.IssueID,
-		CreatedAt: t.started.UTC(), Objects: refs,
-	}
-}
-
-func (t *leaseTxn) createObjects(ctx context.Context) error {
-	for i, p := range t.objects {
-		if i > 0 {
-			ownedBy(p.obj, t.record.Objects[0])
-		}
-		if err := t.b.markOwned(ctx, t.storage, p.kind, p.obj); err != nil {
-			return err
-		}
-		ref, err := t.client.api.CreateObject(ctx, p.kind, p.obj)
-		if err != nil {
-			if createOutcomeUnknown(err) {
-				t.unknown = append(t.unknown, p.ref())
-			}
-			return fmt.Errorf("creating %s: %w", p.ref(), err)
-		}
-		t.record.Objects = append(t.record.Objects, ref)
-	}
-	return nil
-}
-
-// issuedCredential is the outcome of a successful TokenRequest.
+// issuedCredential is a lease's token with the lease it allows.
 type issuedCredential struct {
 	token     string
 	lease     leaseRecord
@@ -318,71 +430,21 @@ type issuedCredential struct {
 	warnings  []string
 }
 
-func (t *leaseTxn) requestToken(ctx context.Context) (*issuedCredential, error) {
-	expirationSeconds := tokenExpirationSeconds(t.ir.ttl)
-	spec := authenticationv1.TokenRequestSpec{Audiences: t.ir.audiences, ExpirationSeconds: &expirationSeconds}
-	if t.bindToken {
-		bound := t.record.Objects[0]
-		spec.BoundObjectRef = &authenticationv1.BoundObjectReference{Kind: bound.Kind, APIVersion: "v1", Name: bound.Name, UID: bound.UID}
-	}
-	ns, saName := t.record.Namespace, t.record.ServiceAccount
-	sa := ns + "/" + saName
-	tr, err := t.client.api.CreateToken(ctx, ns, saName, &authenticationv1.TokenRequest{Spec: spec})
-	if err != nil {
-		return nil, fmt.Errorf("requesting a token for service account %s: %w", sa, err)
-	}
-	if tr.Status.Token == "" {
-		return nil, unusableAnswer("cluster %q: TokenRequest for %s returned no token", t.client.cluster, sa)
-	}
-	claims, err := parseTokenClaims(tr.Status.Token)
-	if err != nil {
-		return nil, unusableAnswer("cluster %q: TokenRequest for %s answered with something else than a JWT: %v", t.client.cluster, sa, err)
-	}
-	t.record.CredentialID = credentialID(claims.JTI)
-
-	cred := &issuedCredential{token: tr.Status.Token, lease: t.record, leaseTTL: t.ir.ttl}
+func (l *leaseTxn) credential(tok *issuedToken) (*issuedCredential, error) {
+	t := l.txn
+	cred := &issuedCredential{token: tok.token, lease: t.record, leaseTTL: l.ir.ttl}
 	// The API server may shorten the token (--service-account-max-token-expiration):
 	// the lease must never outlive it. Its timestamp has whole seconds and
 	// its clock may differ a little from ours, hence the tolerance; the skew
 	// still keeps the lease well inside the token's life.
-	tokenLeft := tr.Status.ExpirationTimestamp.Sub(t.started.Truncate(time.Second)) - tokenExpirySkew
+	tokenLeft := tok.expiresAt.Sub(t.started.Truncate(time.Second)) - tokenExpirySkew
 	if tokenLeft < cred.leaseTTL-expiryTolerance {
 		if tokenLeft <= 0 {
-			return nil, fmt.Errorf("the API server issued a token for %s that expires at once (%s)", sa, tr.Status.ExpirationTimestamp.UTC().Format(time.RFC3339))
+			return nil, fmt.Errorf("the API server issued a token for %s/%s that expires at once (%s)", t.record.Namespace, t.record.ServiceAccount, tok.expiresAt.UTC().Format(time.RFC3339))
 		}
 		cred.leaseTTL = tokenLeft.Truncate(time.Second)
 		cred.warnings = append(cred.warnings, fmt.Sprintf("the API server shortened the token; lease capped at %s", cred.leaseTTL))
 	}
 	cred.expiresAt = t.started.Add(cred.leaseTTL).UTC()
 	return cred, nil
-}
-
-// rollback undoes a failed issue and returns cause. What it cannot remove
-// now stays covered by a WAL entry, so rollback retries it later.
-func (t *leaseTxn) rollback(ctx context.Context, cause error) error {
-	ctx, cancel := t.b.cleanupContext(ctx)
-	defer cancel()
-	left := deleteInRevokeOrder(ctx, t.client.api, t.record.Objects)
-	for _, ref := range t.unknown {
-		if err := t.b.deleteIfFromIssue(ctx, t.storage, t.client.api, ref, t.record.IssueID); err != nil {
-			left = append(left, failedDelete{ref, err})
-		}
-	}
-	if len(left) == 0 {
-		if t.walID != "" {
-			t.b.deleteWAL(ctx, t.storage, t.walID)
-		}
-		return cause
-	}
-	t.b.Logger().Error("could not undo a failed issue; rollback will retry", "cluster", t.record.Cluster, "error", left.err())
-	previous := t.walID
-	if err := t.writeWAL(ctx, left.refs()); err != nil {
-		// The previous entry, if any, names a superset; keep it.
-		t.b.Logger().Error("recording what a failed issue left", "objects", describeRefs(left.refs()), "error", err)
-		return cause
-	}
-	if previous != "" {
-		t.b.deleteWAL(ctx, t.storage, previous)
-	}
-	return cause
 }

@@ -4,14 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"slices"
 	"strings"
 	"time"
 
-	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
-	authenticationv1 "k8s.io/api/authentication/v1"
 	"k8s.io/client-go/rest"
 )
 
@@ -151,77 +148,53 @@ func (b *backend) rotateLocked(ctx context.Context, s logical.Storage, name stri
 	}
 	ttl := cfg.effectiveJWTTTL()
 	issueID := randomString(20)
-	secret := rotationSecret(name, ns, now.Add(ttl), issueID)
-	planned := objectRef{Kind: kindSecret, Namespace: ns, Name: secret.Name}
-	// Marked before the WAL entry: rollback deletes it only if the mark
-	// proves it the plugin's.
-	if err := b.markOwned(ctx, s, kindSecret, secret); err != nil {
+	t := &issueTxn{
+		b: b, storage: s, client: client, started: now,
+		objects: []plannedObject{{kindSecret, rotationSecret(name, ns, now.Add(ttl), issueID)}},
+		// As for an ephemeral lease, the WAL entry comes before the create:
+		// a crash at any point after leaves a Secret that rollback finds.
+		walKind: walRotationKind, walFirst: true, bindToken: true,
+		expirationSeconds: int64(ttl / time.Second),
+		// Once stored, the cluster entry holds the Secret; rollbackRotation
+		// spares it.
+		committedIsHeld: true,
+		record:          leaseRecord{Cluster: name, Endpoint: client.endpoint.ID, Namespace: ns, ServiceAccount: sa, IssueID: issueID},
+	}
+	var next clusterConfig
+	var res *rotationResult
+	t.commit = func(ctx context.Context, tok *issuedToken) error {
+		if err := b.verifyCredential(ctx, client, tok, ns, sa); err != nil {
+			return err
+		}
+		ref := t.record.Objects[0]
+		next = *cfg
+		next.JWT = tok.token
+		next.JWTCredentialID = t.record.CredentialID
+		next.JWTExpiresAt = tok.expiresAt.UTC()
+		next.RotatedSecret = &ref
+		next.LastRotatedAt = now.UTC()
+		next.LastRotationError = ""
+		next.PendingDeletion = slices.Clone(cfg.PendingDeletion)
+		res = &rotationResult{
+			credentialID: next.JWTCredentialID, expiresAt: next.JWTExpiresAt,
+			serviceAccount: ns + "/" + sa, secret: ref,
+		}
+		if cfg.RotatedSecret != nil {
+			prev := pendingSecret{Ref: *cfg.RotatedSecret, Endpoint: cfg.endpointID(), CredentialID: cfg.JWTCredentialID, DeleteAfter: now.Add(b.rotationGrace).UTC(), ExpiresAt: cfg.JWTExpiresAt}
+			next.PendingDeletion = append(next.PendingDeletion, prev)
+			res.previous = &prev
+		}
+		if err := putCluster(ctx, s, name, &next); err != nil {
+			return err
+		}
+		b.dropCachedClient(name)
+		return nil
+	}
+	if err := t.run(ctx); err != nil {
 		return nil, err
 	}
-	// The WAL entry comes before the create, as for an ephemeral lease: a
-	// crash at any point after leaves a Secret that rollback finds. It names
-	// the planned Secret without a UID, so rollback deletes it only if it
-	// carries this rotation's issue ID.
-	walID, err := framework.PutWAL(ctx, s, walRotationKind, &walEntry{
-		Cluster: name, Endpoint: cfg.endpointID(), IssueID: issueID, CreatedAt: now.UTC(), Objects: []objectRef{planned},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("writing WAL entry: %w", err)
-	}
-	ref, err := client.api.CreateObject(ctx, kindSecret, secret)
-	if err != nil {
-		cause := fmt.Errorf("creating the rotation Secret %s: %w", planned, err)
-		if !createOutcomeUnknown(err) {
-			// The API server refused the create: nothing to delete.
-			return nil, b.undoRotation(ctx, s, client, objectRef{}, issueID, walID, cause)
-		}
-		return nil, b.undoRotation(ctx, s, client, planned, issueID, walID, cause)
-	}
-	// Rollback of a Secret known only by name needs get, which the shipped
-	// RBAC does not grant: before the token is bound to it, an entry with
-	// its UID replaces the planned one.
-	recorded, err := framework.PutWAL(ctx, s, walRotationKind, &walEntry{
-		Cluster: name, Endpoint: cfg.endpointID(), IssueID: issueID, CreatedAt: now.UTC(), Objects: []objectRef{ref},
-	})
-	if err != nil {
-		return nil, b.undoRotation(ctx, s, client, ref, issueID, walID, fmt.Errorf("writing WAL entry: %w", err))
-	}
-	b.deleteWAL(ctx, s, walID)
-	walID = recorded
 
-	secs := int64(ttl / time.Second)
-	tr, err := client.api.CreateToken(ctx, ns, sa, &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
-		ExpirationSeconds: &secs,
-		BoundObjectRef:    &authenticationv1.BoundObjectReference{Kind: kindSecret, APIVersion: "v1", Name: ref.Name, UID: ref.UID},
-	}})
-	if err != nil {
-		return nil, b.undoRotation(ctx, s, client, ref, issueID, walID, fmt.Errorf("requesting a token for the plugin's own service account %s/%s: %w", ns, sa, err))
-	}
-	newClaims, err := usableRotatedToken(tr.Status.Token, ns, sa)
-	if err != nil {
-		return nil, b.undoRotation(ctx, s, client, ref, issueID, walID, err)
-	}
-	if err := b.verifyCredential(ctx, client, tr.Status.Token, ns, sa); err != nil {
-		return nil, b.undoRotation(ctx, s, client, ref, issueID, walID, err)
-	}
-
-	next := *cfg
-	next.JWT = tr.Status.Token
-	next.JWTCredentialID = credentialID(newClaims.JTI)
-	next.JWTExpiresAt = tr.Status.ExpirationTimestamp.UTC()
-	next.RotatedSecret = &ref
-	next.LastRotatedAt = now.UTC()
-	next.LastRotationError = ""
-	next.PendingDeletion = slices.Clone(cfg.PendingDeletion)
-	res := &rotationResult{
-		credentialID: next.JWTCredentialID, expiresAt: next.JWTExpiresAt,
-		serviceAccount: ns + "/" + sa, secret: ref,
-	}
-	if cfg.RotatedSecret != nil {
-		prev := pendingSecret{Ref: *cfg.RotatedSecret, Endpoint: cfg.endpointID(), CredentialID: cfg.JWTCredentialID, DeleteAfter: now.Add(b.rotationGrace).UTC(), ExpiresAt: cfg.JWTExpiresAt}
-		next.PendingDeletion = append(next.PendingDeletion, prev)
-		res.previous = &prev
-	} else {
+	if cfg.RotatedSecret == nil {
 		msg := "the previous credential was not created by the plugin and is left to the operator"
 		if cfg.JWTCredentialID != "" {
 			msg += fmt.Sprintf(" (credential_id %s", cfg.JWTCredentialID)
@@ -232,14 +205,6 @@ func (b *backend) rotateLocked(ctx context.Context, s logical.Storage, name stri
 		}
 		res.warnings = append(res.warnings, msg+": it stays valid until it expires unless you revoke it (use a short-lived bootstrap token)")
 	}
-	if err := putCluster(ctx, s, name, &next); err != nil {
-		return nil, b.undoRotation(ctx, s, client, ref, issueID, walID, err)
-	}
-	b.dropCachedClient(name)
-	// Should this delete fail, rollback finds the Secret held by the
-	// cluster entry and leaves it alone.
-	b.deleteWAL(ctx, s, walID)
-
 	if left := next.JWTExpiresAt.Sub(now); left < ttl-expiryTolerance {
 		res.warnings = append(res.warnings, fmt.Sprintf("the API server shortened the credential to %s (asked for %s)", left.Truncate(time.Second), ttl))
 	}
@@ -247,7 +212,7 @@ func (b *backend) rotateLocked(ctx context.Context, s logical.Storage, name stri
 		res.warnings = append(res.warnings, fmt.Sprintf("rotation_period is 0: rotate again before the credential expires at %s, or set rotation_period", next.JWTExpiresAt.Format(time.RFC3339)))
 	}
 	args := []interface{}{"cluster", name, "service_account", res.serviceAccount, "credential_id", res.credentialID,
-		"expires_at", res.expiresAt.Format(time.RFC3339), "bound_secret", ns + "/" + ref.Name}
+		"expires_at", res.expiresAt.Format(time.RFC3339), "bound_secret", ns + "/" + res.secret.Name}
 	if res.previous != nil {
 		args = append(args, "previous_credential_id", res.previous.CredentialID, "previous_secret_deleted_after", res.previous.DeleteAfter.Format(time.RFC3339))
 		b.rotation.after(b.rotationGrace, func() { b.deletePendingAfterGrace(s, name) })
@@ -258,47 +223,16 @@ func (b *backend) rotateLocked(ctx context.Context, s logical.Storage, name stri
 	return res, nil
 }
 
-// undoRotation ends a failed rotation and returns cause: it deletes the new
-// Secret (killing any token bound to it), by UID once created, or, when the
-// create's outcome is unknown (ref without UID), only if it carries the
-// rotation's issue ID; a zero ref means nothing was created. Only then does
-// it drop the WAL entry: while the Secret may exist, the entry stays so
-// rollback retries.
-func (b *backend) undoRotation(ctx context.Context, s logical.Storage, client *clusterClient, ref objectRef, issueID, walID string, cause error) error {
-	ctx, cancel := b.cleanupContext(ctx)
-	defer cancel()
-	if ref != (objectRef{}) {
-		if err := b.deleteIfFromIssue(ctx, s, client.api, ref, issueID); err != nil {
-			b.Logger().Error("could not delete the Secret of a failed rotation; rollback will retry", "cluster", client.cluster, "secret", ref.String(), "error", err)
-			return cause
-		}
+// verifyCredential checks that tok is the service account's and
+// authenticates as it on the cluster's endpoint; an answer that does not is
+// the API server's failure (502): storing it would hand the plugin another
+// identity.
+func (b *backend) verifyCredential(ctx context.Context, client *clusterClient, tok *issuedToken, ns, sa string) error {
+	if gotNS, gotSA, ok := tok.claims.serviceAccount(); ok && (gotNS != ns || gotSA != sa) {
+		return unusableAnswer("the API server answered the TokenRequest for the plugin's own service account %s/%s with a token for %s/%s", ns, sa, truncateForMessage(gotNS), truncateForMessage(gotSA))
 	}
-	b.deleteWAL(ctx, s, walID)
-	return cause
-}
-
-// usableRotatedToken parses the token a rotation's TokenRequest returned.
-// An answer that is no JWT, or names another service account, is the API
-// server's failure (502): the plugin cannot use it as its credential.
-func usableRotatedToken(token, ns, sa string) (tokenClaims, error) {
-	if token == "" {
-		return tokenClaims{}, &upstreamError{status: http.StatusBadGateway, msg: fmt.Sprintf("the API server answered the TokenRequest for the plugin's own service account %s/%s without a token", ns, sa)}
-	}
-	claims, err := parseTokenClaims(token)
-	if err != nil {
-		return tokenClaims{}, &upstreamError{status: http.StatusBadGateway, msg: fmt.Sprintf("the API server's answer to the TokenRequest for the plugin's own service account %s/%s is unusable: %v", ns, sa, err)}
-	}
-	if gotNS, gotSA, ok := claims.serviceAccount(); ok && (gotNS != ns || gotSA != sa) {
-		return tokenClaims{}, &upstreamError{status: http.StatusBadGateway, msg: fmt.Sprintf("the API server answered the TokenRequest for the plugin's own service account %s/%s with a token for %s/%s", ns, sa, truncateForMessage(gotNS), truncateForMessage(gotSA))}
-	}
-	return claims, nil
-}
-
-// verifyCredential checks that token authenticates, as the service account
-// it was issued for, on the cluster's endpoint.
-func (b *backend) verifyCredential(ctx context.Context, client *clusterClient, token, ns, sa string) error {
 	rc := rest.CopyConfig(client.endpoint.restConfig)
-	rc.BearerToken, rc.BearerTokenFile = token, ""
+	rc.BearerToken, rc.BearerTokenFile = tok.token, ""
 	api, err := b.newKubeAPI(rc)
 	if err != nil {
 		return fmt.Errorf("building a client for the new credential: %w", err)
@@ -308,8 +242,7 @@ func (b *backend) verifyCredential(ctx context.Context, client *clusterClient, t
 		return fmt.Errorf("the new credential does not authenticate: %w", err)
 	}
 	if want := "system:serviceaccount:" + ns + ":" + sa; user != want {
-		// Storing it would hand the plugin another identity.
-		return &upstreamError{status: http.StatusBadGateway, msg: fmt.Sprintf("the new credential authenticates as %q, not as %q: the API server's answer is unusable", truncateForMessage(user), want)}
+		return unusableAnswer("the new credential authenticates as %q, not as %q: the API server's answer is unusable", truncateForMessage(user), want)
 	}
 	return nil
 }

@@ -890,6 +890,27 @@ func TestRotationSecretCoveredByWAL(t *testing.T) {
 			wantSecretLeft: true,
 		},
 		{
+			// The entry from before the create stays: it names the Secret.
+			name: "WAL write after the create and Secret delete fail",
+			breakIt: func(f *rotationFixture, s *failingStorage) func() {
+				deletes := failSecretDeletes(f.fk)
+				var puts atomic.Int32
+				laterWALPuts := func(key string) bool {
+					return strings.HasPrefix(key, framework.WALPrefix) && puts.Add(1) > 1
+				}
+				s.failPut.Store(&laterWALPuts)
+				return func() { deletes.Store(false); s.failPut.Store(nil) }
+			},
+			wantSecretLeft: true,
+		},
+		{
+			name: "storing the credential fails",
+			breakIt: func(f *rotationFixture, s *failingStorage) func() {
+				s.failPut.Store(keyPrefix(clusterStoragePrefix))
+				return func() {}
+			},
+		},
+		{
 			name: "WAL write fails",
 			breakIt: func(f *rotationFixture, s *failingStorage) func() {
 				failSecretDeletes(f.fk) // nothing may need deleting

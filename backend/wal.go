@@ -27,9 +27,10 @@ func walRollbackMinAge() time.Duration {
 	return d
 }
 
-// walEntry names the objects of an issue that has not become a lease yet.
-// It is removed once the lease exists; if it is still there after the
-// rollback age, the lease never came to be and the objects are deleted.
+// walEntry names the objects of an issue not yet committed (a lease, or a
+// rotated credential stored). It is removed at commit; if it is still there
+// after the rollback age, the issue never committed and the objects are
+// deleted.
 type walEntry struct {
 	Cluster   string    `json:"cluster"`
 	Endpoint  string    `json:"endpoint,omitempty"`
