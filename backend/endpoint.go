@@ -340,8 +340,6 @@ func (b *backend) deleteOrphanedHorizons(ctx context.Context, s logical.Storage,
 // with the in-cluster defaults resolved.
 type endpoint struct {
 	ID               string
-	Host             string
-	CACert           string
 	KubeconfigHost   string
 	KubeconfigCACert string
 	TLSServerName    string
@@ -352,24 +350,24 @@ func (c *clusterConfig) resolve(env inClusterEnv, userAgent string, timeout time
 	if c.inCluster() && c.connection() != (connection{}) {
 		return nil, errInClusterConnection
 	}
-	ep := &endpoint{ID: c.endpointID(), Host: c.Host, CACert: c.CACert, TLSServerName: c.TLSServerName}
+	ep := &endpoint{ID: c.endpointID(), TLSServerName: c.TLSServerName}
+	host, caCert := c.Host, c.CACert
 	rc := &rest.Config{
 		QPS:       c.QPS,
 		Burst:     c.Burst,
 		Timeout:   timeout,
 		UserAgent: userAgent,
 	}
-	if ep.Host == "" {
-		host, err := env.host()
-		if err != nil {
+	if host == "" {
+		var err error
+		if host, err = env.host(); err != nil {
 			return nil, err
 		}
-		ep.Host = host
 		ca, err := os.ReadFile(env.CAPath)
 		if err != nil {
 			return nil, fmt.Errorf("reading the pod's CA certificate: %w", err)
 		}
-		ep.CACert = string(ca)
+		caCert = string(ca)
 	}
 	if c.JWT != "" {
 		rc.BearerToken = c.JWT
@@ -378,8 +376,8 @@ func (c *clusterConfig) resolve(env inClusterEnv, userAgent string, timeout time
 		// token is picked up after kubelet rotates it.
 		rc.BearerTokenFile = env.TokenPath
 	}
-	rc.Host = ep.Host
-	rc.TLSClientConfig = rest.TLSClientConfig{CAData: []byte(ep.CACert), ServerName: c.TLSServerName}
+	rc.Host = host
+	rc.TLSClientConfig = rest.TLSClientConfig{CAData: []byte(caCert), ServerName: c.TLSServerName}
 	rc.QPS, rc.Burst = effectiveQPS(rc.QPS), effectiveBurst(rc.Burst)
 	if c.ProxyURL != "" {
 		proxy, err := url.Parse(c.ProxyURL)
@@ -393,13 +391,13 @@ func (c *clusterConfig) resolve(env inClusterEnv, userAgent string, timeout time
 
 	ep.KubeconfigHost, ep.KubeconfigCACert = c.KubeconfigHost, c.KubeconfigCACert
 	if ep.KubeconfigHost == "" {
-		ep.KubeconfigHost = ep.Host
+		ep.KubeconfigHost = host
 	} else {
 		// A different address for users: the name Vault needs may not apply.
 		ep.TLSServerName = ""
 	}
 	if ep.KubeconfigCACert == "" {
-		ep.KubeconfigCACert = ep.CACert
+		ep.KubeconfigCACert = caCert
 	}
 	return ep, nil
 }

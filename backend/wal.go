@@ -66,8 +66,7 @@ func (b *backend) walRollback(ctx context.Context, req *logical.Request, kind st
 	if err == nil {
 		return nil
 	}
-	// Entries from before created_at was recorded get one try.
-	if entry.CreatedAt.IsZero() || time.Since(entry.CreatedAt) > walGiveUpAge {
+	if time.Since(entry.CreatedAt) > walGiveUpAge {
 		b.Logger().Error("giving up on rolling back an unfinished issue; delete its objects by hand or let tidy remove them",
 			"cluster", entry.Cluster, "endpoint", entry.Endpoint, "objects", describeRefs(entry.Objects), "created_at", entry.CreatedAt, "error", err)
 		return nil
