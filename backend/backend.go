@@ -315,3 +315,20 @@ func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
 	}
 	return nil
 }
+
+// HandleRequest is the mount's entry point. Requests to routes have their
+// fields' types checked first (handlers.go): the framework's conversion
+// error quotes the value, so a service_account_jwt (or a proxy_url with its
+// password) sent as a JSON list or object would come back in the 400, and
+// with it into Vault's audit log. Revoke, renew, rollback and rotation
+// carry no caller input and go straight to the framework.
+func (b *backend) HandleRequest(ctx context.Context, req *logical.Request) (*logical.Response, error) {
+	switch req.Operation {
+	case logical.RevokeOperation, logical.RenewOperation, logical.RollbackOperation, logical.RotationOperation:
+	default:
+		if resp := b.refuseMistypedFields(req); resp != nil {
+			return resp, nil
+		}
+	}
+	return b.Backend.HandleRequest(ctx, req)
+}

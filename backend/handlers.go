@@ -14,29 +14,17 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
-// The one way into and out of a handler: HandleRequest checks every
-// field's type before the SDK converts it, each handler then checks unknown
-// fields and names (unknownFields, validateVaultName; forRole for creds/
-// and kubeconfig/), and respond turns whatever error it returns into the
-// status that says whether retrying helps.
+// The one way into and out of a handler: refuseMistypedFields (called by
+// HandleRequest) checks every field's type before the SDK converts it; each
+// route's callback (entry, or forRole for creds/ and kubeconfig/) then
+// checks unknown fields and the {name} segment; and respond turns whatever
+// error the handler returns into the status that says whether retrying
+// helps.
 
-// HandleRequest checks the type of every field before the framework
-// converts it: the framework's conversion error quotes the value, so a
-// service_account_jwt (or a proxy_url with its password) sent as a JSON list
-// or object would come back in the 400, and with it into Vault's audit log.
-// No value is quoted here, whatever its type.
-func (b *backend) HandleRequest(ctx context.Context, req *logical.Request) (*logical.Response, error) {
-	if resp := b.refuseMistypedFields(req); resp != nil {
-		return resp, nil
-	}
-	return b.Backend.HandleRequest(ctx, req)
-}
-
+// refuseMistypedFields answers 400 for the first field (in name order)
+// whose value does not convert to its type, naming the field and the type,
+// never the value.
 func (b *backend) refuseMistypedFields(req *logical.Request) *logical.Response {
-	switch req.Operation {
-	case logical.RevokeOperation, logical.RenewOperation, logical.RollbackOperation, logical.RotationOperation:
-		return nil
-	}
 	if len(req.Data) == 0 {
 		return nil
 	}
