@@ -61,7 +61,7 @@ dev: build
 # (docs/performance.md; BENCH_FLAGS=-quick for a short smoke run).
 bench: build
 	go test -run '^$$' -bench . -benchmem ./backend/
-	$(WITH_TOOLS) cd tests/acceptance && go run ./cmd/bench $(BENCH_FLAGS)
+	$(WITH_TOOLS) cd tools/bench && go run . $(BENCH_FLAGS)
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
