@@ -52,6 +52,15 @@ type clusterConfig struct {
 	// the rotation of JWT by the plugin itself (rotation.go).
 	RotationPeriod time.Duration `json:"rotation_period,omitempty"`
 	JWTTTL         time.Duration `json:"service_account_jwt_ttl,omitempty"`
+
+	// What the plugin learned or did, apart from what the operator wrote
+	// (stored inline, in the same JSON object).
+	credentialState
+}
+
+// credentialState is what the plugin knows of the stored credential and
+// its rotation, as opposed to the configuration the operator wrote.
+type credentialState struct {
 	// What is known of JWT without the token itself: its credential id and
 	// expiry (from its claims), and whether the plugin created it.
 	JWTCredentialID string    `json:"service_account_jwt_credential_id,omitempty"`
