@@ -332,3 +332,13 @@ func (b *backend) HandleRequest(ctx context.Context, req *logical.Request) (*log
 	}
 	return b.Backend.HandleRequest(ctx, req)
 }
+
+// deleteOnEndpoint deletes ref, by UID, on the endpoint of cluster that
+// holds it (current or retired).
+func (b *backend) deleteOnEndpoint(ctx context.Context, s logical.Storage, cluster, endpointID string, ref objectRef) error {
+	client, err := b.endpointClient(ctx, s, cluster, endpointID)
+	if err != nil {
+		return err
+	}
+	return client.api.DeleteObject(ctx, ref)
+}

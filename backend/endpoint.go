@@ -266,10 +266,7 @@ func (b *backend) endRetiredCredentials(ctx context.Context, s logical.Storage, 
 	}
 	var errs []error
 	for _, c := range creds {
-		client, err := b.endpointClient(ctx, s, rec.Cluster, c.endpoint)
-		if err == nil {
-			err = client.api.DeleteObject(ctx, c.ref)
-		}
+		err := b.deleteOnEndpoint(ctx, s, rec.Cluster, c.endpoint, c.ref)
 		switch {
 		case err == nil:
 			b.Logger().Info("deleted the Secret of a credential the plugin had rotated to, with its retired endpoint; that credential no longer works",

@@ -304,12 +304,11 @@ func (t *issueTxn) requestToken(ctx context.Context) (*issuedToken, error) {
 func (t *issueTxn) rollback(ctx context.Context, cause error) error {
 	ctx, cancel := t.b.cleanupContext(ctx)
 	defer cancel()
-	left := deleteInRevokeOrder(ctx, t.client.api, t.record.Objects)
-	for _, ref := range t.unknown {
-		if err := t.b.deleteIfFromIssue(ctx, t.storage, t.client.api, ref, t.record.IssueID); err != nil {
-			left = append(left, failedDelete{ref, err})
-		}
-	}
+	// Created objects carry their UID; those whose create's outcome is
+	// unknown are deleted only if they prove to be this issue's.
+	left := deleteInRevokeOrder(slices.Concat(t.record.Objects, t.unknown), func(ref objectRef) error {
+		return t.b.deleteIfFromIssue(ctx, t.storage, t.client.api, ref, t.record.IssueID)
+	})
 	if len(left) == 0 {
 		if t.walID != "" {
 			t.b.deleteWAL(ctx, t.storage, t.walID)

@@ -324,11 +324,7 @@ func (b *backend) clusterDelete(ctx context.Context, req *logical.Request, d *fr
 	// Replaced credentials die now rather than after their grace: the entry
 	// that remembers them goes. What cannot be deleted dies at its expiry.
 	for _, p := range cfg.PendingDeletion {
-		client, err := b.endpointClient(ctx, req.Storage, name, p.Endpoint)
-		if err == nil {
-			err = client.api.DeleteObject(ctx, p.Ref)
-		}
-		if err != nil {
+		if err := b.deleteOnEndpoint(ctx, req.Storage, name, p.Endpoint, p.Ref); err != nil {
 			b.Logger().Warn("deleting the Secret of a replaced credential with its cluster; it dies at its expiry", "cluster", name, "credential_id", p.CredentialID, "secret", p.Ref.String(), "error", err)
 		}
 	}

@@ -291,11 +291,7 @@ func (b *backend) deletePendingSecrets(ctx context.Context, s logical.Storage, n
 			keep = append(keep, p)
 			continue
 		}
-		client, err := b.endpointClient(ctx, s, name, p.Endpoint)
-		if err == nil {
-			err = client.api.DeleteObject(ctx, p.Ref)
-		}
-		if err != nil {
+		if err := b.deleteOnEndpoint(ctx, s, name, p.Endpoint, p.Ref); err != nil {
 			keep = append(keep, p)
 			errs = append(errs, fmt.Errorf("%s: %w", p.Ref, err))
 			continue

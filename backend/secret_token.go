@@ -159,12 +159,14 @@ func rankOf(kind string) int {
 	return len(objectKinds)
 }
 
-// deleteInRevokeOrder deletes refs (each by UID), continuing past errors so
-// one failure never leaves the token alive; it returns what failed.
-func deleteInRevokeOrder(ctx context.Context, api kubeAPI, refs []objectRef) failedDeletes {
+// deleteInRevokeOrder deletes refs with del, continuing past errors so one
+// failure never leaves the token alive; it returns what failed. It is the
+// one loop that deletes a lease's objects: revoke passes the UID-checked
+// delete, rollback and a failed issue deleteIfFromIssue.
+func deleteInRevokeOrder(refs []objectRef, del func(objectRef) error) failedDeletes {
 	var failed failedDeletes
 	for _, ref := range inRevokeOrder(refs) {
-		if err := api.DeleteObject(ctx, ref); err != nil {
+		if err := del(ref); err != nil {
 			failed = append(failed, failedDelete{ref, err})
 		}
 	}
@@ -179,7 +181,7 @@ func (b *backend) revoke(ctx context.Context, s logical.Storage, lease leaseReco
 	if err != nil {
 		return err
 	}
-	return deleteInRevokeOrder(ctx, client.api, lease.Objects).err()
+	return deleteInRevokeOrder(lease.Objects, func(ref objectRef) error { return client.api.DeleteObject(ctx, ref) }).err()
 }
 
 // credentialResponse is the lease as Vault returns it: the token, the

@@ -3,7 +3,6 @@ package backend
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -79,16 +78,13 @@ func (b *backend) rollbackEntry(ctx context.Context, s logical.Storage, entry *w
 	if err != nil {
 		return fmt.Errorf("rolling back on cluster %q: %w", entry.Cluster, err)
 	}
-	var errs []error
-	for _, ref := range inRevokeOrder(entry.Objects) {
-		if err := b.deleteIfFromIssue(ctx, s, client.api, ref, entry.IssueID); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", ref, err))
-		}
-	}
-	if len(errs) == 0 {
+	left := deleteInRevokeOrder(entry.Objects, func(ref objectRef) error {
+		return b.deleteIfFromIssue(ctx, s, client.api, ref, entry.IssueID)
+	})
+	if len(left) == 0 {
 		b.Logger().Info("rolled back an unfinished issue", "cluster", entry.Cluster, "endpoint", entry.Endpoint, "objects", describeRefs(entry.Objects))
 	}
-	return errors.Join(errs...)
+	return left.err()
 }
 
 // walGiveUpAge is how long rollback keeps trying an unfinished issue before
