@@ -2,8 +2,14 @@ package backend
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/pem"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -12,9 +18,75 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
 )
+
+func configureCluster(t testing.TB, b *backend, s logical.Storage) {
+	t.Helper()
+	mustOK(t, b, s, logical.CreateOperation, "clusters/"+testCluster, map[string]interface{}{
+		"kubernetes_host":     testHost,
+		"kubernetes_ca_cert":  testCAPEM(t),
+		"service_account_jwt": testRequesterJWT,
+	})
+}
+
+var (
+	testCAOnce sync.Once
+	testCA     string
+	testKeyPEM string
+)
+
+// testCAPEM is a self-signed CA certificate; testPrivateKeyPEM its key.
+func testCAPEM(t testing.TB) string {
+	t.Helper()
+	testCAOnce.Do(func() {
+		var err error
+		if testCA, testKeyPEM, err = newTestCA("test-ca"); err != nil {
+			panic(err)
+		}
+	})
+	return testCA
+}
+
+// otherCAPEM is a CA certificate other than testCAPEM's, as an attacker's.
+func otherCAPEM(t testing.TB) string {
+	t.Helper()
+	ca, _, err := newTestCA("other-ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca
+}
+
+// newTestCA makes a self-signed CA certificate and its key, both PEM.
+func newTestCA(commonName string) (caPEM, keyPEM string, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", "", err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: commonName},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return "", "", err
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return "", "", err
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
+		string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})), nil
+}
+
+func testPrivateKeyPEM(t testing.TB) string {
+	testCAPEM(t)
+	return testKeyPEM
+}
 
 // attacker is what someone with write access to clusters/ but without the
 // stored credential would set up: a TLS endpoint with a CA of their own,

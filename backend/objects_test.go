@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
@@ -18,6 +19,22 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/clientcmd"
 )
+
+// testLeaseMeta is the metadata of a lease of testRole issued now.
+func testLeaseMeta(issueID string) leaseMeta {
+	return leaseMeta{
+		roleName: testRole, issueID: issueID, expiresAt: time.Now(),
+		role: &roleEntry{Cluster: testCluster, ServiceAccountName: testSA, ServiceAccountNamespace: testNamespace},
+	}
+}
+
+func names(secrets []corev1.Secret) []string {
+	out := make([]string, 0, len(secrets))
+	for _, s := range secrets {
+		out = append(out, s.Name)
+	}
+	return out
+}
 
 const podReaderRules = `rules:
 - apiGroups: [""]
