@@ -3,6 +3,7 @@ package backend
 import (
 	"context"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 	authorizationv1 "k8s.io/api/authorization/v1"
@@ -350,5 +352,31 @@ func TestWALWriteFailureLeavesNothing(t *testing.T) {
 	}
 	if wals := walEntries(t, inner); len(wals) != 0 {
 		t.Errorf("WAL entries left: %d", len(wals))
+	}
+}
+
+// BenchmarkIssue measures the plugin's own cost of one credential plus its
+// revoke: request parsing, WAL, bound Secret, TokenRequest, kubeconfig and
+// lease response. The fake is inMemory, so the figures are the plugin's
+// rather than client-go's fake tracker's.
+// BenchmarkIssue logs as the plugin does under Vault at level info (JSON
+// lines), into io.Discard so the figures stay readable.
+func BenchmarkIssue(b *testing.B) {
+	be, s, fk := newTestBackendLogging(b, hclog.New(&hclog.LoggerOptions{Output: io.Discard, Level: hclog.Info, JSONFormat: true}), inMemory())
+	configureCluster(b, be, s)
+	configureRole(b, be, s, nil)
+	seeded := fk.mem.count()
+	b.ReportAllocs()
+	for b.Loop() {
+		resp, err := be.HandleRequest(context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: "creds/" + testRole, Storage: s})
+		if err != nil || resp.IsError() {
+			b.Fatal(err, resp.Error())
+		}
+		if _, err := be.HandleRequest(context.Background(), revokeRequest(s, resp)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if left := fk.mem.count() - seeded; left != 0 {
+		b.Fatalf("%d objects left after revoking every lease", left)
 	}
 }
