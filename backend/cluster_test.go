@@ -8,11 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"io"
 	"math/big"
-	"net"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -88,59 +84,13 @@ func testPrivateKeyPEM(t testing.TB) string {
 	return testKeyPEM
 }
 
-// attacker is what someone with write access to clusters/ but without the
+// newAttacker is what someone with write access to clusters/ but without the
 // stored credential would set up: a TLS endpoint with a CA of their own,
 // reached through an HTTP proxy of their own that sends every CONNECT to
 // it. It records the Authorization header of every request it gets.
-type attacker struct {
-	tlsServer *httptest.Server
-	proxy     *httptest.Server
-	caPEM     string
-
-	mu   sync.Mutex
-	seen []string
-}
-
-func newAttacker(t *testing.T) *attacker {
+func newAttacker(t *testing.T) *apiServer {
 	t.Helper()
-	a := &attacker{}
-	a.tlsServer = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		a.mu.Lock()
-		a.seen = append(a.seen, r.Header.Get("Authorization"))
-		a.mu.Unlock()
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = io.WriteString(w, `{"major":"1","minor":"37","gitVersion":"v1.37.2"}`)
-	}))
-	t.Cleanup(a.tlsServer.Close)
-	a.caPEM = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: a.tlsServer.Certificate().Raw}))
-	target := a.tlsServer.Listener.Addr().String()
-	a.proxy = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodConnect {
-			http.Error(w, "CONNECT only", http.StatusMethodNotAllowed)
-			return
-		}
-		upstream, err := net.Dial("tcp", target)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
-			return
-		}
-		conn, _, err := w.(http.Hijacker).Hijack()
-		if err != nil {
-			upstream.Close()
-			return
-		}
-		_, _ = io.WriteString(conn, "HTTP/1.1 200 Connection established\r\n\r\n")
-		go func() { _, _ = io.Copy(upstream, conn); upstream.Close() }()
-		go func() { _, _ = io.Copy(conn, upstream); conn.Close() }()
-	}))
-	t.Cleanup(a.proxy.Close)
-	return a
-}
-
-func (a *attacker) authorizations() []string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return append([]string(nil), a.seen...)
+	return newAPIServer(t, withConnectProxy())
 }
 
 // The stored credential is only ever sent to the endpoint it was written

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -378,5 +379,83 @@ func BenchmarkIssue(b *testing.B) {
 	}
 	if left := fk.mem.count() - seeded; left != 0 {
 		b.Fatalf("%d objects left after revoking every lease", left)
+	}
+}
+
+func TestIssueFaults(t *testing.T) {
+	internal := apierrors.NewInternalError(errors.New("etcdserver: request timed out"))
+	forbidden := apierrors.NewForbidden(schema.GroupResource{Resource: "serviceaccounts/token"}, testSA, errors.New("RBAC: access denied"))
+	cases := []struct {
+		name        string
+		setup       func(*apiServer)
+		wantErr     string // empty: the issue succeeds
+		wantDeletes int    // Secrets deleted by the failed issue's cleanup
+		// wantWAL: entries left for rollback (a create whose outcome is
+		// unknown, which this server cannot look up).
+		wantWAL int
+		timeout time.Duration
+	}{
+		{name: "Secret create answers 500", setup: func(a *apiServer) { a.secretStatus = internal }, wantErr: "creating Secret", wantWAL: 1},
+		{name: "Secret create forbidden", setup: func(a *apiServer) {
+			a.secretStatus = apierrors.NewForbidden(schema.GroupResource{Resource: "secrets"}, "", errors.New("RBAC: access denied"))
+		}, wantErr: "creating Secret"},
+		{name: "TokenRequest answers 500", setup: func(a *apiServer) { a.tokenStatus = internal }, wantErr: "request timed out", wantDeletes: 1},
+		{name: "TokenRequest forbidden", setup: func(a *apiServer) { a.tokenStatus = forbidden }, wantErr: "forbidden", wantDeletes: 1},
+		{name: "TokenRequest hangs past the timeout", setup: func(a *apiServer) { a.tokenHang = 2 * time.Second }, wantErr: "requesting a token", wantDeletes: 1},
+		// Retry-After is 1 s: the request timeout must cover both waits.
+		{name: "TokenRequest answers 429 with Retry-After twice", setup: func(a *apiServer) { a.tokenTooMany = 2 }, timeout: 5 * time.Second},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			api := newAPIServer(t)
+			tc.setup(api)
+			b, s := newBackendFor(t, api.URL, string(tlsServerCA(api.Server)))
+			if tc.timeout > 0 {
+				b.requestTimeout = tc.timeout
+			}
+			started := time.Now()
+			resp, err := request(t, b, s, logical.ReadOperation, "creds/"+testRole, nil)
+			t.Logf("answered in %s", time.Since(started).Round(time.Millisecond))
+			secrets, deletes := api.state()
+			if tc.wantErr == "" {
+				if err != nil || resp.IsError() {
+					t.Fatalf("issue failed: %v %v", err, resp)
+				}
+				api.mu.Lock()
+				calls := api.tokenRequests
+				api.mu.Unlock()
+				if secrets != 1 || calls != 3 {
+					t.Errorf("Secrets = %d, TokenRequests = %d; want 1 and 3 (two retried 429s)", secrets, calls)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("error = %v, want one mentioning %q", err, tc.wantErr)
+			}
+			assertNoSecretIn(t, err.Error(), "")
+			if secrets != 0 || deletes != tc.wantDeletes {
+				t.Errorf("after the failure: %d Secrets left, %d deleted; want 0 left, %d deleted", secrets, deletes, tc.wantDeletes)
+			}
+			if wals := walEntries(t, s); len(wals) != tc.wantWAL {
+				t.Errorf("WAL entries left: %d, want %d", len(wals), tc.wantWAL)
+			}
+		})
+	}
+}
+
+func TestIssueWithAPIServerDown(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens here now
+	b, s := newBackendFor(t, "https://"+addr, testCAPEM(t))
+	_, err = request(t, b, s, logical.ReadOperation, "creds/"+testRole, nil)
+	if err == nil || !strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("error = %v, want connection refused", err)
+	}
+	if wals, _ := framework.ListWAL(context.Background(), s); len(wals) != 0 {
+		t.Errorf("WAL entries left: %d", len(wals))
 	}
 }

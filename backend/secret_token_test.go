@@ -175,3 +175,30 @@ func TestIssueRefusedWhenRevokeWouldBeForbidden(t *testing.T) {
 		t.Errorf("access reviews = %d, want 3 (an answer that allows issuing is remembered)", reviews)
 	}
 }
+
+// A revoke while the API server fails is an error, so Vault retries it; once
+// the server answers again, the same revoke succeeds.
+func TestRevokeRetriedUntilAPIServerAnswers(t *testing.T) {
+	api := newAPIServer(t)
+	b, s := newBackendFor(t, api.URL, string(tlsServerCA(api.Server)))
+	resp := mustOK(t, b, s, logical.ReadOperation, "creds/"+testRole, nil)
+
+	api.mu.Lock()
+	api.deleteStatus = apierrors.NewServiceUnavailable("the server is shutting down")
+	api.mu.Unlock()
+	_, err := b.HandleRequest(context.Background(), revokeRequest(s, resp))
+	if err == nil {
+		t.Fatal("revoke reported success while the Secret could not be deleted")
+	}
+	assertNoSecretIn(t, err.Error(), resp.Data["service_account_token"].(string))
+
+	api.mu.Lock()
+	api.deleteStatus = nil
+	api.mu.Unlock()
+	if _, err := b.HandleRequest(context.Background(), revokeRequest(s, resp)); err != nil {
+		t.Fatalf("retried revoke: %v", err)
+	}
+	if secrets, deletes := api.state(); secrets != 0 || deletes != 1 {
+		t.Errorf("after the retried revoke: %d Secrets, %d deletes", secrets, deletes)
+	}
+}
