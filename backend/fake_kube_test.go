@@ -65,6 +65,7 @@ type fakeKube struct {
 	noJTI     bool
 	// authorize answers SelfSubjectAccessReviews; nil: deployRights.
 	authorize func(authorizationv1.ResourceAttributes) bool
+	reviewMu  sync.Mutex            // held while authorize runs
 	faults    map[string]*fakeFault // inMemory: by "verb resource"
 	// authenticating: clients built by factory present their bearer token
 	// (as).
@@ -185,6 +186,10 @@ func (fk *fakeKube) allowed(attrs authorizationv1.ResourceAttributes) bool {
 	if allow == nil {
 		allow = deployRights
 	}
+	// One review at a time, as client-go's fake runs its reactors, so a
+	// test's authorizer may record what it is asked without a lock.
+	fk.reviewMu.Lock()
+	defer fk.reviewMu.Unlock()
 	return allow(attrs)
 }
 

@@ -170,11 +170,9 @@ func TestIssueChecksEveryKindIsRevocable(t *testing.T) {
 	t.Run("cluster-scoped binding", func(t *testing.T) {
 		b, s, fk := clusterBindingBackend(t)
 		var asked []authorizationv1.ResourceAttributes
-		fk.clientset.PrependReactor("create", "selfsubjectaccessreviews", func(action k8stesting.Action) (bool, runtime.Object, error) {
-			review := action.(k8stesting.CreateAction).GetObject().(*authorizationv1.SelfSubjectAccessReview)
-			asked = append(asked, *review.Spec.ResourceAttributes)
-			review.Status.Allowed = review.Spec.ResourceAttributes.Resource != "clusterrolebindings"
-			return true, review, nil
+		fk.setAuthorizer(func(attrs authorizationv1.ResourceAttributes) bool {
+			asked = append(asked, attrs)
+			return attrs.Resource != "clusterrolebindings"
 		})
 		resp, err := request(t, b, s, logical.ReadOperation, "creds/eph", map[string]interface{}{"cluster_role_binding": true})
 		if status, _ := statusOf(resp, err); status != 502 {

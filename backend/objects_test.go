@@ -382,11 +382,8 @@ func TestEphemeralCheckNamesPermissions(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			b, s, fk := ephemeralBackend(t, tc.role)
-			fk.clientset.PrependReactor("create", "selfsubjectaccessreviews", func(action k8stesting.Action) (bool, runtime.Object, error) {
-				review := action.(k8stesting.CreateAction).GetObject().(*authorizationv1.SelfSubjectAccessReview)
-				attrs := review.Spec.ResourceAttributes
-				review.Status.Allowed = !tc.denied[attrs.Verb+" "+attrs.Resource]
-				return true, review, nil
+			fk.setAuthorizer(func(attrs authorizationv1.ResourceAttributes) bool {
+				return !tc.denied[attrs.Verb+" "+attrs.Resource]
 			})
 			resp := mustOK(t, b, s, logical.ReadOperation, "clusters/"+testCluster+"/check", nil)
 			checked := strings.Join(resp.Data["checked_permissions"].([]string), "\n")

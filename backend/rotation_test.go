@@ -75,14 +75,9 @@ type rotationFixture struct {
 func newRotationFixture(t *testing.T, extra map[string]interface{}) *rotationFixture {
 	t.Helper()
 	logs := &syncBuffer{}
-	b, s, fk := newTestBackendLogging(t, hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Trace}))
+	b, s, fk := newTestBackendLogging(t, hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Trace}), authenticating())
 	if err := fk.clientset.Tracker().Add(&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: pluginSA, Namespace: pluginNamespace, UID: "plugin-sa-uid"}}); err != nil {
 		t.Fatal(err)
-	}
-	b.newKubeAPI = func(cfg *rest.Config) (kubeAPI, error) {
-		fk.built.Add(1)
-		fk.lastConfig.Store(cfg)
-		return fk.as(cfg.BearerToken), nil
 	}
 	b.rotationGrace = time.Hour // tests that want the timer shorten it
 	t.Cleanup(func() { b.rotation.stop() })

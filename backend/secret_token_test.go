@@ -151,12 +151,9 @@ func TestIssueRefusedWhenRevokeWouldBeForbidden(t *testing.T) {
 	b, s, fk := newConfiguredBackend(t)
 	var reviews int
 	allowDelete := false
-	fk.clientset.PrependReactor("create", "selfsubjectaccessreviews", func(action k8stesting.Action) (bool, runtime.Object, error) {
-		review := action.(k8stesting.CreateAction).GetObject().(*authorizationv1.SelfSubjectAccessReview)
+	fk.setAuthorizer(func(attrs authorizationv1.ResourceAttributes) bool {
 		reviews++
-		attrs := review.Spec.ResourceAttributes
-		review.Status.Allowed = (attrs.Verb != "delete" || attrs.Resource != "secrets" || allowDelete) && !isAnyTokenReview(review)
-		return true, review, nil
+		return (attrs.Verb != "delete" || attrs.Resource != "secrets" || allowDelete) && deployRights(attrs)
 	})
 	_, err := request(t, b, s, logical.ReadOperation, "creds/"+testRole, nil)
 	if err == nil || !strings.Contains(err.Error(), `may not delete secrets in namespace "scanner-namespace"`) {
