@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -694,12 +695,8 @@ func (m *memObjects) list(kind, ns, selector string) (*metav1.PartialObjectMetad
 		items = m.managedLocked(kind)
 		if ns != "" {
 			// Sorted by namespace, so ns's objects are one run.
-			byNS := func(m metav1.PartialObjectMetadata, ns string) int { return strings.Compare(m.Namespace, ns) }
-			start, _ := slices.BinarySearchFunc(items, ns, byNS)
-			end := start
-			for end < len(items) && items[end].Namespace == ns {
-				end++
-			}
+			start := sort.Search(len(items), func(i int) bool { return items[i].Namespace >= ns })
+			end := sort.Search(len(items), func(i int) bool { return items[i].Namespace > ns })
 			items = items[start:end]
 		}
 	} else {
