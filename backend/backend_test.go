@@ -21,6 +21,53 @@ import (
 	"k8s.io/client-go/rest"
 )
 
+const (
+	testCluster   = "cluster-a"
+	testRole      = "cluster-a"
+	testSA        = "scanner-sa"
+	testNamespace = "scanner-namespace"
+	testHost      = "https://127.0.0.1:6443"
+	// testRequesterJWT is the plugin's own credential in tests; no output may contain it.
+	testRequesterJWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJyZXF1ZXN0ZXIifQ.c2lnbmF0dXJlLXJlcXVlc3Rlcg"
+	// testRequesterUser is whom testRequesterJWT authenticates as.
+	testRequesterUser = "requester"
+)
+
+// newTestBackend returns a backend whose clients talk to a new fake API
+// server (newFakeKube with opts).
+func newTestBackend(t testing.TB, opts ...fakeKubeOption) (*backend, logical.Storage, *fakeKube) {
+	t.Helper()
+	return newTestBackendLogging(t, nil, opts...)
+}
+
+// newTestBackendLogging is newTestBackend with the given logger (nil: the
+// SDK's test logger, trace level to stderr).
+func newTestBackendLogging(t testing.TB, logger hclog.Logger, opts ...fakeKubeOption) (*backend, logical.Storage, *fakeKube) {
+	t.Helper()
+	fk := newFakeKube(t, opts...)
+	config := logical.TestBackendConfig()
+	if logger != nil {
+		config.Logger = logger
+	}
+	config.StorageView = &logical.InmemStorage{}
+	config.System = &logical.StaticSystemView{DefaultLeaseTTLVal: time.Hour, MaxLeaseTTLVal: 24 * time.Hour}
+	b := newBackend("v0.0.0-test")
+	b.newKubeAPI = fk.factory()
+	if err := b.Setup(context.Background(), config); err != nil {
+		t.Fatal(err)
+	}
+	return b, config.StorageView, fk
+}
+
+// newConfiguredBackend has cluster-a and role cluster-a written.
+func newConfiguredBackend(t testing.TB) (*backend, logical.Storage, *fakeKube) {
+	t.Helper()
+	b, s, fk := newTestBackend(t)
+	configureCluster(t, b, s)
+	configureRole(t, b, s, nil)
+	return b, s, fk
+}
+
 func TestClientCache(t *testing.T) {
 	b, s, fk := newConfiguredBackend(t)
 	issue := func() { mustOK(t, b, s, logical.ReadOperation, "creds/"+testRole, nil) }

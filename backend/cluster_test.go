@@ -2,73 +2,95 @@ package backend
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/pem"
-	"io"
-	"net"
-	"net/http"
-	"net/http/httptest"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
-// attacker is what someone with write access to clusters/ but without the
+func configureCluster(t testing.TB, b *backend, s logical.Storage) {
+	t.Helper()
+	mustOK(t, b, s, logical.CreateOperation, "clusters/"+testCluster, map[string]interface{}{
+		"kubernetes_host":     testHost,
+		"kubernetes_ca_cert":  testCAPEM(t),
+		"service_account_jwt": testRequesterJWT,
+	})
+}
+
+var (
+	testCAOnce sync.Once
+	testCA     string
+	testKeyPEM string
+)
+
+// testCAPEM is a self-signed CA certificate; testPrivateKeyPEM its key.
+func testCAPEM(t testing.TB) string {
+	t.Helper()
+	testCAOnce.Do(func() {
+		var err error
+		if testCA, testKeyPEM, err = newTestCA("test-ca"); err != nil {
+			panic(err)
+		}
+	})
+	return testCA
+}
+
+// otherCAPEM is a CA certificate other than testCAPEM's, as an attacker's.
+func otherCAPEM(t testing.TB) string {
+	t.Helper()
+	ca, _, err := newTestCA("other-ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca
+}
+
+// newTestCA makes a self-signed CA certificate and its key, both PEM.
+func newTestCA(commonName string) (caPEM, keyPEM string, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", "", err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: commonName},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return "", "", err
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return "", "", err
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
+		string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})), nil
+}
+
+func testPrivateKeyPEM(t testing.TB) string {
+	testCAPEM(t)
+	return testKeyPEM
+}
+
+// newAttacker is what someone with write access to clusters/ but without the
 // stored credential would set up: a TLS endpoint with a CA of their own,
 // reached through an HTTP proxy of their own that sends every CONNECT to
 // it. It records the Authorization header of every request it gets.
-type attacker struct {
-	tlsServer *httptest.Server
-	proxy     *httptest.Server
-	caPEM     string
-
-	mu   sync.Mutex
-	seen []string
-}
-
-func newAttacker(t *testing.T) *attacker {
+func newAttacker(t *testing.T) *apiServer {
 	t.Helper()
-	a := &attacker{}
-	a.tlsServer = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		a.mu.Lock()
-		a.seen = append(a.seen, r.Header.Get("Authorization"))
-		a.mu.Unlock()
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = io.WriteString(w, `{"major":"1","minor":"37","gitVersion":"v1.37.2"}`)
-	}))
-	t.Cleanup(a.tlsServer.Close)
-	a.caPEM = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: a.tlsServer.Certificate().Raw}))
-	target := a.tlsServer.Listener.Addr().String()
-	a.proxy = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodConnect {
-			http.Error(w, "CONNECT only", http.StatusMethodNotAllowed)
-			return
-		}
-		upstream, err := net.Dial("tcp", target)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
-			return
-		}
-		conn, _, err := w.(http.Hijacker).Hijack()
-		if err != nil {
-			upstream.Close()
-			return
-		}
-		_, _ = io.WriteString(conn, "HTTP/1.1 200 Connection established\r\n\r\n")
-		go func() { _, _ = io.Copy(upstream, conn); upstream.Close() }()
-		go func() { _, _ = io.Copy(conn, upstream); conn.Close() }()
-	}))
-	t.Cleanup(a.proxy.Close)
-	return a
-}
-
-func (a *attacker) authorizations() []string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return append([]string(nil), a.seen...)
+	return newAPIServer(t, withConnectProxy())
 }
 
 // The stored credential is only ever sent to the endpoint it was written

@@ -216,10 +216,7 @@ func deleteTestSA(t *testing.T, fk *fakeKube) {
 // denyAccessReview makes SelfSubjectAccessReviews deny verb on resource
 // and allow everything else.
 func denyAccessReview(fk *fakeKube, verb, resource string) {
-	fk.clientset.PrependReactor("create", "selfsubjectaccessreviews", func(action k8stesting.Action) (bool, runtime.Object, error) {
-		review := action.(k8stesting.CreateAction).GetObject().(*authorizationv1.SelfSubjectAccessReview)
-		attrs := review.Spec.ResourceAttributes
-		review.Status.Allowed = (attrs.Verb != verb || attrs.Resource != resource) && !isAnyTokenReview(review)
-		return true, review, nil
+	fk.setAuthorizer(func(attrs authorizationv1.ResourceAttributes) bool {
+		return (attrs.Verb != verb || attrs.Resource != resource) && deployRights(attrs)
 	})
 }

@@ -3,6 +3,8 @@ package backend
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -11,6 +13,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 	authorizationv1 "k8s.io/api/authorization/v1"
@@ -167,11 +170,9 @@ func TestIssueChecksEveryKindIsRevocable(t *testing.T) {
 	t.Run("cluster-scoped binding", func(t *testing.T) {
 		b, s, fk := clusterBindingBackend(t)
 		var asked []authorizationv1.ResourceAttributes
-		fk.clientset.PrependReactor("create", "selfsubjectaccessreviews", func(action k8stesting.Action) (bool, runtime.Object, error) {
-			review := action.(k8stesting.CreateAction).GetObject().(*authorizationv1.SelfSubjectAccessReview)
-			asked = append(asked, *review.Spec.ResourceAttributes)
-			review.Status.Allowed = review.Spec.ResourceAttributes.Resource != "clusterrolebindings"
-			return true, review, nil
+		fk.setAuthorizer(func(attrs authorizationv1.ResourceAttributes) bool {
+			asked = append(asked, attrs)
+			return attrs.Resource != "clusterrolebindings"
 		})
 		resp, err := request(t, b, s, logical.ReadOperation, "creds/eph", map[string]interface{}{"cluster_role_binding": true})
 		if status, _ := statusOf(resp, err); status != 502 {
@@ -349,6 +350,110 @@ func TestWALWriteFailureLeavesNothing(t *testing.T) {
 		t.Errorf("Secrets left: %v", names(left))
 	}
 	if wals := walEntries(t, inner); len(wals) != 0 {
+		t.Errorf("WAL entries left: %d", len(wals))
+	}
+}
+
+// BenchmarkIssue measures the plugin's own cost of one credential plus its
+// revoke: request parsing, WAL, bound Secret, TokenRequest, kubeconfig and
+// lease response. The fake is inMemory, so the figures are the plugin's
+// rather than client-go's fake tracker's.
+// BenchmarkIssue logs as the plugin does under Vault at level info (JSON
+// lines), into io.Discard so the figures stay readable.
+func BenchmarkIssue(b *testing.B) {
+	be, s, fk := newTestBackendLogging(b, hclog.New(&hclog.LoggerOptions{Output: io.Discard, Level: hclog.Info, JSONFormat: true}), inMemory())
+	configureCluster(b, be, s)
+	configureRole(b, be, s, nil)
+	seeded := fk.mem.count()
+	b.ReportAllocs()
+	for b.Loop() {
+		resp, err := be.HandleRequest(context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: "creds/" + testRole, Storage: s})
+		if err != nil || resp.IsError() {
+			b.Fatal(err, resp.Error())
+		}
+		if _, err := be.HandleRequest(context.Background(), revokeRequest(s, resp)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if left := fk.mem.count() - seeded; left != 0 {
+		b.Fatalf("%d objects left after revoking every lease", left)
+	}
+}
+
+func TestIssueFaults(t *testing.T) {
+	internal := apierrors.NewInternalError(errors.New("etcdserver: request timed out"))
+	forbidden := apierrors.NewForbidden(schema.GroupResource{Resource: "serviceaccounts/token"}, testSA, errors.New("RBAC: access denied"))
+	cases := []struct {
+		name        string
+		setup       func(*apiServer)
+		wantErr     string // empty: the issue succeeds
+		wantDeletes int    // Secrets deleted by the failed issue's cleanup
+		// wantWAL: entries left for rollback (a create whose outcome is
+		// unknown, which this server cannot look up).
+		wantWAL int
+		timeout time.Duration
+	}{
+		{name: "Secret create answers 500", setup: func(a *apiServer) { a.secretStatus = internal }, wantErr: "creating Secret", wantWAL: 1},
+		{name: "Secret create forbidden", setup: func(a *apiServer) {
+			a.secretStatus = apierrors.NewForbidden(schema.GroupResource{Resource: "secrets"}, "", errors.New("RBAC: access denied"))
+		}, wantErr: "creating Secret"},
+		{name: "TokenRequest answers 500", setup: func(a *apiServer) { a.tokenStatus = internal }, wantErr: "request timed out", wantDeletes: 1},
+		{name: "TokenRequest forbidden", setup: func(a *apiServer) { a.tokenStatus = forbidden }, wantErr: "forbidden", wantDeletes: 1},
+		{name: "TokenRequest hangs past the timeout", setup: func(a *apiServer) { a.tokenHang = 2 * time.Second }, wantErr: "requesting a token", wantDeletes: 1},
+		// Retry-After is 1 s: the request timeout must cover both waits.
+		{name: "TokenRequest answers 429 with Retry-After twice", setup: func(a *apiServer) { a.tokenTooMany = 2 }, timeout: 5 * time.Second},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			api := newAPIServer(t)
+			tc.setup(api)
+			b, s := newBackendFor(t, api.URL, string(tlsServerCA(api.Server)))
+			if tc.timeout > 0 {
+				b.requestTimeout = tc.timeout
+			}
+			started := time.Now()
+			resp, err := request(t, b, s, logical.ReadOperation, "creds/"+testRole, nil)
+			t.Logf("answered in %s", time.Since(started).Round(time.Millisecond))
+			secrets, deletes := api.state()
+			if tc.wantErr == "" {
+				if err != nil || resp.IsError() {
+					t.Fatalf("issue failed: %v %v", err, resp)
+				}
+				api.mu.Lock()
+				calls := api.tokenRequests
+				api.mu.Unlock()
+				if secrets != 1 || calls != 3 {
+					t.Errorf("Secrets = %d, TokenRequests = %d; want 1 and 3 (two retried 429s)", secrets, calls)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("error = %v, want one mentioning %q", err, tc.wantErr)
+			}
+			assertNoSecretIn(t, err.Error(), "")
+			if secrets != 0 || deletes != tc.wantDeletes {
+				t.Errorf("after the failure: %d Secrets left, %d deleted; want 0 left, %d deleted", secrets, deletes, tc.wantDeletes)
+			}
+			if wals := walEntries(t, s); len(wals) != tc.wantWAL {
+				t.Errorf("WAL entries left: %d, want %d", len(wals), tc.wantWAL)
+			}
+		})
+	}
+}
+
+func TestIssueWithAPIServerDown(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens here now
+	b, s := newBackendFor(t, "https://"+addr, testCAPEM(t))
+	_, err = request(t, b, s, logical.ReadOperation, "creds/"+testRole, nil)
+	if err == nil || !strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("error = %v, want connection refused", err)
+	}
+	if wals, _ := framework.ListWAL(context.Background(), s); len(wals) != 0 {
 		t.Errorf("WAL entries left: %d", len(wals))
 	}
 }

@@ -2,21 +2,11 @@ package backend
 
 import (
 	"context"
-	"encoding/json"
-	"encoding/pem"
-	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	"k8s.io/client-go/rest"
 )
-
-// tlsServerCA returns the PEM of the certificate an httptest TLS server uses.
-func tlsServerCA(srv *httptest.Server) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
-}
 
 func realClient(t *testing.T, host string, ca []byte) kubeAPI {
 	t.Helper()
@@ -30,17 +20,11 @@ func realClient(t *testing.T, host string, ca []byte) kubeAPI {
 	return api
 }
 
-func versionHandler(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(map[string]string{"gitVersion": "v1.37.2"})
-}
-
 func TestRealClientTLS(t *testing.T) {
-	srv := httptest.NewTLSServer(http.HandlerFunc(versionHandler))
-	defer srv.Close()
+	srv := newAPIServer(t)
 
 	t.Run("trusted CA", func(t *testing.T) {
-		v, err := realClient(t, srv.URL, tlsServerCA(srv)).ServerVersion(context.Background())
+		v, err := realClient(t, srv.URL, []byte(srv.caPEM)).ServerVersion(context.Background())
 		if err != nil || v != "v1.37.2" {
 			t.Fatalf("version = %q, %v", v, err)
 		}
@@ -67,46 +51,34 @@ func TestRealClientTLS(t *testing.T) {
 
 // A redirect must never carry the plugin's credential to another host.
 func TestRealClientDoesNotFollowRedirects(t *testing.T) {
-	var sawAuth, hits atomic.Int32
-	target := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hits.Add(1)
-		if r.Header.Get("Authorization") != "" {
-			sawAuth.Add(1)
-		}
-		versionHandler(w, r)
-	}))
-	defer target.Close()
-	redirector := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		http.Redirect(w, r, target.URL+r.URL.Path, http.StatusTemporaryRedirect)
-	}))
-	defer redirector.Close()
+	target := newAPIServer(t)
+	redirector := newAPIServer(t, redirecting(target.URL))
 
-	_, err := realClient(t, redirector.URL, tlsServerCA(redirector)).ServerVersion(context.Background())
+	_, err := realClient(t, redirector.URL, []byte(redirector.caPEM)).ServerVersion(context.Background())
 	if err == nil {
 		t.Error("a redirected request succeeded")
 	}
-	if hits.Load() != 0 || sawAuth.Load() != 0 {
-		t.Errorf("redirect followed: %d requests reached the other host, %d with Authorization", hits.Load(), sawAuth.Load())
+	var hits, sawAuth int
+	for _, auth := range target.authorizations() {
+		hits++
+		if auth != "" {
+			sawAuth++
+		}
+	}
+	if hits != 0 || sawAuth != 0 {
+		t.Errorf("redirect followed: %d requests reached the other host, %d with Authorization", hits, sawAuth)
 	}
 }
 
 // API server 429s with Retry-After are retried by client-go, not surfaced.
 func TestRealClientRetries429(t *testing.T) {
-	var calls atomic.Int32
-	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if calls.Add(1) <= 2 {
-			w.Header().Set("Retry-After", "0")
-			w.WriteHeader(http.StatusTooManyRequests)
-			return
-		}
-		versionHandler(w, r)
-	}))
-	defer srv.Close()
-	v, err := realClient(t, srv.URL, tlsServerCA(srv)).ServerVersion(context.Background())
+	srv := newAPIServer(t)
+	srv.versionTooMany = 2
+	v, err := realClient(t, srv.URL, []byte(srv.caPEM)).ServerVersion(context.Background())
 	if err != nil || v != "v1.37.2" {
 		t.Fatalf("version = %q, %v", v, err)
 	}
-	if calls.Load() != 3 {
-		t.Errorf("calls = %d, want 3 (two 429s retried)", calls.Load())
+	if calls := len(srv.authorizations()); calls != 3 {
+		t.Errorf("calls = %d, want 3 (two 429s retried)", calls)
 	}
 }

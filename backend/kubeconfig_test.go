@@ -151,3 +151,16 @@ func assertWrittenAsClientcmd(t *testing.T, p kubeconfigParams, user *clientcmda
 		t.Errorf("JSON is not the same document: %v\n%s", err, fromJSON)
 	}
 }
+
+func BenchmarkBuildKubeconfig(b *testing.B) {
+	params := kubeconfigParams{
+		ClusterName: "cluster-a", Server: testHost, CACert: testCAPEM(b),
+		UserName: testSA, Token: testRequesterJWT, Namespace: testNamespace,
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := buildKubeconfig(params); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

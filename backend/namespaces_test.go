@@ -337,15 +337,12 @@ func TestMultiNamespaceChecksRevocableEverywhere(t *testing.T) {
 	var mu sync.Mutex
 	asked := map[string]bool{}
 	denyIn := "team-b"
-	fk.clientset.PrependReactor("create", "selfsubjectaccessreviews", func(action k8stesting.Action) (bool, runtime.Object, error) {
-		review := action.(k8stesting.CreateAction).GetObject().(*authorizationv1.SelfSubjectAccessReview)
-		attrs := review.Spec.ResourceAttributes
+	fk.setAuthorizer(func(attrs authorizationv1.ResourceAttributes) bool {
 		mu.Lock()
 		asked[attrs.Verb+" "+attrs.Resource+" "+attrs.Namespace] = true
 		deny := denyIn
 		mu.Unlock()
-		review.Status.Allowed = !(attrs.Resource == "rolebindings" && attrs.Namespace == deny)
-		return true, review, nil
+		return !(attrs.Resource == "rolebindings" && attrs.Namespace == deny)
 	})
 	resp, err := request(t, b, s, logical.ReadOperation, "creds/eph", map[string]interface{}{"kubernetes_namespaces": "team-a,team-b,team-c"})
 	if status, msg := statusOf(resp, err); status != 502 || !strings.Contains(msg, `delete rolebindings in namespace "team-b"`) {
@@ -423,10 +420,8 @@ func TestMultiNamespaceSecondBindingFailureRollsBack(t *testing.T) {
 // have an empty list.
 func TestMultiNamespaceCheckReportsPerNamespace(t *testing.T) {
 	b, s, fk := multiBackend(t, map[string]interface{}{"kubernetes_role_name": "pod-reader"})
-	fk.clientset.PrependReactor("create", "selfsubjectaccessreviews", func(action k8stesting.Action) (bool, runtime.Object, error) {
-		review := action.(k8stesting.CreateAction).GetObject().(*authorizationv1.SelfSubjectAccessReview)
-		review.Status.Allowed = review.Spec.ResourceAttributes.Namespace != "team-c"
-		return true, review, nil
+	fk.setAuthorizer(func(attrs authorizationv1.ResourceAttributes) bool {
+		return attrs.Namespace != "team-c"
 	})
 	resp := mustOK(t, b, s, logical.ReadOperation, "clusters/"+testCluster+"/check", nil)
 	perNS := resp.Data["namespaces"].(map[string]interface{})

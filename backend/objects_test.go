@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"bytes"
 	"crypto/hmac"
@@ -24,6 +25,22 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/clientcmd"
 )
+
+// testLeaseMeta is the metadata of a lease of testRole issued now.
+func testLeaseMeta(issueID string) leaseMeta {
+	return leaseMeta{
+		roleName: testRole, issueID: issueID, expiresAt: time.Now(),
+		role: &roleEntry{Cluster: testCluster, ServiceAccountName: testSA, ServiceAccountNamespace: testNamespace},
+	}
+}
+
+func names(secrets []corev1.Secret) []string {
+	out := make([]string, 0, len(secrets))
+	for _, s := range secrets {
+		out = append(out, s.Name)
+	}
+	return out
+}
 
 const podReaderRules = `rules:
 - apiGroups: [""]
@@ -371,11 +388,8 @@ func TestEphemeralCheckNamesPermissions(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			b, s, fk := ephemeralBackend(t, tc.role)
-			fk.clientset.PrependReactor("create", "selfsubjectaccessreviews", func(action k8stesting.Action) (bool, runtime.Object, error) {
-				review := action.(k8stesting.CreateAction).GetObject().(*authorizationv1.SelfSubjectAccessReview)
-				attrs := review.Spec.ResourceAttributes
-				review.Status.Allowed = !tc.denied[attrs.Verb+" "+attrs.Resource]
-				return true, review, nil
+			fk.setAuthorizer(func(attrs authorizationv1.ResourceAttributes) bool {
+				return !tc.denied[attrs.Verb+" "+attrs.Resource]
 			})
 			resp := mustOK(t, b, s, logical.ReadOperation, "clusters/"+testCluster+"/check", nil)
 			checked := strings.Join(resp.Data["checked_permissions"].([]string), "\n")

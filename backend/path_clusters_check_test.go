@@ -6,8 +6,6 @@ import (
 
 	"github.com/hashicorp/vault/sdk/logical"
 	authorizationv1 "k8s.io/api/authorization/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	k8stesting "k8s.io/client-go/testing"
 )
 
 func TestClusterCheck(t *testing.T) {
@@ -25,13 +23,10 @@ func TestClusterCheck(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			b, s, fk := newConfiguredBackend(t)
 			var asked []string
-			fk.clientset.PrependReactor("create", "selfsubjectaccessreviews", func(action k8stesting.Action) (bool, runtime.Object, error) {
-				review := action.(k8stesting.CreateAction).GetObject().(*authorizationv1.SelfSubjectAccessReview)
-				attrs := review.Spec.ResourceAttributes
+			fk.setAuthorizer(func(attrs authorizationv1.ResourceAttributes) bool {
 				key := attrs.Verb + " " + attrs.Resource + "/" + attrs.Subresource
 				asked = append(asked, key)
-				review.Status.Allowed = key != tc.denied && !isAnyTokenReview(review)
-				return true, review, nil
+				return key != tc.denied && deployRights(attrs)
 			})
 			resp := mustOK(t, b, s, logical.ReadOperation, "clusters/"+testCluster+"/check", nil)
 			if resp.Data["ok"] != tc.wantOK {

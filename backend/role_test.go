@@ -15,6 +15,19 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 )
 
+func configureRole(t testing.TB, b *backend, s logical.Storage, extra map[string]interface{}) {
+	t.Helper()
+	data := map[string]interface{}{
+		"cluster":                   testCluster,
+		"service_account_name":      testSA,
+		"service_account_namespace": testNamespace,
+	}
+	for k, v := range extra {
+		data[k] = v
+	}
+	mustOK(t, b, s, logical.CreateOperation, "roles/"+testRole, data)
+}
+
 func TestReservedKey(t *testing.T) {
 	tests := []struct {
 		key      string

@@ -35,61 +35,6 @@ const (
 	pluginUser      = "system:serviceaccount:" + pluginNamespace + ":" + pluginSA
 )
 
-// authKube is the fake API server seen through one bearer token: every call
-// fails with 401 once the token is dead (its bound Secret deleted or
-// replaced, or its exp passed), as the real API server does.
-type authKube struct {
-	clientsetAPI
-	fk    *fakeKube
-	token string
-}
-
-func (a authKube) authenticate() error {
-	claims, err := parseTokenClaims(a.token)
-	if err != nil {
-		return kubeCallError(apierrors.NewUnauthorized("invalid bearer token"))
-	}
-	if exp := claims.expiresAt(); !exp.IsZero() && time.Now().After(exp) {
-		return kubeCallError(apierrors.NewUnauthorized("token has expired"))
-	}
-	if bound := claims.Kubernetes.Secret; bound.Name != "" {
-		obj, err := a.fk.clientset.Tracker().Get(schema.GroupVersionResource{Version: "v1", Resource: "secrets"}, claims.Kubernetes.Namespace, bound.Name)
-		if err != nil || string(obj.(*corev1.Secret).UID) != bound.UID {
-			return kubeCallError(apierrors.NewUnauthorized("service account token has been invalidated"))
-		}
-	}
-	return nil
-}
-
-func (a authKube) WhoAmI(context.Context) (string, error) {
-	if err := a.authenticate(); err != nil {
-		return "", err
-	}
-	claims, _ := parseTokenClaims(a.token)
-	return claims.Sub, nil
-}
-
-func (a authKube) CreateToken(ctx context.Context, ns, sa string, req *authenticationv1.TokenRequest) (*authenticationv1.TokenRequest, error) {
-	if err := a.authenticate(); err != nil {
-		return nil, err
-	}
-	return a.clientsetAPI.CreateToken(ctx, ns, sa, req)
-}
-
-func (a authKube) CreateObject(ctx context.Context, kind string, obj metav1.Object) (objectRef, error) {
-	if err := a.authenticate(); err != nil {
-		return objectRef{}, err
-	}
-	return a.clientsetAPI.CreateObject(ctx, kind, obj)
-}
-
-func (a authKube) DeleteObject(ctx context.Context, ref objectRef) error {
-	if err := a.authenticate(); err != nil {
-		return err
-	}
-	return a.clientsetAPI.DeleteObject(ctx, ref)
-}
-
 // syncBuffer is a log sink safe for timers' goroutines.
 type syncBuffer struct {
 	mu  sync.Mutex
@@ -130,14 +75,9 @@ type rotationFixture struct {
 func newRotationFixture(t *testing.T, extra map[string]interface{}) *rotationFixture {
 	t.Helper()
 	logs := &syncBuffer{}
-	b, s, fk := newTestBackendLogging(t, hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Trace}))
+	b, s, fk := newTestBackendLogging(t, hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Trace}), authenticating())
 	if err := fk.clientset.Tracker().Add(&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: pluginSA, Namespace: pluginNamespace, UID: "plugin-sa-uid"}}); err != nil {
 		t.Fatal(err)
-	}
-	b.newKubeAPI = func(cfg *rest.Config) (kubeAPI, error) {
-		fk.built.Add(1)
-		fk.lastConfig.Store(cfg)
-		return authKube{clientsetAPI: clientsetAPI{clientset: fk.clientset}, fk: fk, token: cfg.BearerToken}, nil
 	}
 	b.rotationGrace = time.Hour // tests that want the timer shorten it
 	t.Cleanup(func() { b.rotation.stop() })
@@ -180,7 +120,7 @@ func (f *rotationFixture) rotationSecrets(t *testing.T) []string {
 
 // tokenWorks says whether the fake API server still accepts token.
 func (f *rotationFixture) tokenWorks(token string) bool {
-	_, err := authKube{clientsetAPI: clientsetAPI{clientset: f.fk.clientset}, fk: f.fk, token: token}.WhoAmI(context.Background())
+	_, err := f.fk.as(token).WhoAmI(context.Background())
 	return err == nil
 }
 
@@ -338,7 +278,7 @@ func TestRotateRootFailureKeepsOldCredential(t *testing.T) {
 	// (the new credential) answer through wrap.
 	newTokenAPI := func(t *testing.T, f *rotationFixture, wrap func(authKube) kubeAPI) {
 		f.b.newKubeAPI = func(cfg *rest.Config) (kubeAPI, error) {
-			a := authKube{clientsetAPI: clientsetAPI{clientset: f.fk.clientset}, fk: f.fk, token: cfg.BearerToken}
+			a := f.fk.as(cfg.BearerToken)
 			if cfg.BearerToken != f.cluster(t).JWT {
 				return wrap(a), nil
 			}

@@ -152,12 +152,9 @@ func TestIssueRefusedWhenRevokeWouldBeForbidden(t *testing.T) {
 	b, s, fk := newConfiguredBackend(t)
 	var reviews int
 	allowDelete := false
-	fk.clientset.PrependReactor("create", "selfsubjectaccessreviews", func(action k8stesting.Action) (bool, runtime.Object, error) {
-		review := action.(k8stesting.CreateAction).GetObject().(*authorizationv1.SelfSubjectAccessReview)
+	fk.setAuthorizer(func(attrs authorizationv1.ResourceAttributes) bool {
 		reviews++
-		attrs := review.Spec.ResourceAttributes
-		review.Status.Allowed = (attrs.Verb != "delete" || attrs.Resource != "secrets" || allowDelete) && !isAnyTokenReview(review)
-		return true, review, nil
+		return (attrs.Verb != "delete" || attrs.Resource != "secrets" || allowDelete) && deployRights(attrs)
 	})
 	_, err := request(t, b, s, logical.ReadOperation, "creds/"+testRole, nil)
 	if err == nil || !strings.Contains(err.Error(), `may not delete secrets in namespace "scanner-namespace"`) {
@@ -186,5 +183,32 @@ func TestSecretFieldsMatchResponse(t *testing.T) {
 	returned := sortedKeys(resp.Data)
 	if !slices.Equal(documented, returned) {
 		t.Errorf("Fields document %v, the response returns %v", documented, returned)
+	}
+}
+
+// A revoke while the API server fails is an error, so Vault retries it; once
+// the server answers again, the same revoke succeeds.
+func TestRevokeRetriedUntilAPIServerAnswers(t *testing.T) {
+	api := newAPIServer(t)
+	b, s := newBackendFor(t, api.URL, string(tlsServerCA(api.Server)))
+	resp := mustOK(t, b, s, logical.ReadOperation, "creds/"+testRole, nil)
+
+	api.mu.Lock()
+	api.deleteStatus = apierrors.NewServiceUnavailable("the server is shutting down")
+	api.mu.Unlock()
+	_, err := b.HandleRequest(context.Background(), revokeRequest(s, resp))
+	if err == nil {
+		t.Fatal("revoke reported success while the Secret could not be deleted")
+	}
+	assertNoSecretIn(t, err.Error(), resp.Data["service_account_token"].(string))
+
+	api.mu.Lock()
+	api.deleteStatus = nil
+	api.mu.Unlock()
+	if _, err := b.HandleRequest(context.Background(), revokeRequest(s, resp)); err != nil {
+		t.Fatalf("retried revoke: %v", err)
+	}
+	if secrets, deletes := api.state(); secrets != 0 || deletes != 1 {
+		t.Errorf("after the retried revoke: %d Secrets, %d deletes", secrets, deletes)
 	}
 }

@@ -247,11 +247,9 @@ func TestThreatRoleWriterUnrestrictedTokenNamespace(t *testing.T) {
 	b, s, fk := newConfiguredBackend(t)
 	var broad sync.Map
 	broad.Store("on", true)
-	fk.clientset.PrependReactor("create", "selfsubjectaccessreviews", func(action k8stesting.Action) (bool, runtime.Object, error) {
-		review := action.(k8stesting.CreateAction).GetObject().(*authorizationv1.SelfSubjectAccessReview)
+	fk.setAuthorizer(func(attrs authorizationv1.ResourceAttributes) bool {
 		on, _ := broad.Load("on")
-		review.Status.Allowed = on.(bool) || !isAnyTokenReview(review)
-		return true, review, nil
+		return on.(bool) || deployRights(attrs)
 	})
 	mustBadRequest(t, b, s, logical.ReadOperation, "creds/"+testRole, nil, "resourceNames")
 	if n := len(fk.managedSecrets(t)); n != 0 || len(fk.tokenRequests()) != 0 {
@@ -312,13 +310,11 @@ func TestThreatRoleWriterBoundedWork(t *testing.T) {
 		putRoleUnchecked(t, s, "huge", map[string]interface{}{"cluster": testCluster, "generated_role_rules": rules, "allowed_kubernetes_namespaces": strings.Join(namespaces[:maxAllowedNamespaces], ",")})
 		var reviews int
 		var mu sync.Mutex
-		fk.clientset.PrependReactor("create", "selfsubjectaccessreviews", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		fk.setAuthorizer(func(attrs authorizationv1.ResourceAttributes) bool {
 			mu.Lock()
 			reviews++
 			mu.Unlock()
-			review := action.(k8stesting.CreateAction).GetObject().(*authorizationv1.SelfSubjectAccessReview)
-			review.Status.Allowed = review.Spec.ResourceAttributes.Verb != "escalate"
-			return true, review, nil
+			return attrs.Verb != "escalate"
 		})
 		resp := mustOK(t, b, s, logical.ReadOperation, "clusters/"+testCluster+"/check", nil)
 		if reviews > maxCheckReviews+len(selfRotationFields) {

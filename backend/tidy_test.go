@@ -22,7 +22,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	k8stesting "k8s.io/client-go/testing"
 )
@@ -588,40 +587,15 @@ func TestTidyVisitsOwnServiceAccountNamespaces(t *testing.T) {
 	}
 }
 
-// pagedKube serves the metadata of fixed Secrets page by page, so the
-// benchmark measures tidy's own work (paging, verifying marks, reporting)
-// rather than the fake tracker's.
-type pagedKube struct {
-	*memKube
-	secrets []metav1.PartialObjectMetadata
-}
-
-func (p *pagedKube) ListManaged(_ context.Context, kind, _ string, limit int64, continueToken string) (*metav1.PartialObjectMetadataList, error) {
-	if kind != kindSecret {
-		return &metav1.PartialObjectMetadataList{}, nil
-	}
-	start := 0
-	if continueToken != "" {
-		start, _ = strconv.Atoi(continueToken)
-	}
-	end := min(start+int(limit), len(p.secrets))
-	list := &metav1.PartialObjectMetadataList{Items: p.secrets[start:end]}
-	if end < len(p.secrets) {
-		list.Continue = strconv.Itoa(end)
-	}
-	return list, nil
-}
-
 // BenchmarkTidy runs tidy over n Secrets labelled as the plugin's, half of
 // them its own live ones, half forged (reported, never deleted), so every
 // iteration does the same work.
 func BenchmarkTidy(b *testing.B) {
 	for _, n := range []int{1000, 10000} {
 		b.Run(strconv.Itoa(n), func(b *testing.B) {
-			be, s, _ := newTestBackendLogging(b, hclog.New(&hclog.LoggerOptions{Output: io.Discard, Level: hclog.Info, JSONFormat: true}))
+			be, s, fk := newTestBackendLogging(b, hclog.New(&hclog.LoggerOptions{Output: io.Discard, Level: hclog.Info, JSONFormat: true}), inMemory())
 			lm := testLeaseMeta("bench")
 			lm.expiresAt = time.Now().Add(time.Hour)
-			paged := &pagedKube{memKube: &memKube{objects: map[string]types.UID{}}}
 			for i := range n {
 				secret := boundSecret(fmt.Sprintf("vault-scanner-%06d", i), lm)
 				if i%2 == 0 {
@@ -629,9 +603,10 @@ func BenchmarkTidy(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
-				paged.secrets = append(paged.secrets, metav1.PartialObjectMetadata{ObjectMeta: secret.ObjectMeta})
+				if _, err := fk.mem.put(kindSecret, secret); err != nil {
+					b.Fatal(err)
+				}
 			}
-			be.newKubeAPI = func(*rest.Config) (kubeAPI, error) { return paged, nil }
 			configureCluster(b, be, s)
 			configureRole(b, be, s, nil)
 			b.ReportAllocs()
