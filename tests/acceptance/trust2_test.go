@@ -44,9 +44,11 @@ func TestTrust2OwnIdentityRefused(t *testing.T) {
 	t.Run("role naming the plugin's own service account", func(t *testing.T) {
 		t.Parallel()
 		const role = "trust2-self"
-		cleanupLeftovers(t, stack.Mount+"/creds/"+role, stack.ClusterName, st.First)
-		done := step(t, "roles/%s for %s/%s on %s: 400, the plugin's own identity", role, stack.RequesterNamespace, stack.RequesterSA, stack.ClusterName)
+		cleanupLeftovers(t, stack.Mount+"/creds/"+role, role, st.First)
+		done := step(t, "clusters/%s like %s (the plugin's credential); roles/%s for %s/%s: 400, the plugin's own identity", role, stack.ClusterName, role, stack.RequesterNamespace, stack.RequesterSA)
+		writeClusterEntry(t, role, clusterArgs(st.First)...)
 		code, text := writeRoleStatus(t, role, map[string]any{
+			"cluster":                   role,
 			"service_account_name":      stack.RequesterSA,
 			"service_account_namespace": stack.RequesterNamespace,
 		})
@@ -95,7 +97,11 @@ func TestTrust2OwnIdentityRefused(t *testing.T) {
 		done()
 
 		done = step(t, "clusters/%s re-pointed at the plugin's own JWT; vault read creds/%s: 400, no Secret in %s", name, name, stack.RequesterNamespace)
-		mustVault(t, "write", stack.Mount+"/clusters/"+name, "service_account_jwt="+st.TokenRequesterJWT)
+		code, vr := rawVault(t, http.MethodPost, stack.Mount+"/clusters/"+name, map[string]any{"service_account_jwt": st.TokenRequesterJWT})
+		assertNoJWTIn(t, "the clusters/ answer", strings.Join(vr.Errors, "; "), st.TokenRequesterJWT, decoyJWT)
+		if code != http.StatusOK && code != http.StatusNoContent {
+			t.Fatalf("re-point clusters/%s at the plugin's own JWT: HTTP %d: %v", name, code, vr.Errors)
+		}
 		out := credsRefusedByCLI(t, name, http.StatusBadRequest, "identity")
 		assertNoJWTIn(t, "vault read creds/"+name, out, decoyJWT)
 		t.Logf("vault read: %s", out)
@@ -103,7 +109,7 @@ func TestTrust2OwnIdentityRefused(t *testing.T) {
 			t.Errorf("bound Secrets of %s in %s: %v, want none", name, stack.RequesterNamespace, left)
 		}
 		// check is informative here (the issue is what must refuse).
-		if code, vr := rawVault(t, http.MethodGet, stack.Mount+"/clusters/"+name+"/check", nil); code == http.StatusOK {
+		if code, vr = rawVault(t, http.MethodGet, stack.Mount+"/clusters/"+name+"/check", nil); code == http.StatusOK {
 			t.Logf("clusters/%s/check: ok=%v missing=%v notes=%v", name, vr.Data["ok"], vr.Data["missing_permissions"], vr.Data["notes"])
 		} else {
 			t.Logf("clusters/%s/check: HTTP %d %v", name, code, vr.Errors)
@@ -118,10 +124,12 @@ func TestTrust2OwnIdentityRefused(t *testing.T) {
 			role = "trust2-team-sa"
 			sa   = "trust2-any-sa"
 		)
-		cleanupLeftovers(t, stack.Mount+"/creds/"+role, stack.ClusterName, st.First)
-		done := step(t, "service account %s/%s (admin); roles/%s for it", teamA, sa, role)
+		cleanupLeftovers(t, stack.Mount+"/creds/"+role, role, st.First)
+		done := step(t, "service account %s/%s (admin); clusters/%s like %s; roles/%s for that account", teamA, sa, role, stack.ClusterName, role)
 		createServiceAccount(t, teamA, sa)
+		writeClusterEntry(t, role, clusterArgs(st.First)...)
 		code, text := writeRoleStatus(t, role, map[string]any{
+			"cluster":                   role,
 			"service_account_name":      sa,
 			"service_account_namespace": teamA,
 		})
@@ -300,6 +308,9 @@ func TestTrust2BoundedWork(t *testing.T) {
 
 	t.Run("role write", func(t *testing.T) {
 		t.Parallel()
+		// Its own clusters/ entry: no other test's check sees these roles.
+		const cluster = "trust2-bounds-write"
+		writeClusterEntry(t, cluster, clusterArgs(st.First)...)
 		// want is 400 (naming bound) or 0 for accepted; count is the
 		// expansion of the rules or the number of namespaces.
 		type boundCase struct {
@@ -333,7 +344,9 @@ func TestTrust2BoundedWork(t *testing.T) {
 			t.Run(c.name, func(t *testing.T) {
 				role := fmt.Sprintf("trust2-bound-%d", i)
 				start := time.Now()
-				code, text := writeRoleStatus(t, role, c.fields)
+				fields := maps.Clone(c.fields)
+				fields["cluster"] = cluster
+				code, text := writeRoleStatus(t, role, fields)
 				took := time.Since(start)
 				switch {
 				case c.want == http.StatusBadRequest && (code != c.want || !strings.Contains(text, c.bound)):
