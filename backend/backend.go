@@ -45,6 +45,15 @@ type backend struct {
 
 	tidyLock sync.Mutex
 	lastTidy time.Time
+	// tidyNamespaceStart is, per cluster, where the next tidy run starts in
+	// the sorted namespaces, when there are more than one run visits.
+	tidyNamespaceStart map[string]int
+
+	// clusterInUse guards the rule that a cluster a role uses cannot be
+	// deleted: role writes hold it for reading from the check that their
+	// cluster exists until they are stored, cluster deletes hold it for
+	// writing. Taken before clusterLock.
+	clusterInUse sync.RWMutex
 
 	// clusterLock serialises writes of cluster entries: configuration
 	// writes, rotations and the deletion of replaced credentials.
@@ -53,6 +62,11 @@ type backend struct {
 	// rotationGrace is how long a replaced credential keeps working; tests
 	// shorten it.
 	rotationGrace time.Duration
+
+	// ownership caches the mount's ownership key (see ownership.go) once
+	// read or created; nil until then.
+	ownershipLock sync.Mutex
+	ownership     ownershipKey
 }
 
 // clusterClient is a cached client together with what it was built from.
@@ -63,6 +77,12 @@ type clusterClient struct {
 	// revocable remembers, per "kind/namespace", when the plugin was last
 	// found allowed to delete what revoke deletes.
 	revocable sync.Map
+	// self is whom the plugin is on this cluster (self_identity.go).
+	self selfIdentity
+	// leaseHorizon is this endpoint's recorded lease horizon as last seen
+	// (zero: not read yet); horizonLock serialises its updates.
+	horizonLock  sync.Mutex
+	leaseHorizon time.Time
 }
 
 // Factory returns a logical.Factory reporting version as the plugin's
@@ -93,7 +113,7 @@ func newBackend(version string) *backend {
 		BackendType:    logical.TypeLogical,
 		RunningVersion: version,
 		PathsSpecial: &logical.Paths{
-			SealWrapStorage: []string{clusterStoragePrefix, retiredEndpointPrefix},
+			SealWrapStorage: []string{clusterStoragePrefix, retiredEndpointPrefix, ownershipKeyStorageKey},
 			// An unfinished issue is this cluster's own business: a
 			// performance secondary must not roll back the primary's.
 			LocalStorage: []string{framework.WALPrefix},
@@ -110,10 +130,12 @@ func newBackend(version string) *backend {
 		WALRollbackMinAge: walRollbackMinAge(),
 		PeriodicFunc:      b.periodic,
 		Invalidate:        b.invalidate,
+		InitializeFunc:    b.initialize,
 		Clean: func(context.Context) {
 			b.rotation.stop()
 			b.resetClients()
 			b.roles.reset()
+			b.dropOwnershipKey()
 		},
 	}
 	return b
@@ -131,6 +153,23 @@ func (b *backend) invalidate(_ context.Context, key string) {
 	if name, ok := strings.CutPrefix(key, roleStoragePrefix); ok {
 		b.roles.invalidate(name)
 	}
+	if key == ownershipKeyStorageKey {
+		b.dropOwnershipKey()
+	}
+}
+
+// initialize creates the mount's ownership key when the mount starts on a
+// node that may write, so that nodes which may not (performance standbys
+// and secondaries) find it stored when they first issue.
+func (b *backend) initialize(ctx context.Context, req *logical.InitializationRequest) error {
+	if !b.writesHere() {
+		return nil
+	}
+	if _, err := b.ownershipKey(ctx, req.Storage); err != nil {
+		// Not fatal: the first issue or tidy tries again.
+		b.Logger().Warn("creating the mount's ownership key at start", "error", err)
+	}
+	return nil
 }
 
 // Clients are cached under the cluster's name for its current endpoint and

@@ -127,7 +127,7 @@ func TestLogsCarryNoToken(t *testing.T) {
 	config.Logger = hclog.New(&hclog.LoggerOptions{Level: hclog.Trace, Output: &logs})
 	config.System = &logical.StaticSystemView{DefaultLeaseTTLVal: time.Hour, MaxLeaseTTLVal: 24 * time.Hour}
 	b := newBackend("v0.0.0-test")
-	b.newKubeAPI = func(*rest.Config) (kubeAPI, error) { return clientsetAPI{clientset: fk.clientset}, nil }
+	b.newKubeAPI = func(*rest.Config) (kubeAPI, error) { return fk.api(), nil }
 	if err := b.Setup(context.Background(), config); err != nil {
 		t.Fatal(err)
 	}

@@ -52,8 +52,8 @@ func (m *memKube) GetNamespace(_ context.Context, name string) (*corev1.Namespac
 
 func (m *memKube) ListNamespaces(context.Context, string) ([]string, error) { return nil, nil }
 
-func (m *memKube) ListManaged(context.Context, string, string) ([]metav1.Object, error) {
-	return nil, nil
+func (m *memKube) ListManaged(context.Context, string, string, int64, string) (*metav1.PartialObjectMetadataList, error) {
+	return &metav1.PartialObjectMetadataList{}, nil
 }
 
 func (m *memKube) CreateToken(_ context.Context, ns, sa string, tr *authenticationv1.TokenRequest) (*authenticationv1.TokenRequest, error) {
@@ -70,8 +70,10 @@ func (m *memKube) WhoAmI(context.Context) (string, error) {
 
 func (m *memKube) ServerVersion(context.Context) (string, error) { return "v1.37.2", nil }
 
-func (m *memKube) Allowed(context.Context, authorizationv1.ResourceAttributes) (bool, error) {
-	return true, nil
+// Allowed grants everything but tokens for unnamed service accounts, as
+// deploy/ does.
+func (m *memKube) Allowed(_ context.Context, attrs authorizationv1.ResourceAttributes) (bool, error) {
+	return !isAnyTokenReview(&authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &attrs}}), nil
 }
 
 // BenchmarkIssue measures the plugin's own cost of one credential plus its

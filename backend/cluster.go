@@ -43,6 +43,11 @@ type clusterConfig struct {
 	// name, proxy); it changes whenever one of them does. Leases and WAL
 	// entries record it, so revoke reaches the API server that issued them.
 	EndpointID string `json:"endpoint_id,omitempty"`
+	// LeaseHorizonRecorded says every lease this endpoint issued recorded
+	// its expiry in the endpoint's lease horizon (endpoint.go): true for
+	// endpoints created since horizons exist. Without it, leases from
+	// before may outlive the horizon.
+	LeaseHorizonRecorded bool `json:"lease_horizon_recorded,omitempty"`
 
 	// RotationPeriod (0: manual only) and JWTTTL (0: the default) drive
 	// the rotation of JWT by the plugin itself (rotation.go).

@@ -2,7 +2,10 @@ package backend
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,9 +32,9 @@ func newTwoClusters(t *testing.T) *twoClusters {
 	o := newFakeKube(t)
 	b.newKubeAPI = func(cfg *rest.Config) (kubeAPI, error) {
 		if cfg.Host == otherHost {
-			return clientsetAPI{clientset: o.clientset}, nil
+			return o.api(), nil
 		}
-		return clientsetAPI{clientset: a.clientset}, nil
+		return a.api(), nil
 	}
 	configureCluster(t, b, s)
 	configureRole(t, b, s, nil)
@@ -177,28 +180,154 @@ func TestEndpointIDFollowsTheConnection(t *testing.T) {
 	}
 }
 
-// Retired endpoints are forgotten once no lease can need them.
+// Retired endpoints are forgotten once no lease can need them: a day after
+// the later of their retirement and their recorded lease horizon; one from
+// before horizons were recorded falls back to the mount's max lease TTL as
+// it is when pruning.
 func TestRetiredEndpointsPruned(t *testing.T) {
-	b, s, _ := newConfiguredBackend(t)
-	cfg, _ := getCluster(context.Background(), s, testCluster)
-	now := time.Now()
-	if err := retireEndpoint(context.Background(), s, testCluster, cfg, time.Hour, now); err != nil {
+	now := time.Now().UTC()
+	const maxLease = 24 * time.Hour // the test mount's
+	for _, tc := range []struct {
+		name     string
+		legacy   bool      // the endpoint predates lease horizons
+		horizon  time.Time // zero: none recorded
+		keptTill time.Time
+	}{
+		{name: "no lease issued", keptTill: now.Add(walGiveUpAge)},
+		{name: "horizon after retirement", horizon: now.Add(50 * time.Hour), keptTill: now.Add(50*time.Hour + walGiveUpAge)},
+		{name: "horizon before retirement", horizon: now.Add(-time.Hour), keptTill: now.Add(walGiveUpAge)},
+		{name: "legacy, no horizon", legacy: true, keptTill: now.Add(maxLease + tokenExpirySkew + walGiveUpAge)},
+		{name: "legacy, later horizon", legacy: true, horizon: now.Add(50 * time.Hour), keptTill: now.Add(50*time.Hour + walGiveUpAge)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, s, _ := newConfiguredBackend(t)
+			cfg, _ := getCluster(context.Background(), s, testCluster)
+			cfg.LeaseHorizonRecorded = !tc.legacy
+			if err := retireEndpoint(context.Background(), s, testCluster, cfg, now); err != nil {
+				t.Fatal(err)
+			}
+			if !tc.horizon.IsZero() {
+				putHorizon(t, s, cfg.EndpointID, tc.horizon)
+			}
+			read := readResponseData(t, b, s, "clusters/"+testCluster)["retired_endpoints"].([]map[string]interface{})
+			if len(read) != 1 || read[0]["keep_until"] != tc.keptTill.Format(time.RFC3339) {
+				t.Errorf("read %v, want keep_until %s", read, tc.keptTill.Format(time.RFC3339))
+			}
+			for _, at := range []struct {
+				at       time.Time
+				wantLeft int
+			}{{tc.keptTill.Add(-time.Minute), 1}, {tc.keptTill.Add(time.Minute), 0}} {
+				if _, err := b.pruneRetiredEndpoints(context.Background(), s, at.at); err != nil {
+					t.Fatal(err)
+				}
+				if recs, _ := listRetiredEndpoints(context.Background(), s, testCluster); len(recs) != at.wantLeft {
+					t.Errorf("at +%s: %d retired endpoints left, want %d", at.at.Sub(now).Round(time.Minute), len(recs), at.wantLeft)
+				}
+			}
+			if h, _ := getLeaseHorizon(context.Background(), s, testCluster, cfg.EndpointID); !h.IsZero() {
+				t.Error("the lease horizon of the forgotten endpoint was left in storage")
+			}
+		})
+	}
+}
+
+func putHorizon(t *testing.T, s logical.Storage, endpointID string, at time.Time) {
+	t.Helper()
+	entry, err := logical.StorageEntryJSON(leaseHorizonKey(testCluster, endpointID), at)
+	if err != nil {
 		t.Fatal(err)
 	}
-	keep := time.Hour + tokenExpirySkew + walGiveUpAge
-	for _, tc := range []struct {
+	if err := s.Put(context.Background(), entry); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A lease issued under a long max lease TTL keeps its endpoint, once
+// retired, until that lease has expired, even after the mount is tuned
+// down: the issue recorded when it expires. Issues inside the recorded
+// horizon do not write it again.
+func TestRetiredEndpointKeptUntilLeaseHorizon(t *testing.T) {
+	tc := newTwoClusters(t)
+	mustOK(t, tc.b, tc.s, logical.UpdateOperation, "roles/"+testRole, map[string]interface{}{"ttl": "20h", "max_ttl": "20h"})
+	issued := time.Now()
+	mustOK(t, tc.b, tc.s, logical.ReadOperation, "creds/"+testRole, nil)
+	endpoint := readResponseData(t, tc.b, tc.s, "clusters/"+testCluster)["endpoint_id"].(string)
+	horizon, err := getLeaseHorizon(context.Background(), tc.s, testCluster, endpoint)
+	if err != nil || horizon.Before(issued.Add(20*time.Hour)) {
+		t.Fatalf("recorded horizon %s (%v), want at least the lease's expiry %s", horizon, err, issued.Add(20*time.Hour))
+	}
+	mustOK(t, tc.b, tc.s, logical.ReadOperation, "creds/"+testRole, map[string]interface{}{"ttl": "19h"})
+	if again, _ := getLeaseHorizon(context.Background(), tc.s, testCluster, endpoint); !again.Equal(horizon) {
+		t.Errorf("an issue inside the horizon rewrote it: %s -> %s", horizon, again)
+	}
+
+	tc.b.System().(*logical.StaticSystemView).MaxLeaseTTLVal = time.Hour
+	tc.repoint(t)
+	retired := readResponseData(t, tc.b, tc.s, "clusters/"+testCluster)["retired_endpoints"].([]map[string]interface{})
+	if want := horizon.Add(walGiveUpAge).Format(time.RFC3339); len(retired) != 1 || retired[0]["keep_until"] != want {
+		t.Errorf("retired endpoints %v, want keep_until %s", retired, want)
+	}
+	for _, at := range []struct {
+		name     string
 		at       time.Time
 		wantLeft int
 	}{
-		{at: now.Add(keep - time.Minute), wantLeft: 1},
-		{at: now.Add(keep + time.Minute), wantLeft: 0},
+		{"past the tuned-down max lease TTL", time.Now().Add(time.Hour + tokenExpirySkew + walGiveUpAge + time.Minute), 1},
+		{"before the horizon", horizon.Add(walGiveUpAge - time.Minute), 1},
+		{"past the horizon", horizon.Add(walGiveUpAge + time.Minute), 0},
 	} {
-		if _, err := b.pruneRetiredEndpoints(context.Background(), s, tc.at); err != nil {
+		if _, err := tc.b.pruneRetiredEndpoints(context.Background(), tc.s, at.at); err != nil {
 			t.Fatal(err)
 		}
-		if recs, _ := listRetiredEndpoints(context.Background(), s, testCluster); len(recs) != tc.wantLeft {
-			t.Errorf("at +%s: %d retired endpoints left, want %d", tc.at.Sub(now).Round(time.Minute), len(recs), tc.wantLeft)
+		if recs, _ := listRetiredEndpoints(context.Background(), tc.s, testCluster); len(recs) != at.wantLeft {
+			t.Errorf("%s: %d retired endpoints left, want %d", at.name, len(recs), at.wantLeft)
 		}
+	}
+}
+
+// failingStorage fails the operations its predicates pick, by key.
+type failingStorage struct {
+	logical.Storage
+	failPut, failDelete atomic.Pointer[func(key string) bool]
+}
+
+func (s *failingStorage) Put(ctx context.Context, e *logical.StorageEntry) error {
+	if f := s.failPut.Load(); f != nil && (*f)(e.Key) {
+		return errors.New("storage unavailable")
+	}
+	return s.Storage.Put(ctx, e)
+}
+
+func (s *failingStorage) Delete(ctx context.Context, key string) error {
+	if f := s.failDelete.Load(); f != nil && (*f)(key) {
+		return errors.New("storage unavailable")
+	}
+	return s.Storage.Delete(ctx, key)
+}
+
+func keyPrefix(prefix string) *func(string) bool {
+	f := func(key string) bool { return strings.HasPrefix(key, prefix) }
+	return &f
+}
+
+// A lease whose horizon cannot be recorded is not returned: its objects
+// are deleted and no WAL entry is left.
+func TestIssueFailsWhenHorizonCannotBeRecorded(t *testing.T) {
+	b, inner, fk := newConfiguredBackend(t)
+	s := &failingStorage{Storage: inner}
+	s.failPut.Store(keyPrefix(leaseHorizonPrefix))
+	resp, err := request(t, b, s, logical.ReadOperation, "creds/"+testRole, nil)
+	if err == nil && (resp == nil || !resp.IsError()) {
+		t.Fatal("issued a lease whose expiry could not be recorded")
+	}
+	if left := fk.managedSecrets(t); len(left) != 0 {
+		t.Errorf("the failed issue left Secrets %v", names(left))
+	}
+	if wals := walEntries(t, s); len(wals) != 0 {
+		t.Errorf("%d WAL entries left", len(wals))
+	}
+	if got := len(fk.tokenRequests()); got != 1 {
+		t.Fatalf("%d TokenRequests, want the one whose token died", got)
 	}
 }
 

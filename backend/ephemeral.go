@@ -167,11 +167,11 @@ func ephemeralObjects(name string, ir *issueRequest, lm leaseMeta) ([]plannedObj
 	if role.mode() == modeGeneratedRole {
 		var err error
 		if rules, err = parseRules(role.GeneratedRoleRules, role.KubernetesRoleType); err != nil {
-			return nil, err
+			return nil, userError{fmt.Errorf("role %q can no longer be issued; write it again: %w", ir.roleName, err)}
 		}
 		roleRef.Name = name
 		if role.KubernetesRoleType == kindClusterRole {
-			objs = append(objs, plannedObject{kindClusterRole, &rbacv1.ClusterRole{ObjectMeta: meta(""), Rules: rules}})
+			objs = append(objs, plannedObject{kindClusterRole, &rbacv1.ClusterRole{ObjectMeta: clusterRoleMeta(meta("")), Rules: rules}})
 		}
 	}
 	// Every binding names the one ServiceAccount, in the first namespace.
@@ -187,6 +187,16 @@ func ephemeralObjects(name string, ir *issueRequest, lm leaseMeta) ([]plannedObj
 		objs = append(objs, plannedObject{kindRoleBinding, &rbacv1.RoleBinding{ObjectMeta: meta(ns), RoleRef: roleRef, Subjects: slices.Clone(subjects)}})
 	}
 	return objs, nil
+}
+
+// clusterRoleMeta drops the role's extra_labels from a generated
+// ClusterRole: an aggregated ClusterRole anywhere in the cluster whose
+// aggregationRule selects one of them would copy the lease's rules to its
+// own subjects, who hold no lease. Only the plugin's own label stays (tidy
+// needs it); aggregation selects by labels only, so annotations stay too.
+func clusterRoleMeta(meta metav1.ObjectMeta) metav1.ObjectMeta {
+	meta.Labels = map[string]string{managedByLabel: managedByValue}
+	return meta
 }
 
 // ownedBy makes obj owned by the lease's first object, so Kubernetes' garbage

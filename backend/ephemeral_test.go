@@ -50,7 +50,7 @@ func leaseKubeObjects(t *testing.T, fk *fakeKube) map[string]int {
 	t.Helper()
 	counts := map[string]int{}
 	for _, kind := range kindsInDeleteOrder {
-		objs, err := clientsetAPI{clientset: fk.clientset}.ListManaged(context.Background(), kind, "")
+		objs, err := fk.listManaged(kind, "")
 		if err != nil {
 			t.Fatalf("listing %s: %v", kind, err)
 		}

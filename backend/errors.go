@@ -10,6 +10,7 @@ import (
 	"net/http"
 
 	"github.com/hashicorp/vault/sdk/logical"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 )
 
@@ -48,6 +49,10 @@ func (e *upstreamError) Error() string { return e.msg }
 func kubeStatus(err error) int {
 	var status apierrors.APIStatus
 	if errors.As(err, &status) {
+		if namespaceTerminating(err) {
+			// A 403, but not about RBAC: the namespace is being deleted.
+			return http.StatusBadRequest
+		}
 		switch apierrors.ReasonForError(err) {
 		case "NotFound", "AlreadyExists", "Conflict", "Invalid", "BadRequest", "Gone":
 			return http.StatusBadRequest
@@ -77,6 +82,18 @@ func kubeStatus(err error) int {
 		return http.StatusBadGateway
 	}
 	return http.StatusServiceUnavailable
+}
+
+// namespaceTerminating tells the 403 the API server answers to creates in
+// a namespace being deleted.
+func namespaceTerminating(err error) bool {
+	return apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause)
+}
+
+// unusableAnswer is an answer from the API server the plugin cannot use
+// (a token that is not a JWT, say): the API server's fault, so 502.
+func unusableAnswer(format string, args ...interface{}) error {
+	return &upstreamError{status: http.StatusBadGateway, msg: fmt.Sprintf(format, args...)}
 }
 
 func isTLSVerificationError(err error) bool {
@@ -125,6 +142,8 @@ func respond(cluster string, resp *logical.Response, err error) (*logical.Respon
 	switch {
 	case errors.As(err, &user), errors.As(err, &notFound):
 		return logical.ErrorResponse(err.Error()), nil
+	case errors.As(err, &kube) && namespaceTerminating(kube.err):
+		return logical.ErrorResponse("the namespace is being deleted, so nothing can be created in it (not an RBAC problem): %v", err), nil
 	case errors.As(err, &upstream):
 		return nil, logical.CodedError(upstream.status, upstream.msg)
 	case errors.As(err, &kube):

@@ -219,7 +219,7 @@ func denyAccessReview(fk *fakeKube, verb, resource string) {
 	fk.clientset.PrependReactor("create", "selfsubjectaccessreviews", func(action k8stesting.Action) (bool, runtime.Object, error) {
 		review := action.(k8stesting.CreateAction).GetObject().(*authorizationv1.SelfSubjectAccessReview)
 		attrs := review.Spec.ResourceAttributes
-		review.Status.Allowed = attrs.Verb != verb || attrs.Resource != resource
+		review.Status.Allowed = (attrs.Verb != verb || attrs.Resource != resource) && !isAnyTokenReview(review)
 		return true, review, nil
 	})
 }

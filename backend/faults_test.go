@@ -56,8 +56,14 @@ func newAPIServer(t *testing.T) *apiServer {
 			writeStatus(w, apierrors.NewBadRequest(err.Error()))
 			return
 		}
-		review.Status.Allowed = true
+		review.Status.Allowed = !isAnyTokenReview(&review)
 		review.Kind, review.APIVersion = "SelfSubjectAccessReview", "authorization.k8s.io/v1"
+		writeJSON(w, http.StatusCreated, review)
+	})
+	mux.HandleFunc("POST /apis/authentication.k8s.io/v1/selfsubjectreviews", func(w http.ResponseWriter, r *http.Request) {
+		review := authenticationv1.SelfSubjectReview{}
+		review.Kind, review.APIVersion = "SelfSubjectReview", "authentication.k8s.io/v1"
+		review.Status.UserInfo.Username = testRequesterUser
 		writeJSON(w, http.StatusCreated, review)
 	})
 	a.Server = httptest.NewTLSServer(mux)

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"github.com/hashicorp/go-hclog"
 	"math/big"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,11 +27,14 @@ import (
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	k8stesting "k8s.io/client-go/testing"
 )
@@ -43,6 +47,8 @@ const (
 	testHost      = "https://127.0.0.1:6443"
 	// testRequesterJWT is the plugin's own credential in tests; no output may contain it.
 	testRequesterJWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJyZXF1ZXN0ZXIifQ.c2lnbmF0dXJlLXJlcXVlc3Rlcg"
+	// testRequesterUser is whom testRequesterJWT authenticates as.
+	testRequesterUser = "requester"
 )
 
 // fakeKube imitates the parts of the API server the plugin uses: Secrets get
@@ -50,6 +56,8 @@ const (
 // account, the bound Secret and the 10-minute minimum like the real one.
 type fakeKube struct {
 	clientset *fake.Clientset
+	// metadataLists counts the pages served by the metadata-only client.
+	metadataLists atomic.Int32
 
 	mu        sync.Mutex
 	issued    []authenticationv1.TokenRequest // requests as received
@@ -91,13 +99,110 @@ func newFakeKube(t testing.TB) *fakeKube {
 		return false, nil, nil
 	})
 	fk.clientset.PrependReactor("create", "serviceaccounts", fk.tokenRequestReactor)
-	// The plugin's credential may do everything unless a test says otherwise.
+	// The plugin's credential (testRequesterJWT, whose claims name no
+	// service account) authenticates as its subject.
+	fk.clientset.PrependReactor("create", "selfsubjectreviews", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		review := action.(k8stesting.CreateAction).GetObject().(*authenticationv1.SelfSubjectReview).DeepCopy()
+		review.Status.UserInfo.Username = testRequesterUser
+		return true, review, nil
+	})
+	// The plugin's credential may do everything unless a test says
+	// otherwise, except mint tokens for service accounts it was not granted
+	// by name: deploy/ lists them with resourceNames.
 	fk.clientset.PrependReactor("create", "selfsubjectaccessreviews", func(action k8stesting.Action) (bool, runtime.Object, error) {
 		review := action.(k8stesting.CreateAction).GetObject().(*authorizationv1.SelfSubjectAccessReview)
-		review.Status.Allowed = true
+		review.Status.Allowed = !isAnyTokenReview(review)
 		return true, review, nil
 	})
 	return fk
+}
+
+// isAnyTokenReview tells the review the plugin sends to learn whether it
+// may mint a token for any service account, which deploy/ never grants for
+// the namespaces of existing-account roles.
+func isAnyTokenReview(review *authorizationv1.SelfSubjectAccessReview) bool {
+	attrs := review.Spec.ResourceAttributes
+	return attrs != nil && attrs.Resource == "serviceaccounts" && attrs.Subresource == "token" && attrs.Name == ""
+}
+
+// api is the kubeAPI the backend's factory returns for fk.
+func (fk *fakeKube) api() clientsetAPI {
+	return clientsetAPI{clientset: fk.clientset, metadata: fakeMetadata{fk: fk}}
+}
+
+// fakeMetadata is fakeKube's metadata-only client: it serves lists of
+// PartialObjectMetadata from the clientset's tracker, with Limit and
+// Continue as the API server does (client-go's metadata fake drops both).
+// Lists go through the clientset's reactors, so a test that forbids or
+// breaks a list there breaks the metadata list too. Only List is
+// implemented; the embedded nil interface panics on anything else.
+type fakeMetadata struct {
+	metadata.ResourceInterface
+	fk        *fakeKube
+	resource  schema.GroupVersionResource
+	namespace string
+}
+
+func (f fakeMetadata) Resource(resource schema.GroupVersionResource) metadata.Getter {
+	f.resource = resource
+	return f
+}
+
+func (f fakeMetadata) Namespace(ns string) metadata.ResourceInterface {
+	f.namespace = ns
+	return f
+}
+
+func (f fakeMetadata) List(_ context.Context, opts metav1.ListOptions) (*metav1.PartialObjectMetadataList, error) {
+	f.fk.metadataLists.Add(1)
+	var kind *objectKind
+	for _, k := range objectKinds {
+		if k.resourceVersion() == f.resource {
+			kind = k
+		}
+	}
+	if kind == nil {
+		return nil, fmt.Errorf("fake metadata client: unknown resource %v", f.resource)
+	}
+	gvk := schema.GroupVersionKind{Group: kind.group, Version: "v1", Kind: kind.name}
+	typed, err := f.fk.clientset.Invokes(k8stesting.NewListActionWithOptions(f.resource, gvk, f.namespace, opts), nil)
+	if err != nil {
+		return nil, err
+	}
+	items, err := meta.ExtractList(typed)
+	if err != nil {
+		return nil, err
+	}
+	selector, err := labels.Parse(opts.LabelSelector)
+	if err != nil {
+		return nil, apierrors.NewBadRequest(err.Error())
+	}
+	out := &metav1.PartialObjectMetadataList{}
+	for _, item := range items {
+		m := item.(metav1.ObjectMetaAccessor).GetObjectMeta().(*metav1.ObjectMeta)
+		if !selector.Matches(labels.Set(m.Labels)) {
+			continue
+		}
+		out.Items = append(out.Items, metav1.PartialObjectMetadata{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "meta.k8s.io/v1", Kind: "PartialObjectMetadata"},
+			ObjectMeta: *m.DeepCopy(),
+		})
+	}
+	// Pages in a stable order; the continue token is the last key served.
+	key := func(m *metav1.PartialObjectMetadata) string { return m.Namespace + "/" + m.Name }
+	slices.SortFunc(out.Items, func(a, b metav1.PartialObjectMetadata) int { return strings.Compare(key(&a), key(&b)) })
+	if opts.Continue != "" {
+		start, _ := slices.BinarySearchFunc(out.Items, opts.Continue, func(m metav1.PartialObjectMetadata, k string) int { return strings.Compare(key(&m), k) })
+		for start < len(out.Items) && key(&out.Items[start]) <= opts.Continue {
+			start++
+		}
+		out.Items = out.Items[start:]
+	}
+	if opts.Limit > 0 && int64(len(out.Items)) > opts.Limit {
+		out.Items = out.Items[:opts.Limit]
+		out.Continue = key(&out.Items[len(out.Items)-1])
+	}
+	return out, nil
 }
 
 func (fk *fakeKube) tokenRequestReactor(action k8stesting.Action) (bool, runtime.Object, error) {
@@ -169,6 +274,26 @@ func (fk *fakeKube) tokenRequests() []authenticationv1.TokenRequest {
 	return append([]authenticationv1.TokenRequest(nil), fk.issued...)
 }
 
+// listManaged lists the metadata of the objects of kind labelled as the
+// plugin's in ns ("" for all), in one page.
+func (fk *fakeKube) listManaged(kind, ns string) ([]metav1.Object, error) {
+	return fk.listMeta(kind, ns, managedBySelector)
+}
+
+// listMeta lists the metadata of the objects of kind in ns matching
+// selector, in one page, straight from the fake.
+func (fk *fakeKube) listMeta(kind, ns, selector string) ([]metav1.Object, error) {
+	list, err := fakeMetadata{fk: fk, resource: objectKinds[kind].resourceVersion(), namespace: ns}.List(context.Background(), metav1.ListOptions{LabelSelector: selector})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]metav1.Object, len(list.Items))
+	for i := range list.Items {
+		out[i] = &list.Items[i]
+	}
+	return out, nil
+}
+
 // managedSecrets lists the Secrets the plugin created, in all namespaces.
 func (fk *fakeKube) managedSecrets(t testing.TB) []corev1.Secret {
 	t.Helper()
@@ -206,7 +331,7 @@ func newTestBackendLogging(t testing.TB, logger hclog.Logger) (*backend, logical
 	b.newKubeAPI = func(cfg *rest.Config) (kubeAPI, error) {
 		fk.built.Add(1)
 		fk.lastConfig.Store(cfg)
-		return clientsetAPI{clientset: fk.clientset}, nil
+		return fk.api(), nil
 	}
 	if err := b.Setup(context.Background(), config); err != nil {
 		t.Fatal(err)

@@ -6,9 +6,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes"
 )
 
@@ -38,7 +38,12 @@ type objectKind struct {
 	create func(ctx context.Context, cs kubernetes.Interface, obj metav1.Object) (metav1.Object, error)
 	get    func(ctx context.Context, cs kubernetes.Interface, namespace, name string) (metav1.Object, error)
 	delete func(ctx context.Context, cs kubernetes.Interface, namespace, name string, opts metav1.DeleteOptions) error
-	list   func(ctx context.Context, cs kubernetes.Interface, namespace string, opts metav1.ListOptions) ([]metav1.Object, error)
+}
+
+// resourceVersion names the kind's API resource, for the metadata-only
+// client; every kind the plugin creates is served at v1.
+func (k *objectKind) resourceVersion() schema.GroupVersionResource {
+	return schema.GroupVersionResource{Group: k.group, Version: "v1", Resource: k.resource}
 }
 
 // objectKinds is immutable after package initialisation.
@@ -81,12 +86,12 @@ func lookupKind(name string) (*objectKind, error) {
 }
 
 // typedClient is the part of client-go's generated per-kind clients the
-// plugin uses.
+// plugin uses. Lists go through the metadata-only client instead, so that
+// no Secret's data is ever read.
 type typedClient[P metav1.Object, L runtime.Object] interface {
 	Create(ctx context.Context, obj P, opts metav1.CreateOptions) (P, error)
 	Get(ctx context.Context, name string, opts metav1.GetOptions) (P, error)
 	Delete(ctx context.Context, name string, opts metav1.DeleteOptions) error
-	List(ctx context.Context, opts metav1.ListOptions) (L, error)
 }
 
 func newObjectKind[P metav1.Object, L runtime.Object](name, group, resource string, namespaced bool, deleteRank int, client func(kubernetes.Interface, string) typedClient[P, L]) *objectKind {
@@ -104,25 +109,6 @@ func newObjectKind[P metav1.Object, L runtime.Object](name, group, resource stri
 		},
 		delete: func(ctx context.Context, cs kubernetes.Interface, namespace, objName string, opts metav1.DeleteOptions) error {
 			return client(cs, namespace).Delete(ctx, objName, opts)
-		},
-		list: func(ctx context.Context, cs kubernetes.Interface, namespace string, opts metav1.ListOptions) ([]metav1.Object, error) {
-			list, err := client(cs, namespace).List(ctx, opts)
-			if err != nil {
-				return nil, err
-			}
-			items, err := meta.ExtractList(list)
-			if err != nil {
-				return nil, err
-			}
-			out := make([]metav1.Object, 0, len(items))
-			for _, item := range items {
-				m, err := meta.Accessor(item)
-				if err != nil {
-					return nil, err
-				}
-				out = append(out, m)
-			}
-			return out, nil
 		},
 	}
 }

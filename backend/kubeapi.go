@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 )
 
@@ -28,9 +29,13 @@ type kubeAPI interface {
 	// refuses a ref without one. A missing object, or one replaced by
 	// another, counts as deleted.
 	DeleteObject(ctx context.Context, ref objectRef) error
-	// ListManaged lists the objects of kind labelled as the plugin's in
-	// namespace ("" for all, or for a cluster-scoped kind).
-	ListManaged(ctx context.Context, kind, namespace string) ([]metav1.Object, error)
+	// ListManaged lists one page, of at most limit objects, of the
+	// metadata of the objects of kind labelled as the plugin's in namespace
+	// ("" for all, or for a cluster-scoped kind), from continueToken (""
+	// for the first page; the list's Continue names the next, "" after the
+	// last). Only metadata crosses the wire: the plugin never holds the data
+	// of Secrets it did not make, nor needs that of its own.
+	ListManaged(ctx context.Context, kind, namespace string, limit int64, continueToken string) (*metav1.PartialObjectMetadataList, error)
 	GetNamespace(ctx context.Context, name string) (*corev1.Namespace, error)
 	// ListNamespaces names the namespaces whose labels match selector.
 	ListNamespaces(ctx context.Context, selector string) ([]string, error)
@@ -47,6 +52,8 @@ type kubeAPI interface {
 // clientsetAPI implements kubeAPI on top of a client-go clientset.
 type clientsetAPI struct {
 	clientset kubernetes.Interface
+	// metadata lists objects as PartialObjectMetadata, for tidy.
+	metadata metadata.Interface
 }
 
 var _ kubeAPI = clientsetAPI{}
@@ -106,5 +113,11 @@ func newClientsetAPI(cfg *rest.Config) (kubeAPI, error) {
 	if err != nil {
 		return nil, fmt.Errorf("building Kubernetes client: %w", err)
 	}
-	return clientsetAPI{clientset: clientset}, nil
+	// Same configuration and HTTP client: same TLS, credential and
+	// no-redirect rule.
+	meta, err := metadata.NewForConfigAndClient(cfg, httpClient)
+	if err != nil {
+		return nil, fmt.Errorf("building Kubernetes metadata client: %w", err)
+	}
+	return clientsetAPI{clientset: clientset, metadata: meta}, nil
 }

@@ -12,7 +12,6 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -99,7 +98,8 @@ func leaseRecordFrom(m map[string]interface{}) (leaseRecord, error) {
 //     service account after the per-lease Secret exists (so the entry
 //     holds its UID) and before the token is bound to it;
 //   - create, token, response;
-//   - commit (drop the WAL entry) or roll back: delete what was created,
+//   - commit (record the lease's expiry in the endpoint's lease horizon,
+//     drop the WAL entry) or roll back: delete what was created,
 //     resolve creates whose outcome is unknown, and leave a WAL entry for
 //     whatever could not be removed yet.
 type leaseTxn struct {
@@ -147,6 +147,14 @@ func (b *backend) planLease(req *logical.Request, client *clusterClient, ir *iss
 
 // run carries the lease through to a response, or rolls it back.
 func (t *leaseTxn) run(ctx context.Context, req *logical.Request) (*logical.Response, error) {
+	// Without the key the objects could not be marked, and tidy or rollback
+	// could never prove them the plugin's: fail before anything exists.
+	if _, err := t.b.ownershipKey(ctx, t.storage); err != nil {
+		return nil, err
+	}
+	if err := t.b.checkGrantable(ctx, t.storage, t.client, t.ir.roleName, t.ir.role, t.ir.leaseNamespaces()); err != nil {
+		return nil, err
+	}
 	if err := t.checkRevocable(ctx); err != nil {
 		return nil, err
 	}
@@ -169,6 +177,11 @@ func (t *leaseTxn) run(ctx context.Context, req *logical.Request) (*logical.Resp
 	}
 	resp, err := t.b.credentialResponse(req, t.ir, t.client, cred)
 	if err != nil {
+		return nil, t.rollback(ctx, err)
+	}
+	// The endpoint must be kept, should it be retired, until this lease
+	// has expired: record that before the lease exists.
+	if err := t.client.recordLeaseHorizon(ctx, t.storage, cred.expiresAt); err != nil {
 		return nil, t.rollback(ctx, err)
 	}
 	if err := framework.DeleteWAL(ctx, t.storage, t.walID); err != nil {
@@ -235,6 +248,9 @@ func (t *leaseTxn) createObjects(ctx context.Context) error {
 		if i > 0 {
 			ownedBy(p.obj, t.record.Objects[0])
 		}
+		if err := t.b.markOwned(ctx, t.storage, p.kind, p.obj); err != nil {
+			return err
+		}
 		ref, err := t.client.api.CreateObject(ctx, p.kind, p.obj)
 		if err != nil {
 			if createOutcomeUnknown(err) {
@@ -270,11 +286,11 @@ func (t *leaseTxn) requestToken(ctx context.Context) (*issuedCredential, error) 
 		return nil, fmt.Errorf("requesting a token for service account %s: %w", sa, err)
 	}
 	if tr.Status.Token == "" {
-		return nil, fmt.Errorf("TokenRequest for %s returned no token", sa)
+		return nil, unusableAnswer("cluster %q: TokenRequest for %s returned no token", t.client.cluster, sa)
 	}
 	claims, err := parseTokenClaims(tr.Status.Token)
 	if err != nil {
-		return nil, err
+		return nil, unusableAnswer("cluster %q: TokenRequest for %s answered with something else than a JWT: %v", t.client.cluster, sa, err)
 	}
 	t.record.CredentialID = credentialID(claims.JTI)
 
@@ -302,7 +318,7 @@ func (t *leaseTxn) rollback(ctx context.Context, cause error) error {
 	defer cancel()
 	left := deleteInRevokeOrder(ctx, t.client.api, t.record.Objects)
 	for _, ref := range t.unknown {
-		if err := deleteIfFromIssue(ctx, t.client.api, ref, t.record.IssueID); err != nil {
+		if err := t.b.deleteIfFromIssue(ctx, t.storage, t.client.api, ref, t.record.IssueID); err != nil {
 			left = append(left, failedDelete{ref, err})
 		}
 	}
@@ -386,24 +402,6 @@ func deleteInRevokeOrder(ctx context.Context, api kubeAPI, refs []objectRef) fai
 		}
 	}
 	return failed
-}
-
-// deleteIfFromIssue deletes an object known only by name, and only if it
-// carries issueID: an object of that name may belong to someone else.
-func deleteIfFromIssue(ctx context.Context, api kubeAPI, ref objectRef, issueID string) error {
-	if ref.UID != "" {
-		return api.DeleteObject(ctx, ref)
-	}
-	meta, err := api.GetObjectMeta(ctx, ref)
-	switch {
-	case apierrors.IsNotFound(err):
-		return nil
-	case err != nil:
-		return fmt.Errorf("looking up %s, whose create may have succeeded: %w", ref, err)
-	case issueID == "" || meta.GetLabels()[managedByLabel] != managedByValue || meta.GetAnnotations()[issueAnnotation] != issueID:
-		return nil // not created by this issue: never touch it
-	}
-	return api.DeleteObject(ctx, refOf(ref.Kind, meta))
 }
 
 // revoke deletes the lease's objects on the endpoint that issued it; the

@@ -41,7 +41,7 @@ func multiBackend(t *testing.T, fields map[string]interface{}) (*backend, logica
 // managedIn lists the plugin's objects of kind in ns, by name.
 func managedIn(t *testing.T, fk *fakeKube, kind, ns string) []metav1.Object {
 	t.Helper()
-	objs, err := clientsetAPI{clientset: fk.clientset}.ListManaged(context.Background(), kind, ns)
+	objs, err := fk.listManaged(kind, ns)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -74,13 +74,27 @@ func (c clientsetAPI) DeleteObject(ctx context.Context, ref objectRef) error {
 	return kubeCallError(err)
 }
 
-func (c clientsetAPI) ListManaged(ctx context.Context, kind, namespace string) ([]metav1.Object, error) {
+func (c clientsetAPI) ListManaged(ctx context.Context, kind, namespace string, limit int64, continueToken string) (*metav1.PartialObjectMetadataList, error) {
 	k, err := lookupKind(kind)
 	if err != nil {
 		return nil, err
 	}
-	out, err := k.list(ctx, c.clientset, namespace, metav1.ListOptions{LabelSelector: managedBySelector})
-	return out, kubeCallError(err)
+	if limit <= 0 {
+		// The API server would answer everything at once.
+		return nil, fmt.Errorf("listing %s: a page needs a positive limit", k.resource)
+	}
+	if c.metadata == nil {
+		// Lists never fall back to the typed client, which would fetch
+		// every Secret's data.
+		return nil, fmt.Errorf("listing %s: no metadata-only client", k.resource)
+	}
+	out, err := c.metadata.Resource(k.resourceVersion()).Namespace(namespace).List(ctx, metav1.ListOptions{
+		LabelSelector: managedBySelector, Limit: limit, Continue: continueToken,
+	})
+	if err != nil {
+		return nil, kubeCallError(err)
+	}
+	return out, nil
 }
 
 func (c clientsetAPI) GetNamespace(ctx context.Context, name string) (*corev1.Namespace, error) {

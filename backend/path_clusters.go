@@ -182,6 +182,7 @@ func (b *backend) clusterWrite(ctx context.Context, req *logical.Request, d *fra
 	}
 	if old == nil || old.connection() != cfg.connection() {
 		cfg.EndpointID = randomString(16)
+		cfg.LeaseHorizonRecorded = true
 	}
 	if old == nil || old.JWT != cfg.JWT {
 		noteNewJWT(cfg, old, b.rotationGrace, time.Now())
@@ -189,7 +190,7 @@ func (b *backend) clusterWrite(ctx context.Context, req *logical.Request, d *fra
 	}
 	if old != nil && old.endpointID() != cfg.endpointID() {
 		// Leases the old endpoint issued are revoked there, never here.
-		if err := retireEndpoint(ctx, req.Storage, name, old, b.System().MaxLeaseTTL(), time.Now()); err != nil {
+		if err := retireEndpoint(ctx, req.Storage, name, old, time.Now()); err != nil {
 			return nil, err
 		}
 	}
@@ -202,7 +203,7 @@ func (b *backend) clusterWrite(ctx context.Context, req *logical.Request, d *fra
 			b.rotation.after(b.rotationGrace, func() { b.deletePendingAfterGrace(req.Storage, name) })
 			return &logical.Response{Warnings: []string{fmt.Sprintf("the credential the plugin had rotated to (%s) is deleted in %s", old.JWTCredentialID, b.rotationGrace)}}, nil
 		}
-		return &logical.Response{Warnings: []string{fmt.Sprintf("the credential the plugin had rotated to (%s) stays with the retired endpoint, to revoke its leases, until it expires at %s", old.JWTCredentialID, old.JWTExpiresAt.Format(time.RFC3339))}}, nil
+		return &logical.Response{Warnings: []string{fmt.Sprintf("the credential the plugin had rotated to (%s) stays with the retired endpoint, to revoke its leases; it is ended (its Secret deleted) when the endpoint is forgotten, after keep_until in retired_endpoints, or at its expiry at %s if that comes first", old.JWTCredentialID, old.JWTExpiresAt.Format(time.RFC3339))}}, nil
 	}
 	return nil, nil
 }
@@ -318,11 +319,18 @@ func (b *backend) clusterRead(ctx context.Context, req *logical.Request, d *fram
 	}
 	retiredData := make([]map[string]interface{}, 0, len(retired))
 	for _, r := range retired {
+		// keep_until is computed as pruning computes it, from the recorded
+		// lease horizon and the mount's max lease TTL now.
+		horizon, err := getLeaseHorizon(ctx, req.Storage, name, r.Config.endpointID())
+		if err != nil {
+			return nil, err
+		}
 		retiredData = append(retiredData, map[string]interface{}{
 			"endpoint_id":     r.Config.endpointID(),
 			"kubernetes_host": r.Config.Host,
 			"retired_at":      r.RetiredAt.Format(time.RFC3339),
-			"keep_until":      r.KeepUntil.Format(time.RFC3339),
+			"lease_horizon":   formatTime(horizon),
+			"keep_until":      r.keepUntil(horizon, b.System().MaxLeaseTTL()).Format(time.RFC3339),
 		})
 	}
 	return &logical.Response{Data: map[string]interface{}{
@@ -385,6 +393,8 @@ func (b *backend) clusterDelete(ctx context.Context, req *logical.Request, d *fr
 	if err := validateVaultName("cluster", name); err != nil {
 		return logical.ErrorResponse(err.Error()), nil
 	}
+	b.clusterInUse.Lock()
+	defer b.clusterInUse.Unlock()
 	users, err := rolesUsingCluster(ctx, req.Storage, name)
 	if err != nil {
 		return nil, err
@@ -410,7 +420,7 @@ func (b *backend) clusterDelete(ctx context.Context, req *logical.Request, d *fr
 		}
 	}
 	// Its outstanding leases stay revocable on the endpoint that issued them.
-	if err := retireEndpoint(ctx, req.Storage, name, cfg, b.System().MaxLeaseTTL(), time.Now()); err != nil {
+	if err := retireEndpoint(ctx, req.Storage, name, cfg, time.Now()); err != nil {
 		return nil, err
 	}
 	if err := req.Storage.Delete(ctx, clusterStoragePrefix+name); err != nil {

@@ -2,6 +2,7 @@ package backend
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -141,7 +142,8 @@ func permissionsFor(role *roleEntry, selected []string) []requiredPermission {
 // grant in ns; nil when a rule cannot be checked that way (nonResourceURLs).
 func ruleAttributes(role *roleEntry, ns string) []authorizationv1.ResourceAttributes {
 	rules, err := parseRules(role.GeneratedRoleRules, role.KubernetesRoleType)
-	if err != nil {
+	if err != nil || rulePermissionCount(rules) > maxRulePermissions {
+		// Roles stored before the bound was enforced: too many to check.
 		return nil
 	}
 	var out []authorizationv1.ResourceAttributes
@@ -186,6 +188,24 @@ func (b *backend) clusterCheck(ctx context.Context, req *logical.Request, d *fra
 	return respond(name, resp, err)
 }
 
+// maxCheckReviews bounds the access reviews one check sends: the roles
+// and their rules are written by roles/ writers, and an unbounded check
+// would let one role write stall or crash every operator's check.
+const maxCheckReviews = 2048
+
+// reviewBudget counts the access reviews a check may still send.
+type reviewBudget struct{ left int }
+
+var errReviewBudget = errors.New("access review budget exhausted")
+
+func (r *reviewBudget) allowed(ctx context.Context, api kubeAPI, attrs authorizationv1.ResourceAttributes) (bool, error) {
+	if r.left <= 0 {
+		return false, errReviewBudget
+	}
+	r.left--
+	return api.Allowed(ctx, attrs)
+}
+
 func (b *backend) checkCluster(ctx context.Context, req *logical.Request, name string) (*logical.Response, error) {
 	client, err := b.client(ctx, req.Storage, name)
 	if err != nil {
@@ -200,19 +220,34 @@ func (b *backend) checkCluster(ctx context.Context, req *logical.Request, name s
 	if err != nil {
 		return nil, err
 	}
+	budget := &reviewBudget{left: maxCheckReviews}
 	checked := map[string]bool{}
 	missing := []string{}
 	notes := []string{}
+	unchecked := 0
+	// roleErrors: roles the plugin refuses to issue for, and why.
+	roleErrors := map[string]interface{}{}
 	// perNamespace: for each namespace a role names, what is missing there.
 	perNamespace := map[string][]string{}
 	for _, roleName := range sortedKeys(roles) {
 		role := roles[roleName]
+		if err := b.checkGrantable(ctx, req.Storage, client, roleName, role, listedNamespaces(role)); err != nil {
+			var user userError
+			if !errors.As(err, &user) {
+				return nil, err
+			}
+			roleErrors[roleName] = err.Error()
+		}
 		var selected []string
 		if role.AllowedNamespaceSelector != "" {
 			selected, err = client.api.ListNamespaces(ctx, role.AllowedNamespaceSelector)
-			if err != nil {
+			switch {
+			case err != nil:
 				selected = nil
 				notes = append(notes, fmt.Sprintf("role %s: cannot list the namespaces its selector matches (%v); its rights were checked cluster-wide", roleName, err))
+			case len(selected) > maxAllowedNamespaces:
+				selected = nil
+				notes = append(notes, fmt.Sprintf("role %s: its selector matches more than %d namespaces; its rights were checked cluster-wide", roleName, maxAllowedNamespaces))
 			}
 		}
 		for _, perm := range permissionsFor(role, selected) {
@@ -224,11 +259,15 @@ func (b *backend) checkCluster(ctx context.Context, req *logical.Request, name s
 			if checked[key] {
 				continue
 			}
-			checked[key] = true
-			allowed, err := b.permissionHeld(ctx, client.api, perm)
+			allowed, err := b.permissionHeld(ctx, client.api, budget, perm)
+			if errors.Is(err, errReviewBudget) {
+				unchecked++
+				continue
+			}
 			if err != nil {
 				return nil, fmt.Errorf("checking %s: %w", key, err)
 			}
+			checked[key] = true
 			if !allowed {
 				missing = append(missing, key)
 				if ns != "" {
@@ -236,6 +275,9 @@ func (b *backend) checkCluster(ctx context.Context, req *logical.Request, name s
 				}
 			}
 		}
+	}
+	if unchecked > 0 {
+		notes = append(notes, fmt.Sprintf("check stops after %d access reviews: %d permissions were not checked (the roles of this cluster name too many namespaces or rules)", maxCheckReviews, unchecked))
 	}
 	cfg, err := getCluster(ctx, req.Storage, name)
 	if err != nil {
@@ -249,7 +291,7 @@ func (b *backend) checkCluster(ctx context.Context, req *logical.Request, name s
 		selfPermitted = true
 		for _, perm := range perms {
 			key := perm.String()
-			allowed, err := b.permissionHeld(ctx, client.api, perm)
+			allowed, err := b.permissionHeld(ctx, client.api, &reviewBudget{left: 1}, perm)
 			if err != nil {
 				return nil, fmt.Errorf("checking %s: %w", key, err)
 			}
@@ -277,9 +319,11 @@ func (b *backend) checkCluster(ctx context.Context, req *logical.Request, name s
 	return &logical.Response{Data: map[string]interface{}{
 		"namespaces":                        namespaces,
 		"kubernetes_version":                version,
-		"ok":                                len(missing) == 0,
+		"ok":                                len(missing) == 0 && len(roleErrors) == 0 && unchecked == 0,
 		"checked_permissions":               sortedKeys(checked),
 		"missing_permissions":               missing,
+		"unchecked_permissions":             unchecked,
+		"role_errors":                       roleErrors,
 		"notes":                             notes,
 		"roles":                             sortedKeys(roles),
 		"self_rotation_permitted":           selfPermitted,
@@ -309,15 +353,22 @@ func selfRotationPermissions(cfg *clusterConfig) ([]requiredPermission, string) 
 	}, ""
 }
 
-func (b *backend) permissionHeld(ctx context.Context, api kubeAPI, perm requiredPermission) (bool, error) {
-	allowed, err := api.Allowed(ctx, perm.attrs)
+// permissionHeld asks whether perm is held, spending reviews from budget;
+// it fails with errReviewBudget when the budget runs out before an answer.
+func (b *backend) permissionHeld(ctx context.Context, api kubeAPI, budget *reviewBudget, perm requiredPermission) (bool, error) {
+	allowed, err := budget.allowed(ctx, api, perm.attrs)
 	if err != nil || allowed || len(perm.orAll) == 0 {
 		return allowed, err
 	}
 	for _, attrs := range perm.orAll {
-		if allowed, err := api.Allowed(ctx, attrs); err != nil || !allowed {
+		if allowed, err := budget.allowed(ctx, api, attrs); err != nil || !allowed {
 			return false, err
 		}
 	}
 	return true, nil
+}
+
+// listedNamespaces are the namespaces a role names, without "*".
+func listedNamespaces(role *roleEntry) []string {
+	return slices.DeleteFunc(slices.Clone(role.AllowedNamespaces), func(ns string) bool { return ns == anyNamespace })
 }

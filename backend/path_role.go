@@ -71,7 +71,7 @@ func roleFields() map[string]*framework.FieldSchema {
 		"service_account_namespace": {Type: framework.TypeString, Description: "With service_account_name (required): its namespace; the per-lease Secret is created there."},
 		"kubernetes_role_name": {
 			Type:        framework.TypeString,
-			Description: "Mode 2: an existing Role or ClusterRole (kubernetes_role_type). Per lease the plugin creates a ServiceAccount and a RoleBinding (or ClusterRoleBinding) to it.",
+			Description: "Mode 2: an existing Role or ClusterRole (kubernetes_role_type). Per lease the plugin creates a ServiceAccount and a RoleBinding (or ClusterRoleBinding) to it. Refused at issue when the role grants a right of the plugin's own work (tokens, Secrets, ServiceAccount or RBAC writes, bind, escalate, impersonate).",
 		},
 		"kubernetes_role_type": {
 			Type:        framework.TypeString,
@@ -79,11 +79,11 @@ func roleFields() map[string]*framework.FieldSchema {
 		},
 		"generated_role_rules": {
 			Type:        framework.TypeString,
-			Description: "Mode 3: RBAC rules as YAML or JSON (a list, or {rules: [...]}). Per lease the plugin creates a Role (or ClusterRole) with them, a ServiceAccount and a binding.",
+			Description: "Mode 3: RBAC rules as YAML or JSON (a list, or {rules: [...]}), expanding to at most 1024 permissions (verbs x apiGroups x resources x resourceNames). Per lease the plugin creates a Role (or ClusterRole) with them, a ServiceAccount and a binding. Rules granting a right of the plugin's own work (serviceaccounts/token, secrets, ServiceAccount or RBAC writes, certificatesigningrequests, bind, escalate, impersonate) are refused.",
 		},
 		"allowed_kubernetes_namespaces": {
 			Type:        framework.TypeCommaStringSlice,
-			Description: "Ephemeral modes: namespaces a request may ask for (kubernetes_namespace); \"*\" allows any. With exactly one, it is the default.",
+			Description: "Ephemeral modes: namespaces a request may ask for (kubernetes_namespace), at most 128; \"*\" allows any. With exactly one, it is the default.",
 		},
 		"allowed_kubernetes_namespace_selector": {
 			Type:        framework.TypeString,
@@ -239,6 +239,8 @@ func (b *backend) roleWrite(ctx context.Context, req *logical.Request, d *framew
 	if err := applyRoleFields(role, d); err != nil {
 		return logical.ErrorResponse(err.Error()), nil
 	}
+	b.clusterInUse.RLock()
+	defer b.clusterInUse.RUnlock()
 	cluster, err := getCluster(ctx, req.Storage, role.Cluster)
 	if err != nil {
 		return nil, err
@@ -246,11 +248,19 @@ func (b *backend) roleWrite(ctx context.Context, req *logical.Request, d *framew
 	if cluster == nil {
 		return logical.ErrorResponse("cluster %q is not configured; write clusters/%s first", role.Cluster, role.Cluster), nil
 	}
+	if err := b.checkNotSelf(ctx, req.Storage, name, role, cluster); err != nil {
+		return respond(role.Cluster, nil, err)
+	}
 
-	var resp *logical.Response
+	resp := &logical.Response{}
 	if mountMax := b.System().MaxLeaseTTL(); mountMax > 0 && role.MaxTTL > mountMax {
-		resp = &logical.Response{}
 		resp.AddWarning(fmt.Sprintf("max_ttl %s is above the mount's max lease TTL %s; leases will be capped at %s", role.MaxTTL, mountMax, mountMax))
+	}
+	if role.mode() == modeGeneratedRole && role.KubernetesRoleType == kindClusterRole && len(role.ExtraLabels) > 0 {
+		resp.AddWarning("extra_labels are not set on the generated ClusterRole (only on the other objects): an aggregated ClusterRole selecting them would grant its rules to subjects without a lease")
+	}
+	if len(resp.Warnings) == 0 {
+		resp = nil
 	}
 	entry, err := logical.StorageEntryJSON(roleStoragePrefix+name, role)
 	if err != nil {

@@ -14,15 +14,26 @@ const (
 	tidyHelpDescription = `
 Normally revoking a lease deletes its objects. After 'vault lease revoke
 -force', a revoke that failed for good, or a rollback that gave up, they stay.
-tidy lists, on every cluster, the objects of every kind the plugin creates
-(Secrets, ServiceAccounts, Roles, RoleBindings, ClusterRoles,
-ClusterRoleBindings) labelled app.kubernetes.io/managed-by=vault-plugin-scanner
-and annotated with that cluster's name, in every namespace a role of that
-cluster uses (cluster-wide for roles allowing any namespace, and for
-cluster-scoped kinds), and deletes, by UID, those whose expires-at is more
-than grace ago. It needs 'list' on those kinds, beyond the least-privilege
-default; what it may not list is reported as skipped. tidy/config makes the
-active node run it by itself.
+tidy lists, on every cluster, the metadata (never the data) of the objects of
+every kind the plugin creates (Secrets, ServiceAccounts, Roles, RoleBindings,
+ClusterRoles, ClusterRoleBindings) labelled
+app.kubernetes.io/managed-by=vault-plugin-scanner, page by page, in every
+namespace a role of that cluster uses (cluster-wide for roles allowing any
+namespace, and for cluster-scoped kinds) and in the namespace of the plugin's
+own service account, where rotation keeps its Secrets. It deletes, by UID,
+those that carry this mount's ownership mark (an HMAC, under a key only this
+mount holds, over the object's kind, namespace, name, issue id, cluster and
+expiry), are annotated with that cluster's name and whose expires-at is more
+than grace ago. Labels and annotations anyone may write prove nothing: a
+labelled object without a valid mark (someone else's, another mount's, or one
+of the plugin's whose annotations were edited) is listed under unverified
+(the first 100, with unverified_total counting all) and never deleted; an
+object whose expires-at is missing or unreadable is left alone. Each run
+looks at no more than 1000 pages of 100 objects per kind and namespace and at
+no more than 256 namespaces per cluster (later runs continue with the
+others); what it did not look at is reported as skipped. It needs 'list' on
+those kinds, beyond the least-privilege default; what it may not list is
+reported as skipped. tidy/config makes the active node run it by itself.
 `
 	tidyConfigHelpSynopsis    = "Configure automatic tidy."
 	tidyConfigHelpDescription = `
@@ -179,7 +190,7 @@ func (b *backend) tidyNow(ctx context.Context, req *logical.Request, d *framewor
 		return nil, err
 	}
 	resp := &logical.Response{Data: result.data()}
-	for _, e := range result.errors {
+	for _, e := range result.errors.withOverflow() {
 		resp.AddWarning(e)
 	}
 	return resp, nil

@@ -3,6 +3,7 @@ package backend
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -30,6 +31,14 @@ const (
 
 	maxRulesBytes    = 64 << 10
 	maxSelectorBytes = 4 << 10
+	// maxAllowedNamespaces bounds allowed_kubernetes_namespaces: tidy lists
+	// and check reviews each namespace. Use a selector or "*" for more.
+	maxAllowedNamespaces = 128
+	// maxRulePermissions bounds what generated_role_rules expand to (verbs
+	// x apiGroups x resources x resourceNames, summed over the rules): check
+	// asks the API server about each, so the rules' size, not only their
+	// bytes, must be bounded when they are stored.
+	maxRulePermissions = 1024
 
 	defaultNameTemplate = `vault-{{ dns 20 .RoleName }}-{{ random 10 }}`
 )
@@ -96,6 +105,9 @@ func validateRoleMode(r *roleEntry) error {
 	if len(r.AllowedNamespaces) == 0 && r.AllowedNamespaceSelector == "" {
 		return errors.New("set allowed_kubernetes_namespaces (a list, or \"*\" for any) or allowed_kubernetes_namespace_selector")
 	}
+	if len(r.AllowedNamespaces) > maxAllowedNamespaces {
+		return fmt.Errorf("allowed_kubernetes_namespaces has %d entries; at most %d are allowed (use allowed_kubernetes_namespace_selector or \"*\" for more)", len(r.AllowedNamespaces), maxAllowedNamespaces)
+	}
 	for _, ns := range r.AllowedNamespaces {
 		if ns == anyNamespace {
 			continue
@@ -138,6 +150,14 @@ func parseRules(raw, roleType string) ([]rbacv1.PolicyRule, error) {
 	}
 	if len(rules) == 0 {
 		return nil, errors.New("generated_role_rules holds no rule")
+	}
+	for i, rule := range rules {
+		if what := pluginOnlyRight(rule); what != "" {
+			return nil, fmt.Errorf("generated_role_rules[%d] grants %s, a right the plugin holds for its own work: a lease could mint other identities or end other leases with it", i, what)
+		}
+	}
+	if n := rulePermissionCount(rules); n > maxRulePermissions {
+		return nil, fmt.Errorf("generated_role_rules expand to more than %d permissions (verbs x apiGroups x resources x resourceNames, summed over the rules); split the role or use wildcards", maxRulePermissions)
 	}
 	for i, rule := range rules {
 		switch {
@@ -183,4 +203,77 @@ func (r *roleEntry) nameTemplate() string {
 		return r.NameTemplate
 	}
 	return defaultNameTemplate
+}
+
+// rulePermissionCount is how many single permissions rules expand to,
+// saturating just above maxRulePermissions so no product can overflow.
+func rulePermissionCount(rules []rbacv1.PolicyRule) int {
+	total := 0
+	for _, rule := range rules {
+		n := 1
+		for _, size := range []int{len(rule.Verbs), max(len(rule.APIGroups), 1), max(len(rule.Resources), len(rule.NonResourceURLs), 1), max(len(rule.ResourceNames), 1)} {
+			n = min(n*size, maxRulePermissions+1)
+		}
+		total = min(total+n, maxRulePermissions+1)
+	}
+	return total
+}
+
+// pluginOnlyRight names the first right in rule that the plugin holds to do
+// its own work and must never pass to a lease: minting tokens, reading or
+// deleting Secrets (legacy token Secrets, other leases' bound Secrets),
+// writing ServiceAccounts or RBAC, client certificates, and the verbs that
+// step around RBAC's escalation checks. The plugin can only generate rules
+// it holds itself, so without this a roles/ writer could hand out exactly
+// these. "" when rule grants none of them.
+func pluginOnlyRight(rule rbacv1.PolicyRule) string {
+	for _, verb := range rule.Verbs {
+		switch verb {
+		case "impersonate", "bind", "escalate":
+			return fmt.Sprintf("the %q verb", verb)
+		}
+	}
+	writes := slices.ContainsFunc(rule.Verbs, func(v string) bool {
+		switch v {
+		case "create", "update", "patch", "delete", "deletecollection", rbacv1.VerbAll:
+			return true
+		}
+		return false
+	})
+	sensitive := []struct {
+		group, resource string
+		anyVerb         bool
+	}{
+		{"", "serviceaccounts/token", true},
+		{"", "secrets", true},
+		{"", "serviceaccounts", false},
+		{rbacv1.GroupName, "roles", false},
+		{rbacv1.GroupName, "rolebindings", false},
+		{rbacv1.GroupName, "clusterroles", false},
+		{rbacv1.GroupName, "clusterrolebindings", false},
+		{"certificates.k8s.io", "certificatesigningrequests", false},
+	}
+	for _, s := range sensitive {
+		if !s.anyVerb && !writes {
+			continue
+		}
+		if !slices.ContainsFunc(rule.APIGroups, func(g string) bool { return g == s.group || g == rbacv1.APIGroupAll }) {
+			continue
+		}
+		if slices.ContainsFunc(rule.Resources, func(r string) bool { return resourceCovers(r, s.resource) }) {
+			return fmt.Sprintf("%s on %s", strings.Join(rule.Verbs, ","), s.resource)
+		}
+	}
+	return ""
+}
+
+// resourceCovers reports whether an RBAC rule's resource matches target
+// (resource or resource/subresource), with RBAC's wildcards: "*" and
+// "*/<subresource>".
+func resourceCovers(rule, target string) bool {
+	if rule == rbacv1.ResourceAll || rule == target {
+		return true
+	}
+	_, sub, hasSub := strings.Cut(target, "/")
+	return hasSub && rule == "*/"+sub
 }

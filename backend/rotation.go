@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -42,9 +43,9 @@ const (
 	rotationSecretPrefix = "vault-scanner-root-"
 	purposeAnnotation    = annotationPrefix + "purpose"
 	purposeRotation      = "rotate-root"
-	// walRotationKind names a rotation's new Secret until the new
-	// credential is stored; rollback deletes it (and so the token bound to
-	// it) unless the cluster entry says it is the current credential's.
+	// walRotationKind names a rotation's new Secret, from before its
+	// create until the new credential is stored; rollback deletes it (and
+	// so the token bound to it) unless an endpoint holds it.
 	walRotationKind = "rotation_secret"
 	// maxStoredErrorLength bounds last_rotation_error.
 	maxStoredErrorLength = 500
@@ -57,6 +58,19 @@ type pendingSecret struct {
 	Endpoint     string    `json:"endpoint"`
 	CredentialID string    `json:"credential_id,omitempty"`
 	DeleteAfter  time.Time `json:"delete_after"`
+	// ExpiresAt is when the replaced credential expires by itself.
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+}
+
+// expiresAt is when the replaced credential expires by itself. Entries from
+// before that was recorded are estimated from cfg, the configuration that
+// rotated to it: it was issued before it was replaced, for at most the
+// lifetime rotation asks for.
+func (p pendingSecret) expiresAt(cfg *clusterConfig) time.Time {
+	if !p.ExpiresAt.IsZero() {
+		return p.ExpiresAt
+	}
+	return p.DeleteAfter.Add(cfg.effectiveJWTTTL())
 }
 
 // rotationState is the in-memory part of automatic rotation: per cluster,
@@ -156,6 +170,9 @@ func validateRotation(c *clusterConfig) error {
 	if c.JWTTTL < 0 || (c.JWTTTL > 0 && c.JWTTTL < minJWTTTL) || c.JWTTTL > maxTokenLifetime {
 		return fmt.Errorf("service_account_jwt_ttl must be 0 (the default: twice rotation_period, at least %s) or between %s (Kubernetes' TokenRequest minimum) and %s", minJWTTTL, minJWTTTL, maxTokenLifetime)
 	}
+	if ttl := c.effectiveJWTTTL(); ttl > maxTokenLifetime {
+		return fmt.Errorf("the credential lifetime (service_account_jwt_ttl, by default twice rotation_period) would be %d s, longer than Kubernetes' TokenRequest allows (%d s): set a shorter rotation_period or an explicit service_account_jwt_ttl", int64(ttl/time.Second), int64(maxTokenLifetime/time.Second))
+	}
 	if c.RotationPeriod > 0 && c.effectiveJWTTTL() < c.RotationPeriod+rotationMargin {
 		return fmt.Errorf("service_account_jwt_ttl (%s) must be at least rotation_period (%s) plus %s, so that a failed rotation can be retried before the credential expires", c.effectiveJWTTTL(), c.RotationPeriod, rotationMargin)
 	}
@@ -178,7 +195,7 @@ func noteNewJWT(cfg, old *clusterConfig, grace time.Duration, now time.Time) {
 	cfg.RotatedSecret, cfg.LastRotatedAt, cfg.LastRotationError = nil, time.Time{}, ""
 	if old != nil && old.RotatedSecret != nil && old.endpointID() == cfg.endpointID() {
 		cfg.PendingDeletion = append(slices.Clone(old.PendingDeletion), pendingSecret{
-			Ref: *old.RotatedSecret, Endpoint: old.endpointID(), CredentialID: old.JWTCredentialID, DeleteAfter: now.Add(grace).UTC(),
+			Ref: *old.RotatedSecret, Endpoint: old.endpointID(), CredentialID: old.JWTCredentialID, DeleteAfter: now.Add(grace).UTC(), ExpiresAt: old.JWTExpiresAt,
 		})
 	}
 }
@@ -316,24 +333,42 @@ func (b *backend) rotateLocked(ctx context.Context, s logical.Storage, name stri
 	ttl := cfg.effectiveJWTTTL()
 	issueID := randomString(20)
 	secret := rotationSecret(name, ns, now.Add(ttl), issueID)
-	secretName := ns + "/" + secret.Name
+	planned := objectRef{Kind: kindSecret, Namespace: ns, Name: secret.Name}
+	// Marked before the WAL entry: rollback deletes it only if the mark
+	// proves it the plugin's.
+	if err := b.markOwned(ctx, s, kindSecret, secret); err != nil {
+		return nil, err
+	}
+	// The WAL entry comes before the create, as for an ephemeral lease: a
+	// crash at any point after leaves a Secret that rollback finds. It names
+	// the planned Secret without a UID, so rollback deletes it only if it
+	// carries this rotation's issue ID.
+	walID, err := framework.PutWAL(ctx, s, walRotationKind, &walEntry{
+		Cluster: name, Endpoint: cfg.endpointID(), IssueID: issueID, CreatedAt: now.UTC(), Objects: []objectRef{planned},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("writing WAL entry: %w", err)
+	}
 	ref, err := client.api.CreateObject(ctx, kindSecret, secret)
 	if err != nil {
-		if createOutcomeUnknown(err) {
-			cctx, cancel := b.cleanupContext(ctx)
-			defer cancel()
-			if derr := deleteIfFromIssue(cctx, client.api, objectRef{Kind: kindSecret, Namespace: ns, Name: secret.Name}, issueID); derr != nil {
-				b.Logger().Warn("a rotation Secret whose create failed may exist; tidy or its expiry will end it", "cluster", name, "secret", secretName, "error", derr)
-			}
+		cause := fmt.Errorf("creating the rotation Secret %s: %w", planned, err)
+		if !createOutcomeUnknown(err) {
+			// The API server refused the create: nothing to delete.
+			return nil, b.undoRotation(ctx, s, client, objectRef{}, issueID, walID, cause)
 		}
-		return nil, fmt.Errorf("creating the rotation Secret %s: %w", secretName, err)
+		return nil, b.undoRotation(ctx, s, client, planned, issueID, walID, cause)
 	}
-	walID, err := framework.PutWAL(ctx, s, walRotationKind, &walEntry{
+	// Rollback of a Secret known only by name needs get, which the shipped
+	// RBAC does not grant: before the token is bound to it, an entry with
+	// its UID replaces the planned one.
+	recorded, err := framework.PutWAL(ctx, s, walRotationKind, &walEntry{
 		Cluster: name, Endpoint: cfg.endpointID(), IssueID: issueID, CreatedAt: now.UTC(), Objects: []objectRef{ref},
 	})
 	if err != nil {
-		return nil, b.undoRotation(ctx, s, client, ref, "", fmt.Errorf("writing WAL entry: %w", err))
+		return nil, b.undoRotation(ctx, s, client, ref, issueID, walID, fmt.Errorf("writing WAL entry: %w", err))
 	}
+	b.deleteWAL(ctx, s, walID)
+	walID = recorded
 
 	secs := int64(ttl / time.Second)
 	tr, err := client.api.CreateToken(ctx, ns, sa, &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
@@ -341,17 +376,14 @@ func (b *backend) rotateLocked(ctx context.Context, s logical.Storage, name stri
 		BoundObjectRef:    &authenticationv1.BoundObjectReference{Kind: kindSecret, APIVersion: "v1", Name: ref.Name, UID: ref.UID},
 	}})
 	if err != nil {
-		return nil, b.undoRotation(ctx, s, client, ref, walID, fmt.Errorf("requesting a token for the plugin's own service account %s/%s: %w", ns, sa, err))
+		return nil, b.undoRotation(ctx, s, client, ref, issueID, walID, fmt.Errorf("requesting a token for the plugin's own service account %s/%s: %w", ns, sa, err))
 	}
-	if tr.Status.Token == "" {
-		return nil, b.undoRotation(ctx, s, client, ref, walID, fmt.Errorf("TokenRequest for %s/%s returned no token", ns, sa))
-	}
-	newClaims, err := parseTokenClaims(tr.Status.Token)
+	newClaims, err := usableRotatedToken(tr.Status.Token, ns, sa)
 	if err != nil {
-		return nil, b.undoRotation(ctx, s, client, ref, walID, err)
+		return nil, b.undoRotation(ctx, s, client, ref, issueID, walID, err)
 	}
 	if err := b.verifyCredential(ctx, client, tr.Status.Token, ns, sa); err != nil {
-		return nil, b.undoRotation(ctx, s, client, ref, walID, err)
+		return nil, b.undoRotation(ctx, s, client, ref, issueID, walID, err)
 	}
 
 	next := *cfg
@@ -367,7 +399,7 @@ func (b *backend) rotateLocked(ctx context.Context, s logical.Storage, name stri
 		serviceAccount: ns + "/" + sa, secret: ref,
 	}
 	if cfg.RotatedSecret != nil {
-		prev := pendingSecret{Ref: *cfg.RotatedSecret, Endpoint: cfg.endpointID(), CredentialID: cfg.JWTCredentialID, DeleteAfter: now.Add(b.rotationGrace).UTC()}
+		prev := pendingSecret{Ref: *cfg.RotatedSecret, Endpoint: cfg.endpointID(), CredentialID: cfg.JWTCredentialID, DeleteAfter: now.Add(b.rotationGrace).UTC(), ExpiresAt: cfg.JWTExpiresAt}
 		next.PendingDeletion = append(next.PendingDeletion, prev)
 		res.previous = &prev
 	} else {
@@ -382,9 +414,11 @@ func (b *backend) rotateLocked(ctx context.Context, s logical.Storage, name stri
 		res.warnings = append(res.warnings, msg+": it stays valid until it expires unless you revoke it (use a short-lived bootstrap token)")
 	}
 	if err := putCluster(ctx, s, name, &next); err != nil {
-		return nil, b.undoRotation(ctx, s, client, ref, walID, err)
+		return nil, b.undoRotation(ctx, s, client, ref, issueID, walID, err)
 	}
 	b.dropCachedClient(name)
+	// Should this delete fail, rollback finds the Secret held by the
+	// cluster entry and leaves it alone.
 	b.deleteWAL(ctx, s, walID)
 
 	if left := next.JWTExpiresAt.Sub(now); left < ttl-expiryTolerance {
@@ -421,19 +455,40 @@ func rotationSecret(cluster, namespace string, expiresAt time.Time, issueID stri
 	})
 }
 
-// undoRotation deletes the new Secret (killing any token bound to it) and
-// returns cause; if that fails, the WAL entry stays for rollback to retry.
-func (b *backend) undoRotation(ctx context.Context, s logical.Storage, client *clusterClient, ref objectRef, walID string, cause error) error {
+// undoRotation ends a failed rotation and returns cause: it deletes the new
+// Secret (killing any token bound to it), by UID once created, or, when the
+// create's outcome is unknown (ref without UID), only if it carries the
+// rotation's issue ID; a zero ref means nothing was created. Only then does
+// it drop the WAL entry: while the Secret may exist, the entry stays so
+// rollback retries.
+func (b *backend) undoRotation(ctx context.Context, s logical.Storage, client *clusterClient, ref objectRef, issueID, walID string, cause error) error {
 	ctx, cancel := b.cleanupContext(ctx)
 	defer cancel()
-	if err := client.api.DeleteObject(ctx, ref); err != nil {
-		b.Logger().Error("could not delete the Secret of a failed rotation; rollback will retry", "cluster", client.cluster, "secret", ref.String(), "error", err)
-		return cause
+	if ref != (objectRef{}) {
+		if err := b.deleteIfFromIssue(ctx, s, client.api, ref, issueID); err != nil {
+			b.Logger().Error("could not delete the Secret of a failed rotation; rollback will retry", "cluster", client.cluster, "secret", ref.String(), "error", err)
+			return cause
+		}
 	}
-	if walID != "" {
-		b.deleteWAL(ctx, s, walID)
-	}
+	b.deleteWAL(ctx, s, walID)
 	return cause
+}
+
+// usableRotatedToken parses the token a rotation's TokenRequest returned.
+// An answer that is no JWT, or names another service account, is the API
+// server's failure (502): the plugin cannot use it as its credential.
+func usableRotatedToken(token, ns, sa string) (tokenClaims, error) {
+	if token == "" {
+		return tokenClaims{}, &upstreamError{status: http.StatusBadGateway, msg: fmt.Sprintf("the API server answered the TokenRequest for the plugin's own service account %s/%s without a token", ns, sa)}
+	}
+	claims, err := parseTokenClaims(token)
+	if err != nil {
+		return tokenClaims{}, &upstreamError{status: http.StatusBadGateway, msg: fmt.Sprintf("the API server's answer to the TokenRequest for the plugin's own service account %s/%s is unusable: %v", ns, sa, err)}
+	}
+	if gotNS, gotSA, ok := claims.serviceAccount(); ok && (gotNS != ns || gotSA != sa) {
+		return tokenClaims{}, &upstreamError{status: http.StatusBadGateway, msg: fmt.Sprintf("the API server answered the TokenRequest for the plugin's own service account %s/%s with a token for %s/%s", ns, sa, truncateForMessage(gotNS), truncateForMessage(gotSA))}
+	}
+	return claims, nil
 }
 
 // verifyCredential checks that token authenticates, as the service account
@@ -450,9 +505,21 @@ func (b *backend) verifyCredential(ctx context.Context, client *clusterClient, t
 		return fmt.Errorf("the new credential does not authenticate: %w", err)
 	}
 	if want := "system:serviceaccount:" + ns + ":" + sa; user != want {
-		return fmt.Errorf("the new credential authenticates as %q, not as %q", user, want)
+		// Storing it would hand the plugin another identity.
+		return &upstreamError{status: http.StatusBadGateway, msg: fmt.Sprintf("the new credential authenticates as %q, not as %q: the API server's answer is unusable", truncateForMessage(user), want)}
 	}
 	return nil
+}
+
+// maxEchoedLength bounds what an error repeats of an API server's answer.
+const maxEchoedLength = 256
+
+// truncateForMessage cuts v, which an API server chose, for an error.
+func truncateForMessage(v string) string {
+	if len(v) <= maxEchoedLength {
+		return v
+	}
+	return strings.ToValidUTF8(v[:maxEchoedLength], "") + "…"
 }
 
 // deletePendingAfterGrace is the timer's half of deleting replaced
@@ -460,6 +527,9 @@ func (b *backend) verifyCredential(ctx context.Context, client *clusterClient, t
 // before its timer fired.
 func (b *backend) deletePendingAfterGrace(s logical.Storage, name string) {
 	if !b.writesHere() {
+		// This node lost the right to write since the timer was set: the
+		// active node's periodic run deletes them.
+		b.Logger().Debug("replaced credentials are left to the active node", "cluster", name)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*b.requestTimeout)
@@ -569,23 +639,63 @@ func (b *backend) warnExpiring(name string, cfg *clusterConfig, now time.Time) {
 }
 
 // rollbackRotation deletes the Secret of a rotation that never got stored.
-// A Secret the cluster entry names as current, or as pending deletion, was
-// stored after all (only the WAL delete failed): it is left alone.
+// A Secret that any endpoint of the cluster holds (current or retired, as
+// its credential or pending deletion) was stored after all, only the WAL
+// delete failed: it is left alone, else that endpoint's leases could no
+// longer be revoked. The cluster lock keeps a write from moving a
+// credential between the check and the delete.
 func (b *backend) rollbackRotation(ctx context.Context, s logical.Storage, entry *walEntry) error {
-	cfg, err := getCluster(ctx, s, entry.Cluster)
+	b.clusterLock.Lock()
+	defer b.clusterLock.Unlock()
+	held, err := heldRotationSecrets(ctx, s, entry.Cluster)
 	if err != nil {
 		return err
 	}
-	if cfg != nil {
-		entry.Objects = slices.DeleteFunc(slices.Clone(entry.Objects), func(ref objectRef) bool {
-			if cfg.RotatedSecret != nil && cfg.RotatedSecret.UID == ref.UID {
-				return true
-			}
-			return slices.ContainsFunc(cfg.PendingDeletion, func(p pendingSecret) bool { return p.Ref.UID == ref.UID })
-		})
-		if len(entry.Objects) == 0 {
-			return nil
-		}
+	entry.Objects = slices.DeleteFunc(slices.Clone(entry.Objects), func(ref objectRef) bool {
+		return slices.ContainsFunc(held, func(h objectRef) bool { return sameObject(h, ref) })
+	})
+	if len(entry.Objects) == 0 {
+		return nil
 	}
 	return b.rollbackEntry(ctx, s, entry)
+}
+
+// heldRotationSecrets are the Secrets that credentials stored for cluster
+// are bound to: the current entry's and every retired endpoint's rotated
+// credential and pending deletions.
+func heldRotationSecrets(ctx context.Context, s logical.Storage, cluster string) ([]objectRef, error) {
+	cfg, err := getCluster(ctx, s, cluster)
+	if err != nil {
+		return nil, err
+	}
+	retired, err := listRetiredEndpoints(ctx, s, cluster)
+	if err != nil {
+		return nil, err
+	}
+	configs := make([]*clusterConfig, 0, len(retired)+1)
+	if cfg != nil {
+		configs = append(configs, cfg)
+	}
+	for _, r := range retired {
+		configs = append(configs, &r.Config)
+	}
+	var held []objectRef
+	for _, c := range configs {
+		if c.RotatedSecret != nil {
+			held = append(held, *c.RotatedSecret)
+		}
+		for _, p := range c.PendingDeletion {
+			held = append(held, p.Ref)
+		}
+	}
+	return held, nil
+}
+
+// sameObject says whether ref, possibly known only by name (a create whose
+// outcome was unknown), may be the object held.
+func sameObject(held, ref objectRef) bool {
+	if ref.UID != "" && held.UID == ref.UID {
+		return true
+	}
+	return held.Kind == ref.Kind && held.Namespace == ref.Namespace && held.Name == ref.Name
 }

@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,6 +24,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	k8stesting "k8s.io/client-go/testing"
 )
@@ -327,28 +330,51 @@ func TestPendingDeletionSurvivesRestart(t *testing.T) {
 
 // A rotation that fails keeps the old credential, deletes the Secret it
 // created (killing any token bound to it), leaves no WAL entry and records
-// the error (without a token) for reads.
+// the error (without a token) for reads. An answer the plugin cannot use (a
+// token that is not a JWT, or that authenticates as another account) is the
+// API server's failure: 502, never 500.
 func TestRotateRootFailureKeepsOldCredential(t *testing.T) {
-	for name, breakIt := range map[string]func(*rotationFixture){
-		"TokenRequest fails": func(f *rotationFixture) { f.fk.setTokenErr(errTokenRequestFailed) },
-		"new token does not authenticate": func(f *rotationFixture) {
-			f.b.newKubeAPI = func(cfg *rest.Config) (kubeAPI, error) {
-				if cfg.BearerToken != f.cluster(t).JWT {
-					return failingWhoAmI{authKube{clientsetAPI: clientsetAPI{clientset: f.fk.clientset}, fk: f.fk, token: cfg.BearerToken}}, nil
-				}
-				return authKube{clientsetAPI: clientsetAPI{clientset: f.fk.clientset}, fk: f.fk, token: cfg.BearerToken}, nil
+	// newTokenAPI makes the clients of tokens other than the stored one
+	// (the new credential) answer through wrap.
+	newTokenAPI := func(t *testing.T, f *rotationFixture, wrap func(authKube) kubeAPI) {
+		f.b.newKubeAPI = func(cfg *rest.Config) (kubeAPI, error) {
+			a := authKube{clientsetAPI: clientsetAPI{clientset: f.fk.clientset}, fk: f.fk, token: cfg.BearerToken}
+			if cfg.BearerToken != f.cluster(t).JWT {
+				return wrap(a), nil
 			}
-			f.b.resetClients()
-		},
+			return a, nil
+		}
+		f.b.resetClients()
+	}
+	for _, tc := range []struct {
+		name     string
+		breakIt  func(*testing.T, *rotationFixture)
+		wantCode int // 0: any 5xx
+	}{
+		{name: "TokenRequest fails", breakIt: func(_ *testing.T, f *rotationFixture) { f.fk.setTokenErr(errTokenRequestFailed) }},
+		{name: "new token does not authenticate", wantCode: 502, breakIt: func(t *testing.T, f *rotationFixture) {
+			newTokenAPI(t, f, func(a authKube) kubeAPI { return failingWhoAmI{a} })
+		}},
+		{name: "new credential authenticates as another account", wantCode: 502, breakIt: func(t *testing.T, f *rotationFixture) {
+			newTokenAPI(t, f, func(a authKube) kubeAPI { return otherWhoAmI{a} })
+		}},
+		{name: "TokenRequest answer is not a JWT", wantCode: 502, breakIt: func(_ *testing.T, f *rotationFixture) {
+			answerTokenRequests(f.fk, func(*authenticationv1.TokenRequest) string { return "not-a-jwt" })
+		}},
+		{name: "TokenRequest answer is a token for another account", wantCode: 502, breakIt: func(_ *testing.T, f *rotationFixture) {
+			answerTokenRequests(f.fk, func(tr *authenticationv1.TokenRequest) string {
+				return fakeJWT(map[string]interface{}{"sub": "system:serviceaccount:kube-system:admin", "exp": time.Now().Add(time.Hour).Unix(), "jti": "other"})
+			})
+		}},
 	} {
-		t.Run(name, func(t *testing.T) {
+		t.Run(tc.name, func(t *testing.T) {
 			f := newRotationFixture(t, nil)
 			before := f.cluster(t)
-			breakIt(f)
+			tc.breakIt(t, f)
 			resp, err := request(t, f.b, f.s, logical.UpdateOperation, "clusters/"+testCluster+"/rotate-root", nil)
 			var coded logical.HTTPCodedError
-			if !errors.As(err, &coded) || coded.Code() < 500 {
-				t.Fatalf("rotate-root: %v %v, want a 5xx", resp, err)
+			if !errors.As(err, &coded) || coded.Code() < 500 || (tc.wantCode != 0 && coded.Code() != tc.wantCode) {
+				t.Fatalf("rotate-root: %v %v, want a %d", resp, err, max(tc.wantCode, 500))
 			}
 			after := f.cluster(t)
 			if after.JWT != before.JWT || after.RotatedSecret != nil {
@@ -368,6 +394,31 @@ func TestRotateRootFailureKeepsOldCredential(t *testing.T) {
 			mustOK(t, f.b, f.s, logical.ReadOperation, "clusters/"+testCluster, nil)
 		})
 	}
+}
+
+// answerTokenRequests makes the fake API server answer TokenRequests with
+// the token answer returns (after checking them as usual).
+func answerTokenRequests(fk *fakeKube, answer func(*authenticationv1.TokenRequest) string) {
+	fk.clientset.PrependReactor("create", "serviceaccounts", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		handled, obj, err := fk.tokenRequestReactor(action)
+		if !handled || err != nil {
+			return handled, obj, err
+		}
+		tr := obj.(*authenticationv1.TokenRequest)
+		tr.Status.Token = answer(tr)
+		return true, tr, nil
+	})
+}
+
+// otherWhoAmI is a client whose token authenticates as someone else than
+// its claims say.
+type otherWhoAmI struct{ authKube }
+
+func (o otherWhoAmI) WhoAmI(ctx context.Context) (string, error) {
+	if _, err := o.authKube.WhoAmI(ctx); err != nil {
+		return "", err
+	}
+	return "system:serviceaccount:kube-system:admin", nil
 }
 
 type failingWhoAmI struct{ authKube }
@@ -391,6 +442,9 @@ func TestRotationBadInput(t *testing.T) {
 		"ttl within the margin":   {map[string]interface{}{"rotation_period": "10m", "service_account_jwt_ttl": "12m"}, "plus"},
 		"default ttl too short":   {map[string]interface{}{"rotation_period": "1h", "service_account_jwt_ttl": "61m"}, "plus"},
 		"ttl beyond TokenRequest": {map[string]interface{}{"service_account_jwt_ttl": fmt.Sprintf("%ds", int64(1)<<33)}, "service_account_jwt_ttl"},
+		// The default lifetime is twice the period: it too must fit.
+		"default ttl beyond TokenRequest": {map[string]interface{}{"rotation_period": fmt.Sprintf("%ds", int64(1)<<31+1)}, "TokenRequest allows (4294967296 s)"},
+		"period beyond TokenRequest":      {map[string]interface{}{"rotation_period": fmt.Sprintf("%ds", int64(1)<<32+1), "service_account_jwt_ttl": fmt.Sprintf("%ds", int64(1)<<32)}, "rotation_period"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			state := recordState(t, b, s, fk)
@@ -626,4 +680,270 @@ func TestOperatorJWTReplacesRotated(t *testing.T) {
 	if f.tokenWorks(rotated.JWT) {
 		t.Fatal("the replaced rotated credential still works")
 	}
+}
+
+// The grace timer that deletes a replaced credential's Secret does nothing
+// on a node that may not write (a standby): the active node's periodic run
+// deletes it.
+func TestGraceDeleteSkippedOnStandby(t *testing.T) {
+	f := newRotationFixture(t, nil)
+	f.b.rotationGrace = 50 * time.Millisecond
+	f.rotate(t)
+	first := f.cluster(t)
+	// Set before the rotation arms its timer, which then reads it.
+	f.b.System().(*logical.StaticSystemView).ReplicationStateVal = consts.ReplicationPerformanceStandby
+	if _, err := f.b.rotateRoot(context.Background(), f.s, testCluster, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(f.logs.String(), "left to the active node") && f.tokenWorks(first.JWT) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(4 * f.b.rotationGrace)
+	if !f.tokenWorks(first.JWT) {
+		t.Fatal("a standby's timer deleted the replaced credential's Secret")
+	}
+	if p := f.cluster(t).PendingDeletion; len(p) != 1 || p[0].Ref != *first.RotatedSecret {
+		t.Errorf("pending deletions %+v, want the first rotation's Secret kept for the active node", p)
+	}
+}
+
+// repointRotated rotates twice (the first credential pending deletion, the
+// second current) and re-points the cluster: both stay with the retired
+// endpoint.
+func repointRotated(t *testing.T, f *rotationFixture) (first, second *clusterConfig) {
+	t.Helper()
+	f.rotate(t)
+	first = f.cluster(t)
+	f.rotate(t)
+	second = f.cluster(t)
+	resp := mustOK(t, f.b, f.s, logical.UpdateOperation, "clusters/"+testCluster, map[string]interface{}{
+		"kubernetes_host": otherHost, "service_account_jwt": bootstrapJWT("after-repoint", time.Hour),
+	})
+	if resp == nil || !strings.Contains(fmt.Sprint(resp.Warnings), "stays with the retired endpoint") {
+		t.Errorf("warnings %v, want one saying the rotated credential stays with the retired endpoint", resp)
+	}
+	return first, second
+}
+
+// After a re-point the credential the plugin had rotated to stays with the
+// retired endpoint, which needs it to revoke its leases: its Secret is not
+// deleted, neither then nor by the timers and periodic runs after.
+func TestRotatedCredentialStaysWithRetiredEndpoint(t *testing.T) {
+	f := newRotationFixture(t, nil)
+	f.b.rotationGrace = 50 * time.Millisecond
+	_, second := repointRotated(t, f)
+	recs, err := listRetiredEndpoints(context.Background(), f.s, testCluster)
+	if err != nil || len(recs) != 1 || recs[0].Config.JWT != second.JWT || recs[0].Config.RotatedSecret == nil || *recs[0].Config.RotatedSecret != *second.RotatedSecret {
+		t.Fatalf("retired endpoints %v (%v), want the old endpoint with the rotated credential", recs, err)
+	}
+	time.Sleep(4 * f.b.rotationGrace)
+	f.b.periodicRotation(context.Background(), f.s, time.Now().Add(time.Hour))
+	if !f.tokenWorks(second.JWT) || !slices.Contains(f.rotationSecrets(t), second.RotatedSecret.Name) {
+		t.Fatal("the retired endpoint's credential was killed by the re-point")
+	}
+	if c := f.cluster(t); slices.ContainsFunc(c.PendingDeletion, func(p pendingSecret) bool { return p.Ref.UID == second.RotatedSecret.UID }) {
+		t.Errorf("the new entry schedules the retired endpoint's credential for deletion: %+v", c.PendingDeletion)
+	}
+}
+
+// Forgetting a retired endpoint ends the credentials the plugin rotated to
+// there (their Secrets are deleted by UID); if that fails, the endpoint is
+// kept and retried, unless the credential has expired anyway. Nothing of
+// the endpoint is left in storage.
+func TestPruneEndsRotatedCredential(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		failDeletes   bool
+		pruneAfter    time.Duration // after the re-point
+		wantForgotten bool
+		wantDeleted   bool
+	}{
+		{name: "deleted", pruneAfter: walGiveUpAge + time.Hour, wantForgotten: true, wantDeleted: true},
+		{name: "delete fails while the credential lives", failDeletes: true, pruneAfter: walGiveUpAge + time.Hour},
+		{name: "delete fails after the credential expired", failDeletes: true, pruneAfter: 101 * time.Hour, wantForgotten: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newRotationFixture(t, map[string]interface{}{"service_account_jwt_ttl": "100h"})
+			mustOK(t, f.b, f.s, logical.ReadOperation, "creds/"+testRole, nil) // records a lease horizon
+			putHorizon(t, f.s, "an-endpoint-no-one-knows", time.Now())         // and one whose endpoint is gone
+			first, second := repointRotated(t, f)
+			repointed := time.Now()
+			if tc.failDeletes {
+				failSecretDeletes(f.fk)
+			}
+			if _, err := f.b.pruneRetiredEndpoints(context.Background(), f.s, repointed.Add(walGiveUpAge-time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+			if !f.tokenWorks(second.JWT) {
+				t.Fatal("pruned before the endpoint's time")
+			}
+			_, err := f.b.pruneRetiredEndpoints(context.Background(), f.s, repointed.Add(tc.pruneAfter))
+			if (err == nil) != tc.wantForgotten {
+				t.Errorf("prune: %v", err)
+			}
+			recs, _ := listRetiredEndpoints(context.Background(), f.s, testCluster)
+			if forgotten := len(recs) == 0; forgotten != tc.wantForgotten {
+				t.Fatalf("forgotten %v, want %v", forgotten, tc.wantForgotten)
+			}
+			for _, c := range []*clusterConfig{first, second} {
+				if deleted := !slices.Contains(f.rotationSecrets(t), c.RotatedSecret.Name); deleted != tc.wantDeleted {
+					t.Errorf("Secret %s deleted %v, want %v", c.RotatedSecret.Name, deleted, tc.wantDeleted)
+				}
+			}
+			if tc.wantForgotten {
+				if p := f.cluster(t).PendingDeletion; len(p) != 0 {
+					t.Errorf("the cluster entry still schedules deletions on the forgotten endpoint: %+v", p)
+				}
+				for _, key := range sortedKeys(storageSnapshot(t, f.s)) {
+					if strings.HasPrefix(key, retiredEndpointPrefix) || strings.HasPrefix(key, leaseHorizonPrefix) {
+						t.Errorf("storage still holds %s", key)
+					}
+				}
+			}
+			assertNoJWT(t, fmt.Sprint(err)+f.logs.String(), first.JWT, second.JWT)
+		})
+	}
+}
+
+// A crash after the rotated credential was stored but before its WAL entry
+// was deleted, then a re-point: rollback must not delete the Secret of the
+// credential the retired endpoint holds, or that endpoint's leases could no
+// longer be revoked.
+func TestRotationRollbackSparesRetiredCredential(t *testing.T) {
+	f := newRotationFixture(t, nil)
+	s := &failingStorage{Storage: f.s}
+	s.failDelete.Store(keyPrefix(framework.WALPrefix))
+	if _, err := f.b.rotateRoot(context.Background(), s, testCluster, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if wals := walEntries(t, f.s); len(wals) == 0 {
+		t.Fatal("setup: no WAL entry left, want those whose delete failed")
+	}
+	s.failDelete.Store(nil)
+	rotated := f.cluster(t)
+	lease := mustOK(t, f.b, f.s, logical.ReadOperation, "creds/"+testRole, nil)
+	mustOK(t, f.b, f.s, logical.UpdateOperation, "clusters/"+testCluster, map[string]interface{}{
+		"kubernetes_host": otherHost, "service_account_jwt": bootstrapJWT("after-repoint", time.Hour),
+	})
+	rollbackNow(t, f.b, f.s)
+	if !slices.Contains(f.rotationSecrets(t), rotated.RotatedSecret.Name) || !f.tokenWorks(rotated.JWT) {
+		t.Fatal("rollback deleted the Secret of the credential the retired endpoint holds")
+	}
+	if wals := walEntries(t, f.s); len(wals) != 0 {
+		t.Errorf("%d WAL entries left", len(wals))
+	}
+	if _, err := f.b.HandleRequest(context.Background(), revokeRequest(f.s, lease)); err != nil {
+		t.Fatalf("revoking a lease of the retired endpoint: %v", err)
+	}
+}
+
+// The rotation's Secret is covered by a WAL entry from before its create:
+// whatever fails, either the Secret is gone or an entry names it, and
+// rollback then deletes it (only if it carries the rotation's issue ID).
+func TestRotationSecretCoveredByWAL(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// breakIt makes the rotation fail; the returned func repairs.
+		breakIt func(*rotationFixture, *failingStorage) func()
+		// wantSecretLeft: the failed rotation leaves its Secret (and a WAL
+		// entry naming it) for rollback.
+		wantSecretLeft bool
+	}{
+		{
+			name: "create outcome unknown, lookup fails",
+			breakIt: func(f *rotationFixture, _ *failingStorage) func() {
+				storeThenTimeOut(f.fk)
+				lookups := &atomic.Bool{}
+				lookups.Store(true)
+				f.fk.clientset.PrependReactor("get", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
+					if lookups.Load() {
+						return true, nil, apierrors.NewServiceUnavailable("apiserver is down")
+					}
+					return false, nil, nil
+				})
+				return func() { lookups.Store(false) }
+			},
+			wantSecretLeft: true,
+		},
+		{
+			name: "TokenRequest, Secret delete and WAL delete fail",
+			breakIt: func(f *rotationFixture, s *failingStorage) func() {
+				f.fk.setTokenErr(errTokenRequestFailed)
+				deletes := failSecretDeletes(f.fk)
+				s.failDelete.Store(keyPrefix(framework.WALPrefix))
+				return func() { deletes.Store(false); s.failDelete.Store(nil) }
+			},
+			wantSecretLeft: true,
+		},
+		{
+			name: "TokenRequest and Secret delete fail, no get right",
+			breakIt: func(f *rotationFixture, _ *failingStorage) func() {
+				f.fk.setTokenErr(errTokenRequestFailed)
+				deletes := failSecretDeletes(f.fk)
+				// The shipped RBAC: rollback must know the Secret by UID.
+				f.fk.clientset.PrependReactor("get", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
+					return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "secrets"}, "", errors.New("RBAC: get not granted"))
+				})
+				return func() { deletes.Store(false) }
+			},
+			wantSecretLeft: true,
+		},
+		{
+			name: "WAL write fails",
+			breakIt: func(f *rotationFixture, s *failingStorage) func() {
+				failSecretDeletes(f.fk) // nothing may need deleting
+				s.failPut.Store(keyPrefix(framework.WALPrefix))
+				return func() {}
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newRotationFixture(t, nil)
+			before := f.cluster(t)
+			s := &failingStorage{Storage: f.s}
+			// Every create of a rotation Secret must find its WAL entry.
+			f.fk.clientset.PrependReactor("create", "secrets", func(action k8stesting.Action) (bool, runtime.Object, error) {
+				if action.GetNamespace() == pluginNamespace && len(walEntries(t, f.s)) == 0 {
+					t.Error("the rotation Secret was created before its WAL entry")
+				}
+				return false, nil, nil
+			})
+			repair := tc.breakIt(f, s)
+			if _, err := f.b.rotateRoot(context.Background(), s, testCluster, time.Now()); err == nil {
+				t.Fatal("the rotation succeeded")
+			}
+			if f.cluster(t).JWT != before.JWT {
+				t.Fatal("a failed rotation changed the stored credential")
+			}
+			secretLeft, wals := len(f.rotationSecrets(t)) > 0, len(walEntries(t, f.s))
+			if secretLeft != tc.wantSecretLeft || (secretLeft && wals == 0) {
+				t.Fatalf("Secret left %v (want %v) with %d WAL entries: nothing would end it", secretLeft, tc.wantSecretLeft, wals)
+			}
+			repair()
+			rollbackNow(t, f.b, f.s)
+			if left := f.rotationSecrets(t); len(left) != 0 {
+				t.Errorf("rollback left Secrets %v", left)
+			}
+			if wals := walEntries(t, f.s); len(wals) != 0 {
+				t.Errorf("%d WAL entries left", len(wals))
+			}
+		})
+	}
+}
+
+// storeThenTimeOut makes the fake API server store Secrets in the plugin's
+// namespace but answer their create with a timeout, as a slow etcd does.
+func storeThenTimeOut(fk *fakeKube) {
+	fk.clientset.PrependReactor("create", "secrets", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		if action.GetNamespace() != pluginNamespace {
+			return false, nil, nil
+		}
+		obj := action.(k8stesting.CreateAction).GetObject().(*corev1.Secret).DeepCopy()
+		obj.UID = types.UID(uuid.NewString())
+		if err := fk.clientset.Tracker().Create(schema.GroupVersionResource{Version: "v1", Resource: "secrets"}, obj, pluginNamespace); err != nil {
+			return true, nil, err
+		}
+		return true, nil, apierrors.NewTimeoutError("request did not complete within the allowed duration", 1)
+	})
 }

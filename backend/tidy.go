@@ -9,14 +9,67 @@ import (
 
 	"github.com/hashicorp/vault/sdk/logical"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
+
+// Tidy's work is bounded, whatever roles, namespaces and objects exist: a
+// namespace user can create labelled objects without limit, and roles can
+// name many namespaces. The bounds leave what they cut for a later run and
+// say so in the response.
+const (
+	// tidyPageSize objects are listed per request. Metadata only, but
+	// annotations may hold up to 256 KiB per object, so a page stays under
+	// about 25 MiB however its objects were made.
+	tidyPageSize = 100
+	// maxTidyPagesPerList caps the requests for one kind in one namespace
+	// (100,000 objects): far above what leases leave, far below what would
+	// keep tidy busy for hours.
+	maxTidyPagesPerList = 1000
+	// maxTidyNamespacesPerCluster caps the namespaces tidied per cluster in
+	// one run; the next run continues with the ones after them, so all are
+	// visited in turn.
+	maxTidyNamespacesPerCluster = 256
+	// maxTidyReportEntries caps each list in the response and the log lines
+	// about objects: their number is the attacker's to choose.
+	maxTidyReportEntries = 100
+)
+
+// tidyReport is a list of findings of which only the first
+// maxTidyReportEntries are kept; total counts them all.
+type tidyReport struct {
+	entries []string
+	total   int
+}
+
+// add records entry and reports whether it was kept.
+func (r *tidyReport) add(entry string) bool {
+	r.total++
+	if len(r.entries) >= maxTidyReportEntries {
+		return false
+	}
+	r.entries = append(r.entries, entry)
+	return true
+}
+
+// withOverflow lists the entries kept and, if some were not, how many.
+func (r *tidyReport) withOverflow() []string {
+	out := nonNil(slices.Clone(r.entries))
+	if left := r.total - len(r.entries); left > 0 {
+		out = append(out, fmt.Sprintf("%d more not shown", left))
+	}
+	return out
+}
 
 // tidyResult counts what one tidy run did.
 type tidyResult struct {
 	deleted map[string]int // by kind
-	// skipped names what the plugin may not list; errors what failed.
-	skipped []string
-	errors  []string
+	// skipped names what tidy did not look at (not allowed, or over a
+	// bound); errors what failed; unverified the objects labelled as the
+	// plugin's that do not carry this mount's mark, which tidy never
+	// deletes.
+	skipped    tidyReport
+	errors     tidyReport
+	unverified tidyReport
 }
 
 func (r *tidyResult) data() map[string]interface{} {
@@ -29,13 +82,19 @@ func (r *tidyResult) data() map[string]interface{} {
 	return map[string]interface{}{
 		"deleted":         total,
 		"deleted_by_kind": byKind,
-		"skipped":         nonNil(r.skipped),
-		"errors":          nonNil(r.errors),
+		"skipped":         r.skipped.withOverflow(),
+		"errors":          r.errors.withOverflow(),
+		// "Kind namespace/name" each, the first maxTidyReportEntries only;
+		// unverified_total counts them all.
+		"unverified":       nonNil(slices.Clone(r.unverified.entries)),
+		"unverified_total": r.unverified.total,
 	}
 }
 
-// tidyTargets maps each cluster to the namespaces its roles create objects
-// in; "" stands for every namespace.
+// tidyTargets maps each cluster to the namespaces its objects may be in:
+// those its roles create objects in ("" stands for every namespace) and
+// those of the plugin's own service accounts on it, where rotation puts
+// the Secrets its credentials are bound to.
 func tidyTargets(ctx context.Context, s logical.Storage) (map[string][]string, error) {
 	clusters, err := s.List(ctx, clusterStoragePrefix)
 	if err != nil {
@@ -43,7 +102,11 @@ func tidyTargets(ctx context.Context, s logical.Storage) (map[string][]string, e
 	}
 	targets := map[string][]string{}
 	for _, c := range clusters {
-		targets[c] = nil
+		own, err := ownNamespaces(ctx, s, c)
+		if err != nil {
+			return nil, err
+		}
+		targets[c] = own
 	}
 	roleNames, err := s.List(ctx, roleStoragePrefix)
 	if err != nil {
@@ -80,9 +143,71 @@ func tidyTargets(ctx context.Context, s logical.Storage) (map[string][]string, e
 	return targets, nil
 }
 
-// tidy deletes, on every cluster, the plugin's objects of every kind whose
-// expires-at is before cutoff, token-killing kinds first.
+// ownNamespaces names the namespaces of the service accounts whose stored
+// credentials reach cluster, current and retired: a rotation Secret
+// orphaned by a crash is in one of them. A credential without service
+// account claims (or the pod's own, in-cluster) adds none.
+func ownNamespaces(ctx context.Context, s logical.Storage, cluster string) ([]string, error) {
+	var jwts []string
+	cfg, err := getCluster(ctx, s, cluster)
+	if err != nil {
+		return nil, err
+	}
+	if cfg != nil {
+		jwts = append(jwts, cfg.JWT)
+	}
+	retired, err := listRetiredEndpoints(ctx, s, cluster)
+	if err != nil {
+		return nil, err
+	}
+	for _, rec := range retired {
+		jwts = append(jwts, rec.Config.JWT)
+	}
+	var out []string
+	for _, jwt := range jwts {
+		if jwt == "" {
+			continue
+		}
+		claims, err := parseTokenClaims(jwt)
+		if err != nil {
+			continue
+		}
+		if ns, _, ok := claims.serviceAccount(); ok {
+			out = append(out, ns)
+		}
+	}
+	return out, nil
+}
+
+// namespacesThisRun picks at most maxTidyNamespacesPerCluster of a
+// cluster's namespaces, starting after those the previous run visited, and
+// says how many it left out.
+func (b *backend) namespacesThisRun(cluster string, namespaces []string) (visit []string, left int) {
+	if len(namespaces) <= maxTidyNamespacesPerCluster {
+		return namespaces, 0
+	}
+	b.tidyLock.Lock()
+	defer b.tidyLock.Unlock()
+	if b.tidyNamespaceStart == nil {
+		b.tidyNamespaceStart = map[string]int{}
+	}
+	start := b.tidyNamespaceStart[cluster] % len(namespaces)
+	for i := range maxTidyNamespacesPerCluster {
+		visit = append(visit, namespaces[(start+i)%len(namespaces)])
+	}
+	b.tidyNamespaceStart[cluster] = (start + maxTidyNamespacesPerCluster) % len(namespaces)
+	return visit, len(namespaces) - len(visit)
+}
+
+// tidy deletes, on every cluster, the plugin's objects of every kind that
+// carry this mount's mark and whose expires-at is before cutoff,
+// token-killing kinds first. Labels and annotations alone prove nothing:
+// labelled objects without the mark are reported, never deleted.
 func (b *backend) tidy(ctx context.Context, s logical.Storage, cutoff time.Time) (*tidyResult, error) {
+	key, err := b.ownershipKey(ctx, s)
+	if err != nil {
+		return nil, err
+	}
 	targets, err := tidyTargets(ctx, s)
 	if err != nil {
 		return nil, err
@@ -91,60 +216,92 @@ func (b *backend) tidy(ctx context.Context, s logical.Storage, cutoff time.Time)
 	for _, cluster := range sortedKeys(targets) {
 		client, err := b.client(ctx, s, cluster)
 		if err != nil {
-			result.errors = append(result.errors, fmt.Sprintf("cluster %q: %v", cluster, err))
+			result.errors.add(fmt.Sprintf("cluster %q: %v", cluster, err))
 			continue
+		}
+		namespaced, left := b.namespacesThisRun(cluster, targets[cluster])
+		if left > 0 {
+			result.skipped.add(fmt.Sprintf("cluster %q: %d of its %d namespaces were not visited: tidy visits at most %d per cluster per run, and the next run continues with the others",
+				cluster, left, len(targets[cluster]), maxTidyNamespacesPerCluster))
 		}
 	kinds:
 		for _, kind := range kindsInDeleteOrder {
-			namespaces := targets[cluster]
+			namespaces := namespaced
 			if !objectKinds[kind].namespaced {
 				namespaces = []string{""}
 			}
 			for _, ns := range namespaces {
-				if !b.tidyKind(ctx, client, kind, ns, cutoff, result) {
+				if !b.tidyKind(ctx, client, key, kind, ns, cutoff, result) {
 					break kinds // unreachable: one timeout per cluster is enough
 				}
 			}
 		}
 	}
-	b.Logger().Info("tidy finished", "deleted", result.data()["deleted"], "skipped", len(result.skipped), "errors", len(result.errors))
+	b.Logger().Info("tidy finished", "deleted", result.data()["deleted"], "skipped", result.skipped.total,
+		"errors", result.errors.total, "unverified", result.unverified.total)
 	return result, nil
 }
 
-// tidyKind tidies one kind in one namespace; it reports false when the API
-// server could not be asked at all.
-func (b *backend) tidyKind(ctx context.Context, client *clusterClient, kind, ns string, cutoff time.Time, result *tidyResult) bool {
+// tidyKind tidies one kind in one namespace, page by page; it reports false
+// when the API server could not be asked at all.
+func (b *backend) tidyKind(ctx context.Context, client *clusterClient, key ownershipKey, kind, ns string, cutoff time.Time, result *tidyResult) bool {
 	where := fmt.Sprintf("cluster %q: %s", client.cluster, objectKinds[kind].resource)
 	if ns != "" {
 		where += fmt.Sprintf(" in namespace %q", ns)
 	}
-	objs, err := client.api.ListManaged(ctx, kind, ns)
-	switch {
-	case apierrors.IsForbidden(err):
-		result.skipped = append(result.skipped, where+": the plugin may not list them")
-		return true
-	case err != nil:
-		result.errors = append(result.errors, fmt.Sprintf("listing %s: %v", where, err))
-		var status apierrors.APIStatus
-		return errors.As(err, &status)
+	continueToken := ""
+	for page := 0; ; page++ {
+		if page == maxTidyPagesPerList {
+			result.skipped.add(fmt.Sprintf("%s: more than %d labelled objects; tidy looked at the first %d only", where, maxTidyPagesPerList*tidyPageSize, maxTidyPagesPerList*tidyPageSize))
+			return true
+		}
+		list, err := client.api.ListManaged(ctx, kind, ns, tidyPageSize, continueToken)
+		switch {
+		case apierrors.IsForbidden(err):
+			result.skipped.add(where + ": the plugin may not list them")
+			return true
+		case err != nil:
+			result.errors.add(fmt.Sprintf("listing %s: %v", where, err))
+			var status apierrors.APIStatus
+			return errors.As(err, &status)
+		}
+		for i := range list.Items {
+			b.tidyObject(ctx, client, key, kind, &list.Items[i], cutoff, result)
+		}
+		if continueToken = list.Continue; continueToken == "" {
+			return true
+		}
 	}
-	for _, obj := range objs {
-		if obj.GetAnnotations()[clusterAnnotation] != client.cluster {
-			continue // another cluster entry's, possibly another mount's
+}
+
+// tidyObject deletes obj, by UID, if this mount's mark proves it the
+// plugin's, it belongs to this cluster entry and it expired before cutoff.
+// The mark covers every annotation that decision reads.
+func (b *backend) tidyObject(ctx context.Context, client *clusterClient, key ownershipKey, kind string, obj metav1.Object, cutoff time.Time, result *tidyResult) {
+	ref := refOf(kind, obj)
+	if !key.owns(kind, obj) {
+		// Someone else's object labelled like the plugin's (another mount's,
+		// a user's), or one of the plugin's whose annotations were edited.
+		if result.unverified.add(ref.String()) {
+			b.Logger().Warn("tidy left alone an object labelled as the plugin's that does not carry this mount's mark",
+				"cluster", client.cluster, "object", ref.String())
 		}
-		expiresAt, err := time.Parse(time.RFC3339, obj.GetAnnotations()[expiresAtAnnotation])
-		if err != nil || !expiresAt.Before(cutoff) {
-			continue
-		}
-		ref := refOf(kind, obj)
-		if err := client.api.DeleteObject(ctx, ref); err != nil {
-			result.errors = append(result.errors, fmt.Sprintf("deleting %s on cluster %q: %v", ref, client.cluster, err))
-			continue
-		}
-		b.Logger().Info("tidy deleted an expired object", "cluster", client.cluster, "object", ref.String(), "expires_at", expiresAt)
-		result.deleted[kind]++
+		return
 	}
-	return true
+	annotations := obj.GetAnnotations()
+	if annotations[clusterAnnotation] != client.cluster {
+		return // another cluster entry's of this mount, on the same API server
+	}
+	expiresAt, err := time.Parse(time.RFC3339, annotations[expiresAtAnnotation])
+	if err != nil || !expiresAt.Before(cutoff) {
+		return // no expiry it can read: never guess one
+	}
+	if err := client.api.DeleteObject(ctx, ref); err != nil {
+		result.errors.add(fmt.Sprintf("deleting %s on cluster %q: %v", ref, client.cluster, err))
+		return
+	}
+	b.Logger().Info("tidy deleted an expired object", "cluster", client.cluster, "object", ref.String(), "expires_at", expiresAt)
+	result.deleted[kind]++
 }
 
 // periodic runs on the active node about once a minute: it forgets retired
@@ -171,7 +328,7 @@ func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
 	if err != nil {
 		return err
 	}
-	for _, e := range result.errors {
+	for _, e := range result.errors.withOverflow() {
 		b.Logger().Warn("automatic tidy", "error", e)
 	}
 	return nil

@@ -79,7 +79,7 @@ func (b *backend) rollbackEntry(ctx context.Context, s logical.Storage, entry *w
 	}
 	var errs []error
 	for _, ref := range inRevokeOrder(entry.Objects) {
-		if err := deleteIfFromIssue(ctx, client.api, ref, entry.IssueID); err != nil {
+		if err := b.deleteIfFromIssue(ctx, s, client.api, ref, entry.IssueID); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", ref, err))
 		}
 	}

@@ -94,6 +94,9 @@ func TestWALRollbackCases(t *testing.T) {
 		name string
 		// secret to create before rollback; nil: none exists
 		secret func() *corev1.Secret
+		// tamper changes the Secret after the backend marked it, as a
+		// namespace user may
+		tamper func(*corev1.Secret)
 		// ref makes the WAL entry's object from the created Secret (nil if none)
 		ref         func(created *corev1.Secret) objectRef
 		wantDeleted bool
@@ -120,6 +123,18 @@ func TestWALRollbackCases(t *testing.T) {
 			wantDeleted: true,
 		},
 		{
+			name:   "create outcome unknown, the issue ID copied onto an object without the mark",
+			secret: func() *corev1.Secret { return boundSecret("vault-scanner-copied", testLeaseMeta(testIssueID)) },
+			tamper: func(c *corev1.Secret) { delete(c.Annotations, ownerMarkAnnotation) },
+			ref:    nameOnly,
+		},
+		{
+			name:   "create outcome unknown, the issue ID but expires-at edited since",
+			secret: func() *corev1.Secret { return boundSecret("vault-scanner-edited", testLeaseMeta(testIssueID)) },
+			tamper: func(c *corev1.Secret) { c.Annotations[expiresAtAnnotation] = "2000-01-01T00:00:00Z" },
+			ref:    nameOnly,
+		},
+		{
 			name:   "name collision: the plugin's label, another issue's ID",
 			secret: func() *corev1.Secret { return boundSecret("vault-scanner-other", testLeaseMeta("another-issue")) },
 			ref:    nameOnly,
@@ -144,8 +159,15 @@ func TestWALRollbackCases(t *testing.T) {
 			secrets := fk.clientset.CoreV1().Secrets(testNamespace)
 			var created *corev1.Secret
 			if tc.secret != nil {
+				secret := tc.secret()
+				if err := b.markOwned(context.Background(), s, kindSecret, secret); err != nil {
+					t.Fatal(err)
+				}
+				if tc.tamper != nil {
+					tc.tamper(secret)
+				}
 				var err error
-				if created, err = secrets.Create(context.Background(), tc.secret(), metav1.CreateOptions{}); err != nil {
+				if created, err = secrets.Create(context.Background(), secret, metav1.CreateOptions{}); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -185,7 +207,11 @@ func putTestWAL(t *testing.T, b *backend, s logical.Storage, refs ...objectRef) 
 // Every delete rollback sends carries the UID precondition.
 func TestWALRollbackDeletesOnlyByUID(t *testing.T) {
 	b, s, fk := newConfiguredBackend(t)
-	secret, err := fk.clientset.CoreV1().Secrets(testNamespace).Create(context.Background(), boundSecret("vault-scanner-pre", testLeaseMeta(testIssueID)), metav1.CreateOptions{})
+	planned := boundSecret("vault-scanner-pre", testLeaseMeta(testIssueID))
+	if err := b.markOwned(context.Background(), s, kindSecret, planned); err != nil {
+		t.Fatal(err)
+	}
+	secret, err := fk.clientset.CoreV1().Secrets(testNamespace).Create(context.Background(), planned, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

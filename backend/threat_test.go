@@ -1,0 +1,518 @@
+package backend
+
+// The threat model as code: one section per attacker with partial rights,
+// each test an answer to "what can this attacker make the plugin do, send,
+// create or delete?". docs/reliability.md lists the cases and their results.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/vault/sdk/logical"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/rest"
+	k8stesting "k8s.io/client-go/testing"
+)
+
+// ---- (a) a caller who may only read creds/ or kubeconfig/ ----
+
+// The issued token appears only in the credential fields: never in a
+// warning, in another field or in the plugin's logs.
+func TestThreatCredsCallerTokenOnlyInCredentialFields(t *testing.T) {
+	logs := &syncBuffer{}
+	b, s, _ := newTestBackendLogging(t, hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Trace}))
+	configureCluster(t, b, s)
+	configureRole(t, b, s, map[string]interface{}{"max_ttl": "20m"})
+	credentialFields := map[string]bool{"service_account_token": true, "kubeconfig": true, "kubeconfig_json": true, "exec_credential": true}
+
+	// ttl above max_ttl: the response carries a warning.
+	resp := mustOK(t, b, s, logical.ReadOperation, "creds/"+testRole, map[string]interface{}{"ttl": "2h"})
+	token, _ := resp.Data["service_account_token"].(string)
+	if token == "" || len(resp.Warnings) == 0 {
+		t.Fatalf("want a token and a warning, got %d warnings", len(resp.Warnings))
+	}
+	for k, v := range resp.Data {
+		text := fmt.Sprint(v)
+		if credentialFields[k] != strings.Contains(text, token) {
+			t.Errorf("field %s: holds the token = %v, want %v", k, strings.Contains(text, token), credentialFields[k])
+		}
+	}
+	for _, w := range resp.Warnings {
+		assertNoSecretIn(t, w, token)
+	}
+	assertNoSecretIn(t, fmt.Sprint(resp.Secret.InternalData), token)
+	assertNoSecretIn(t, logs.String(), token)
+}
+
+// ---- (b) a roles/ writer ----
+
+// A role never yields the plugin's own identity: not the current
+// credential's, not a retired endpoint's, not the pod's own; refused at
+// role write, and at issue when the identity changed after the role was
+// written. Nothing is created in Kubernetes.
+func TestThreatRoleWriterCannotObtainPluginIdentity(t *testing.T) {
+	pluginRole := map[string]interface{}{"cluster": testCluster, "service_account_name": pluginSA, "service_account_namespace": pluginNamespace}
+	scannerJWT := fakeJWT(map[string]interface{}{"sub": serviceAccountUser(testNamespace, testSA)})
+	cases := []struct {
+		name  string
+		setup func(t *testing.T, b *backend, s logical.Storage)
+		// role is written before setup runs when issueOnly is set.
+		role      map[string]interface{}
+		issueOnly bool
+	}{
+		{
+			name: "current credential",
+			setup: func(t *testing.T, b *backend, s logical.Storage) {
+				mustOK(t, b, s, logical.CreateOperation, "clusters/"+testCluster, map[string]interface{}{"kubernetes_host": testHost, "kubernetes_ca_cert": testCAPEM(t), "service_account_jwt": bootstrapJWT("j1", time.Hour)})
+			},
+			role: pluginRole,
+		},
+		{
+			name: "retired endpoint's credential",
+			setup: func(t *testing.T, b *backend, s logical.Storage) {
+				mustOK(t, b, s, logical.CreateOperation, "clusters/"+testCluster, map[string]interface{}{"kubernetes_host": testHost, "kubernetes_ca_cert": testCAPEM(t), "service_account_jwt": bootstrapJWT("j1", time.Hour)})
+				mustOK(t, b, s, logical.UpdateOperation, "clusters/"+testCluster, map[string]interface{}{"kubernetes_host": "https://127.0.0.2:6443", "service_account_jwt": testRequesterJWT})
+			},
+			role: pluginRole,
+		},
+		{
+			name: "the pod's own token",
+			setup: func(t *testing.T, b *backend, s logical.Storage) {
+				dir := t.TempDir()
+				b.inCluster = inClusterEnv{TokenPath: filepath.Join(dir, "token"), CAPath: filepath.Join(dir, "ca.crt"), Getenv: func(k string) string {
+					return map[string]string{"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"}[k]
+				}}
+				writeFile(t, b.inCluster.TokenPath, bootstrapJWT("pod", time.Hour))
+				writeFile(t, b.inCluster.CAPath, testCAPEM(t))
+				mustOK(t, b, s, logical.CreateOperation, "clusters/"+testCluster, map[string]interface{}{})
+			},
+			role: pluginRole,
+		},
+		{
+			name: "credential rewritten after the role",
+			setup: func(t *testing.T, b *backend, s logical.Storage) {
+				mustOK(t, b, s, logical.UpdateOperation, "clusters/"+testCluster, map[string]interface{}{"service_account_jwt": scannerJWT})
+			},
+			role:      map[string]interface{}{"cluster": testCluster, "service_account_name": testSA, "service_account_namespace": testNamespace},
+			issueOnly: true,
+		},
+		{
+			name: "claims silent, API server names the account",
+			setup: func(t *testing.T, b *backend, s logical.Storage) {
+				// testRequesterJWT's claims name no service account; the
+				// fake's SelfSubjectReview answers with scanner-sa.
+				fk := b.newKubeAPI
+				b.newKubeAPI = func(cfg *rest.Config) (kubeAPI, error) {
+					api, err := fk(cfg)
+					return fixedWhoAmI{kubeAPI: api, user: serviceAccountUser(testNamespace, testSA)}, err
+				}
+				b.resetClients()
+			},
+			role:      map[string]interface{}{"cluster": testCluster, "service_account_name": testSA, "service_account_namespace": testNamespace},
+			issueOnly: true,
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b, s, fk := newTestBackend(t)
+			if tc.issueOnly {
+				configureCluster(t, b, s)
+				mustOK(t, b, s, logical.CreateOperation, "roles/r", tc.role)
+				tc.setup(t, b, s)
+			} else {
+				tc.setup(t, b, s)
+				mustBadRequest(t, b, s, logical.CreateOperation, "roles/r", tc.role, "plugin's own credential")
+				// As if stored before the check existed.
+				putRoleUnchecked(t, s, "r", tc.role)
+			}
+			mustBadRequest(t, b, s, logical.ReadOperation, "creds/r", nil, "plugin's own credential")
+			if n := len(fk.managedSecrets(t)); n != 0 || len(fk.tokenRequests()) != 0 {
+				t.Errorf("a refused role created %d Secrets and %d TokenRequests", n, len(fk.tokenRequests()))
+			}
+			resp := mustOK(t, b, s, logical.ReadOperation, "clusters/"+testCluster+"/check", nil)
+			if resp.Data["ok"] != false || resp.Data["role_errors"].(map[string]interface{})["r"] == nil {
+				t.Errorf("check: ok=%v role_errors=%v, want the role reported", resp.Data["ok"], resp.Data["role_errors"])
+			}
+		})
+	}
+}
+
+// Generated rules can only grant what the plugin holds, and the plugin
+// holds the rights of its own work: a roles/ writer must not be able to
+// hand those to a lease (mint tokens for any account in the namespace,
+// read or delete Secrets, write RBAC).
+func TestThreatRoleWriterCannotDelegatePluginRights(t *testing.T) {
+	cases := []struct {
+		name, rules string
+		refused     bool
+	}{
+		{"mint tokens", `[{"apiGroups":[""],"resources":["serviceaccounts/token"],"verbs":["create"]}]`, true},
+		{"any subresource token", `[{"apiGroups":["*"],"resources":["*/token"],"verbs":["create"]}]`, true},
+		{"read secrets", `[{"apiGroups":[""],"resources":["secrets"],"verbs":["get","list"]}]`, true},
+		{"everything in core", `[{"apiGroups":[""],"resources":["*"],"verbs":["get"]}]`, true},
+		{"write rolebindings", `[{"apiGroups":["rbac.authorization.k8s.io"],"resources":["rolebindings"],"verbs":["create"]}]`, true},
+		{"bind", `[{"apiGroups":["rbac.authorization.k8s.io"],"resources":["roles"],"verbs":["bind"]}]`, true},
+		{"impersonate", `[{"apiGroups":[""],"resources":["users"],"verbs":["impersonate"]}]`, true},
+		{"create service accounts", `[{"apiGroups":[""],"resources":["serviceaccounts"],"verbs":["create"]}]`, true},
+		{"read pods", `[{"apiGroups":[""],"resources":["pods","pods/log"],"verbs":["get","list"]}]`, false},
+		{"exec into pods", `[{"apiGroups":[""],"resources":["pods/exec"],"verbs":["create"]}]`, false},
+		{"read service accounts", `[{"apiGroups":[""],"resources":["serviceaccounts"],"verbs":["get","list"]}]`, false},
+		{"read roles", `[{"apiGroups":["rbac.authorization.k8s.io"],"resources":["roles"],"verbs":["get"]}]`, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b, s, _ := newTestBackend(t)
+			configureCluster(t, b, s)
+			role := map[string]interface{}{"cluster": testCluster, "generated_role_rules": tc.rules, "allowed_kubernetes_namespaces": testNamespace}
+			if tc.refused {
+				mustBadRequest(t, b, s, logical.CreateOperation, "roles/gen", role, "a right the plugin holds")
+				return
+			}
+			mustOK(t, b, s, logical.CreateOperation, "roles/gen", role)
+		})
+	}
+}
+
+// Kubernetes lets the plugin bind any role whose rights it holds, and it
+// holds those of its own Role: binding it (or any role granting such
+// rights) is refused at issue, and creates nothing.
+func TestThreatRoleWriterCannotBindPluginRole(t *testing.T) {
+	cases := []struct {
+		name, kind string
+		rules      []rbacv1.PolicyRule
+		refused    bool
+	}{
+		{"the plugin's own Role", kindRole, []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"serviceaccounts/token"}, Verbs: []string{"create"}}}, true},
+		{"a ClusterRole that deletes Secrets", kindClusterRole, []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"delete"}}}, true},
+		{"a pod reader", kindRole, []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list"}}}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b, s, fk := newTestBackend(t)
+			configureCluster(t, b, s)
+			meta := metav1.ObjectMeta{Name: "bound", Namespace: testNamespace}
+			var err error
+			if tc.kind == kindRole {
+				_, err = fk.clientset.RbacV1().Roles(testNamespace).Create(context.Background(), &rbacv1.Role{ObjectMeta: meta, Rules: tc.rules}, metav1.CreateOptions{})
+			} else {
+				meta.Namespace = ""
+				_, err = fk.clientset.RbacV1().ClusterRoles().Create(context.Background(), &rbacv1.ClusterRole{ObjectMeta: meta, Rules: tc.rules}, metav1.CreateOptions{})
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			mustOK(t, b, s, logical.CreateOperation, "roles/bind", map[string]interface{}{"cluster": testCluster, "kubernetes_role_name": "bound", "kubernetes_role_type": tc.kind, "allowed_kubernetes_namespaces": testNamespace})
+			if !tc.refused {
+				mustOK(t, b, s, logical.ReadOperation, "creds/bind", nil)
+				return
+			}
+			mustBadRequest(t, b, s, logical.ReadOperation, "creds/bind", nil, "a right the plugin holds")
+			sas, _ := fk.clientset.CoreV1().ServiceAccounts(testNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: managedBySelector})
+			if len(sas.Items) != 0 {
+				t.Errorf("a refused bind created %d ServiceAccounts", len(sas.Items))
+			}
+		})
+	}
+}
+
+// fixedWhoAmI answers SelfSubjectReview with one user.
+type fixedWhoAmI struct {
+	kubeAPI
+	user string
+}
+
+func (f fixedWhoAmI) WhoAmI(context.Context) (string, error) { return f.user, nil }
+
+// Where the plugin may mint tokens for any service account (deploy/'s
+// ephemeral namespaces), an existing-account role would let its writer
+// choose any identity there: refused at issue and reported by check.
+func TestThreatRoleWriterUnrestrictedTokenNamespace(t *testing.T) {
+	b, s, fk := newConfiguredBackend(t)
+	var broad sync.Map
+	broad.Store("on", true)
+	fk.clientset.PrependReactor("create", "selfsubjectaccessreviews", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		review := action.(k8stesting.CreateAction).GetObject().(*authorizationv1.SelfSubjectAccessReview)
+		on, _ := broad.Load("on")
+		review.Status.Allowed = on.(bool) || !isAnyTokenReview(review)
+		return true, review, nil
+	})
+	mustBadRequest(t, b, s, logical.ReadOperation, "creds/"+testRole, nil, "resourceNames")
+	if n := len(fk.managedSecrets(t)); n != 0 || len(fk.tokenRequests()) != 0 {
+		t.Fatalf("created %d Secrets, %d TokenRequests", n, len(fk.tokenRequests()))
+	}
+	resp := mustOK(t, b, s, logical.ReadOperation, "clusters/"+testCluster+"/check", nil)
+	if resp.Data["ok"] != false || !strings.Contains(fmt.Sprint(resp.Data["role_errors"]), "resourceNames") {
+		t.Errorf("check: ok=%v role_errors=%v", resp.Data["ok"], resp.Data["role_errors"])
+	}
+	// Once the right names its accounts, the role issues.
+	broad.Store("on", false)
+	mustOK(t, b, s, logical.ReadOperation, "creds/"+testRole, nil)
+}
+
+// What a role writer stores is bounded where it is stored, and check's
+// work is bounded whatever is stored.
+func TestThreatRoleWriterBoundedWork(t *testing.T) {
+	manyNames := make([]string, 100)
+	for i := range manyNames {
+		manyNames[i] = fmt.Sprintf("%q", fmt.Sprintf("pod-%d", i))
+	}
+	// 6 verbs x 2 resources x 100 names: 1,200 permissions in 1.5 KiB.
+	bigRules := fmt.Sprintf(`[{"apiGroups":[""],"resources":["pods","pods/log"],"verbs":["get","list","watch","create","delete","patch"],"resourceNames":[%s]}]`, strings.Join(manyNames, ","))
+	namespaces := make([]string, maxAllowedNamespaces+1)
+	for i := range namespaces {
+		namespaces[i] = fmt.Sprintf("ns-%d", i)
+	}
+	cases := []struct {
+		name string
+		role map[string]interface{}
+		want string
+	}{
+		{"rules expanding beyond the bound", map[string]interface{}{"generated_role_rules": bigRules, "allowed_kubernetes_namespaces": "team-a"}, "expand to more than 1024"},
+		{"too many allowed namespaces", map[string]interface{}{"kubernetes_role_name": "pod-reader", "allowed_kubernetes_namespaces": strings.Join(namespaces, ",")}, "at most 128"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b, s, _ := newTestBackend(t)
+			configureCluster(t, b, s)
+			tc.role["cluster"] = testCluster
+			mustBadRequest(t, b, s, logical.CreateOperation, "roles/big", tc.role, tc.want)
+		})
+	}
+
+	t.Run("check over a role stored before the bound", func(t *testing.T) {
+		b, s, fk := newTestBackend(t)
+		configureCluster(t, b, s)
+		// 20 verbs x 20 groups x 20 resources x 20 names per rule: 160,000
+		// permissions, in a few kilobytes.
+		list := func(prefix string) string {
+			items := make([]string, 20)
+			for i := range items {
+				items[i] = fmt.Sprintf("%q", fmt.Sprintf("%s%d", prefix, i))
+			}
+			return strings.Join(items, ",")
+		}
+		rules := fmt.Sprintf(`[{"apiGroups":[%s],"resources":[%s],"verbs":[%s],"resourceNames":[%s]}]`, list("g"), list("r"), list("v"), list("n"))
+		putRoleUnchecked(t, s, "huge", map[string]interface{}{"cluster": testCluster, "generated_role_rules": rules, "allowed_kubernetes_namespaces": strings.Join(namespaces[:maxAllowedNamespaces], ",")})
+		var reviews int
+		var mu sync.Mutex
+		fk.clientset.PrependReactor("create", "selfsubjectaccessreviews", func(action k8stesting.Action) (bool, runtime.Object, error) {
+			mu.Lock()
+			reviews++
+			mu.Unlock()
+			review := action.(k8stesting.CreateAction).GetObject().(*authorizationv1.SelfSubjectAccessReview)
+			review.Status.Allowed = review.Spec.ResourceAttributes.Verb != "escalate"
+			return true, review, nil
+		})
+		resp := mustOK(t, b, s, logical.ReadOperation, "clusters/"+testCluster+"/check", nil)
+		if reviews > maxCheckReviews+len(selfRotationFields) {
+			t.Errorf("check sent %d access reviews, bound is %d", reviews, maxCheckReviews)
+		}
+		if resp.Data["ok"] != false {
+			t.Errorf("check of an unfinished review said ok")
+		}
+	})
+}
+
+// selfRotationFields stands for the reviews check sends about rotation,
+// outside the roles' budget.
+var selfRotationFields = []string{"create serviceaccounts/token", "create secrets", "delete secrets"}
+
+// putRoleUnchecked stores a role as an older version of the plugin would
+// have, without today's validation.
+func putRoleUnchecked(t *testing.T, s logical.Storage, name string, fields map[string]interface{}) {
+	t.Helper()
+	role := &roleEntry{TTL: defaultRoleTTL, MaxTTL: defaultRoleMaxTTL}
+	str := func(k string) string { v, _ := fields[k].(string); return v }
+	role.Cluster, role.ServiceAccountName, role.ServiceAccountNamespace = str("cluster"), str("service_account_name"), str("service_account_namespace")
+	role.GeneratedRoleRules, role.KubernetesRoleName = str("generated_role_rules"), str("kubernetes_role_name")
+	if ns := str("allowed_kubernetes_namespaces"); ns != "" {
+		role.AllowedNamespaces = strings.Split(ns, ",")
+	}
+	if role.ephemeral() {
+		role.KubernetesRoleType = kindRole
+	}
+	entry, err := logical.StorageEntryJSON(roleStoragePrefix+name, role)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(context.Background(), entry); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A generated ClusterRole carries none of the role's extra_labels, so no
+// aggregated ClusterRole can select it and copy the lease's rules to
+// subjects without a lease; the other objects keep them.
+func TestThreatRoleWriterNoAggregationLabels(t *testing.T) {
+	b, s, fk := newTestBackend(t)
+	configureCluster(t, b, s)
+	resp := mustOK(t, b, s, logical.CreateOperation, "roles/agg", map[string]interface{}{
+		"cluster": testCluster, "kubernetes_role_type": "ClusterRole", "allowed_kubernetes_namespaces": testNamespace,
+		"generated_role_rules": `[{"apiGroups":[""],"resources":["pods"],"verbs":["get"]}]`,
+		"extra_labels":         []string{"team=a", "aggregate-to-scanners=true"},
+	})
+	if resp == nil || !strings.Contains(strings.Join(resp.Warnings, " "), "ClusterRole") {
+		t.Errorf("role write: want a warning that extra_labels skip the ClusterRole")
+	}
+	mustOK(t, b, s, logical.ReadOperation, "creds/agg", nil)
+	crs, err := fk.clientset.RbacV1().ClusterRoles().List(context.Background(), metav1.ListOptions{})
+	if err != nil || len(crs.Items) != 1 {
+		t.Fatalf("ClusterRoles: %v %v", crs, err)
+	}
+	aggregated := &metav1.LabelSelector{MatchLabels: map[string]string{"aggregate-to-scanners": "true"}}
+	sel, _ := metav1.LabelSelectorAsSelector(aggregated)
+	if got := crs.Items[0].Labels; sel.Matches(labels.Set(got)) || got["team"] != "" || got[managedByLabel] != managedByValue {
+		t.Errorf("generated ClusterRole labels = %v", got)
+	}
+	sas, _ := fk.clientset.CoreV1().ServiceAccounts(testNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: "team=a"})
+	rbs, _ := fk.clientset.RbacV1().RoleBindings(testNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: "team=a"})
+	if len(sas.Items) != 1 || len(rbs.Items) != 1 {
+		t.Errorf("extra_labels missing on the ServiceAccount (%d) or RoleBinding (%d)", len(sas.Items), len(rbs.Items))
+	}
+}
+
+// "A cluster a role uses cannot be deleted" holds under concurrency: a
+// role write racing a cluster delete leaves either both or a refused role.
+func TestThreatRoleWriteRacesClusterDelete(t *testing.T) {
+	for i := range 20 {
+		t.Run(fmt.Sprint(i), func(t *testing.T) {
+			b, s, _ := newTestBackend(t)
+			configureCluster(t, b, s)
+			// The delete's look at the roles is slow, so the role write
+			// lands inside it unless they share a lock.
+			slow := &slowListStorage{Storage: s, prefix: roleStoragePrefix, delay: 20 * time.Millisecond}
+			var wg sync.WaitGroup
+			wg.Add(2)
+			go func() {
+				defer wg.Done()
+				_, _ = request(t, b, slow, logical.DeleteOperation, "clusters/"+testCluster, nil)
+			}()
+			go func() {
+				defer wg.Done()
+				time.Sleep(time.Duration(i%4) * 5 * time.Millisecond)
+				_, _ = request(t, b, s, logical.CreateOperation, "roles/"+testRole, map[string]interface{}{"cluster": testCluster, "service_account_name": testSA, "service_account_namespace": testNamespace})
+			}()
+			wg.Wait()
+			role, _ := getRole(context.Background(), s, testRole)
+			cfg, _ := getCluster(context.Background(), s, testCluster)
+			if role != nil && cfg == nil {
+				t.Fatalf("role %q uses cluster %q, which was deleted", testRole, testCluster)
+			}
+		})
+	}
+}
+
+type slowListStorage struct {
+	logical.Storage
+	prefix string
+	delay  time.Duration
+}
+
+// List answers at once but returns late, so what it returns is stale.
+func (s *slowListStorage) List(ctx context.Context, prefix string) ([]string, error) {
+	keys, err := s.Storage.List(ctx, prefix)
+	if prefix == s.prefix {
+		time.Sleep(s.delay)
+	}
+	return keys, err
+}
+
+// ---- (c) a clusters/ writer who never saw the stored credential ----
+
+// A secret sent with the wrong JSON type is refused without being echoed:
+// the SDK's own conversion error would quote it (and so the audit log).
+func TestThreatClusterWriterMistypedSecretsNotEchoed(t *testing.T) {
+	const password = "hunter2-proxy-password"
+	cases := []struct {
+		name, field string
+		value       interface{}
+		secret      string
+	}{
+		{"jwt as a list", "service_account_jwt", []interface{}{testRequesterJWT}, testRequesterJWT},
+		{"jwt as an object", "service_account_jwt", map[string]interface{}{"token": testRequesterJWT}, testRequesterJWT},
+		{"proxy as a list", "proxy_url", []interface{}{"http://u:" + password + "@proxy:3128"}, password},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b, s, _ := newTestBackend(t)
+			data := map[string]interface{}{"kubernetes_host": testHost, "kubernetes_ca_cert": testCAPEM(t), "service_account_jwt": testRequesterJWT}
+			data[tc.field] = tc.value
+			resp, err := request(t, b, s, logical.CreateOperation, "clusters/"+testCluster, data)
+			code, msg := statusOf(resp, err)
+			if code != http.StatusBadRequest || !strings.Contains(msg, tc.field) {
+				t.Fatalf("status %d %q, want 400 naming %s", code, msg, tc.field)
+			}
+			if strings.Contains(msg, tc.secret) || strings.Contains(msg, "eyJ") {
+				t.Errorf("the error echoes the secret: %q", msg)
+			}
+			if cfg, _ := getCluster(context.Background(), s, testCluster); cfg != nil {
+				t.Errorf("a refused write stored the cluster")
+			}
+		})
+	}
+}
+
+// ---- (d) the network, or an API server that answers nonsense ----
+
+// A TokenRequest answer that is not a JWT is the API server's fault (502),
+// and the lease's objects are gone.
+func TestThreatUnusableTokenAnswerIs502(t *testing.T) {
+	b, s, fk := newConfiguredBackend(t)
+	fk.clientset.PrependReactor("create", "serviceaccounts", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		if action.GetSubresource() != "token" {
+			return false, nil, nil
+		}
+		tr := action.(k8stesting.CreateAction).GetObject().(*authenticationv1.TokenRequest).DeepCopy()
+		tr.Status.Token = "opaque-not-a-jwt"
+		tr.Status.ExpirationTimestamp = metav1.NewTime(time.Now().Add(time.Hour))
+		return true, tr, nil
+	})
+	code, msg := statusOf(request(t, b, s, logical.ReadOperation, "creds/"+testRole, nil))
+	if code != http.StatusBadGateway || strings.Contains(msg, "opaque-not-a-jwt") {
+		t.Fatalf("status %d %q, want 502 without the answer", code, msg)
+	}
+	if n := len(fk.managedSecrets(t)); n != 0 {
+		t.Errorf("%d Secrets left", n)
+	}
+}
+
+// ---- (e) a Kubernetes user who can write in a managed namespace ----
+
+// Deleting a namespace makes the API server answer creates with 403; that
+// is not the plugin's RBAC, and retrying will not help: 400, saying so.
+func TestThreatTerminatingNamespaceIs400(t *testing.T) {
+	b, s, fk := newConfiguredBackend(t)
+	fk.clientset.PrependReactor("create", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
+		err := apierrors.NewForbidden(schema.GroupResource{Resource: "secrets"}, "", errors.New("unable to create new content in namespace "+testNamespace+" because it is being terminated"))
+		err.ErrStatus.Details.Causes = []metav1.StatusCause{{Type: corev1.NamespaceTerminatingCause, Message: "namespace is being terminated", Field: "metadata.namespace"}}
+		return true, nil, err
+	})
+	code, msg := statusOf(request(t, b, s, logical.ReadOperation, "creds/"+testRole, nil))
+	if code != http.StatusBadRequest || !strings.Contains(msg, "being deleted") || strings.Contains(msg, "grant it") {
+		t.Fatalf("status %d %q, want 400 saying the namespace is being deleted", code, msg)
+	}
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
