@@ -73,6 +73,10 @@ func credsRefusedByCLI(t *testing.T, role string, want int, mention ...string) s
 		return ""
 	}
 	out := strings.TrimSpace(res.Stderr)
+	// The CLI's status and error lines, on one line.
+	if i := strings.Index(out, "Code: "); i >= 0 {
+		out = strings.Join(strings.Fields(out[i:]), " ")
+	}
 	assertNoJWTIn(t, "vault read creds/"+role, res.Stdout+res.Stderr, st.TokenRequesterJWT)
 	if !strings.Contains(out, fmt.Sprintf("Code: %d", want)) {
 		t.Errorf("vault read creds/%s: want HTTP %d: exit %d: %s", role, want, res.ExitCode, out)
@@ -325,3 +329,23 @@ func managedClusterRoles(t *testing.T, role string) []rbacv1.ClusterRole {
 
 // unverifiedEntry is how tidy names an object it may not delete.
 func unverifiedEntry(kind, ns, name string) string { return kind + " " + ns + "/" + name }
+
+// readCheck GETs clusters/<name>/check (200 required) and returns its data
+// and how long it took; the answer may hold no JWT.
+func readCheck(t *testing.T, name string) (map[string]any, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	code, vr := rawVault(t, http.MethodGet, stack.Mount+"/clusters/"+name+"/check", nil)
+	took := time.Since(start)
+	assertNoJWTIn(t, "the check answer", fmt.Sprint(vr.Data, vr.Warnings, vr.Errors), st.TokenRequesterJWT)
+	if code != http.StatusOK {
+		t.Fatalf("clusters/%s/check: HTTP %d after %s, want 200: %v", name, code, secs(took), vr.Errors)
+	}
+	return vr.Data, took
+}
+
+// roleError is check's role_errors entry for role ("" if none).
+func roleError(check map[string]any, role string) string {
+	errs, _ := check["role_errors"].(map[string]any)
+	return str(errs[role])
+}
