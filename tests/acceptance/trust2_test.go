@@ -122,6 +122,52 @@ func TestTrust2OwnIdentityRefused(t *testing.T) {
 		done()
 	})
 
+	// A re-point that changes the connection (here tls_server_name) retires
+	// the old endpoint with its credential; its identity stays refused as
+	// long as the retired endpoint is kept, like the current one's.
+	t.Run("cluster entry re-pointed away: the retired and the current credential's identities", func(t *testing.T) {
+		t.Parallel()
+		const (
+			name  = "trust2-self-retired"
+			decoy = "trust2-decoy-retired"
+		)
+		done := step(t, "clusters/%s with the plugin's JWT, re-pointed (tls_server_name=localhost) with the JWT of %s/%s", name, stack.RequesterNamespace, decoy)
+		writeClusterEntry(t, name, clusterArgs(st.First)...)
+		createServiceAccount(t, stack.RequesterNamespace, decoy)
+		decoyJWT, err := st.First.CreateToken(testCtx(t, time.Minute), stack.RequesterNamespace, decoy, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		code, vr := rawVault(t, http.MethodPost, stack.Mount+"/clusters/"+name, map[string]any{"tls_server_name": "localhost", "service_account_jwt": decoyJWT})
+		assertNoJWTIn(t, "the clusters/ answer", strings.Join(vr.Errors, "; "), st.TokenRequesterJWT, decoyJWT)
+		if code != http.StatusOK && code != http.StatusNoContent {
+			t.Fatalf("re-point clusters/%s: HTTP %d: %v", name, code, vr.Errors)
+		}
+		done()
+
+		for _, c := range []struct{ whose, role, sa string }{
+			{"the retired credential's", name + "-retired", stack.RequesterSA},
+			{"the current credential's", name + "-current", decoy},
+		} {
+			done := step(t, "roles/%s for %s/%s, %s identity: 400", c.role, stack.RequesterNamespace, c.sa, c.whose)
+			code, text := writeRoleStatus(t, c.role, map[string]any{
+				"cluster":                   name,
+				"service_account_name":      c.sa,
+				"service_account_namespace": stack.RequesterNamespace,
+			})
+			assertNoJWTIn(t, "the roles/ answer", text, decoyJWT)
+			if code != http.StatusBadRequest || !strings.Contains(text, "identity") {
+				t.Errorf("write roles/%s naming %s identity: HTTP %d, want 400 saying it is the plugin's own identity: %s", c.role, c.whose, code, text)
+			} else {
+				t.Logf("HTTP 400: %s", text)
+			}
+			if roleStored(t, c.role) {
+				t.Errorf("roles/%s is stored after the refused write", c.role)
+			}
+			done()
+		}
+	})
+
 	t.Run("existing-account role in a namespace where token rights have no resourceNames", func(t *testing.T) {
 		t.Parallel()
 		ensureEphemeralSetup(t)
