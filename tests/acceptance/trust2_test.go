@@ -34,7 +34,9 @@ import (
 // saying it is the plugin's own identity), so creds/ has nothing to issue
 // and no Secret appears in the plugin's namespace; a role written while
 // the cluster entry held another credential is refused at issue once the
-// entry is re-pointed at the plugin's own. An existing-account role in
+// entry is re-pointed at the plugin's own, and after a re-point away the
+// retired credential's account stays refused like the current one's;
+// check lists such roles under role_errors. An existing-account role in
 // team-a, where deploy/ephemeral-modes.yaml lets the plugin mint tokens for
 // any service account (no resourceNames), is refused with 400 naming
 // resourceNames and creates nothing there.
