@@ -225,7 +225,7 @@ func tidyNow(t *testing.T, tokens ...string) (map[string]any, time.Duration) {
 	if code != http.StatusOK {
 		t.Fatalf("write %s/tidy grace=0s: HTTP %d, want 200: %v", stack.Mount, code, vr.Errors)
 	}
-	t.Logf("tidy (%s): deleted %v, unverified %v, skipped %v; %d warnings", secs(took), vr.Data["deleted"], vr.Data["unverified"], vr.Data["skipped"], len(vr.Warnings))
+	t.Logf("tidy (%s): deleted %v, unverified %v, skipped %v; %d warnings", took.Round(time.Millisecond), vr.Data["deleted"], vr.Data["unverified"], vr.Data["skipped"], len(vr.Warnings))
 	return vr.Data, took
 }
 

@@ -317,7 +317,7 @@ func TestTrust2TidyProvesOwnership(t *testing.T) {
 		if code := tokenStatus(t, live.Token); code != http.StatusOK {
 			t.Errorf("the live token after tidy: HTTP %d, want 200", code)
 		}
-		t.Logf("tidy took %s", secs(took))
+		t.Logf("tidy took %s", took.Round(time.Millisecond))
 		done()
 	})
 
@@ -344,7 +344,7 @@ func TestTrust2TidyProvesOwnership(t *testing.T) {
 		if code := tokenStatus(t, live.Token); code != http.StatusOK {
 			t.Errorf("the live token 11 s after tidy: HTTP %d, want 200 (Vault still holds lease %s)", code, live.LeaseID)
 		}
-		t.Logf("tidy took %s", secs(took))
+		t.Logf("tidy took %s", took.Round(time.Millisecond))
 		done()
 
 		done = step(t, "vault lease revoke -sync: 401 within 15 s, Secret gone")
