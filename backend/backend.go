@@ -198,13 +198,6 @@ func (b *backend) writesHere() bool {
 	return !state.HasState(consts.ReplicationPerformanceSecondary) || b.System().LocalMount()
 }
 
-// errClusterNotFound lets callers turn a missing cluster into a 400.
-type errClusterNotFound struct{ name string }
-
-func (e errClusterNotFound) Error() string {
-	return fmt.Sprintf("cluster %q is not configured; write clusters/%s first", e.name, e.name)
-}
-
 // client returns the cached client for a cluster's current endpoint,
 // building it on first use.
 func (b *backend) client(ctx context.Context, s logical.Storage, name string) (*clusterClient, error) {
@@ -286,4 +279,34 @@ func (b *backend) cachedClient(key string, load func() (string, *clusterConfig, 
 // still deletes what it created.
 func (b *backend) cleanupContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), b.requestTimeout)
+}
+
+// periodic runs on the active node about once a minute: it forgets retired
+// endpoints no lease can need, rotates the plugin's own credentials that are
+// due (and deletes those they replaced), and runs automatic tidy when it is
+// due.
+func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
+	if !b.writesHere() {
+		return nil
+	}
+	now := time.Now()
+	if _, err := b.pruneRetiredEndpoints(ctx, req.Storage, now); err != nil {
+		b.Logger().Warn("pruning retired endpoints", "error", err)
+	}
+	b.periodicRotation(ctx, req.Storage, now)
+	cfg, err := getTidyConfig(ctx, req.Storage)
+	if err != nil {
+		return err
+	}
+	if !cfg.Enabled || !b.tidyDue(now, cfg.Interval) {
+		return nil
+	}
+	result, err := b.tidy(ctx, req.Storage, now.Add(-cfg.Grace))
+	if err != nil {
+		return err
+	}
+	for _, e := range result.errors.withOverflow() {
+		b.Logger().Warn("automatic tidy", "error", e)
+	}
+	return nil
 }

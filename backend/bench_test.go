@@ -3,11 +3,12 @@ package backend
 import (
 	"context"
 	"errors"
-	"github.com/hashicorp/go-hclog"
 	"io"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/google/uuid"
 	"github.com/hashicorp/vault/sdk/logical"

@@ -5,14 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
-	"k8s.io/client-go/rest"
 )
 
 const (
@@ -121,79 +120,6 @@ func (e inClusterEnv) host() (string, error) {
 	return "https://" + net.JoinHostPort(host, port), nil
 }
 
-// endpoint is what the plugin and the issued kubeconfigs use for one cluster,
-// with the in-cluster defaults resolved.
-type endpoint struct {
-	ID               string
-	Host             string
-	CACert           string
-	KubeconfigHost   string
-	KubeconfigCACert string
-	TLSServerName    string
-	restConfig       *rest.Config
-}
-
-func (c *clusterConfig) resolve(env inClusterEnv, userAgent string, timeout time.Duration) (*endpoint, error) {
-	if c.inCluster() && c.connection() != (connection{}) {
-		return nil, errInClusterConnection
-	}
-	ep := &endpoint{ID: c.endpointID(), Host: c.Host, CACert: c.CACert, TLSServerName: c.TLSServerName}
-	rc := &rest.Config{
-		QPS:       c.QPS,
-		Burst:     c.Burst,
-		Timeout:   timeout,
-		UserAgent: userAgent,
-	}
-	if ep.Host == "" {
-		host, err := env.host()
-		if err != nil {
-			return nil, err
-		}
-		ep.Host = host
-		ca, err := os.ReadFile(env.CAPath)
-		if err != nil {
-			return nil, fmt.Errorf("reading the pod's CA certificate: %w", err)
-		}
-		ep.CACert = string(ca)
-	}
-	if c.JWT != "" {
-		rc.BearerToken = c.JWT
-	} else {
-		// client-go re-reads this file periodically, so the pod's projected
-		// token is picked up after kubelet rotates it.
-		rc.BearerTokenFile = env.TokenPath
-	}
-	rc.Host = ep.Host
-	rc.TLSClientConfig = rest.TLSClientConfig{CAData: []byte(ep.CACert), ServerName: c.TLSServerName}
-	if rc.QPS == 0 {
-		rc.QPS = defaultQPS
-	}
-	if rc.Burst == 0 {
-		rc.Burst = defaultBurst
-	}
-	if c.ProxyURL != "" {
-		proxy, err := url.Parse(c.ProxyURL)
-		if err != nil {
-			// url.Error quotes the URL, and with it any proxy password.
-			return nil, errors.New("proxy_url does not parse")
-		}
-		rc.Proxy = http.ProxyURL(proxy)
-	}
-	ep.restConfig = rc
-
-	ep.KubeconfigHost, ep.KubeconfigCACert = c.KubeconfigHost, c.KubeconfigCACert
-	if ep.KubeconfigHost == "" {
-		ep.KubeconfigHost = ep.Host
-	} else {
-		// A different address for users: the name Vault needs may not apply.
-		ep.TLSServerName = ""
-	}
-	if ep.KubeconfigCACert == "" {
-		ep.KubeconfigCACert = ep.CACert
-	}
-	return ep, nil
-}
-
 func getCluster(ctx context.Context, s logical.Storage, name string) (*clusterConfig, error) {
 	entry, err := s.Get(ctx, clusterStoragePrefix+name)
 	if err != nil {
@@ -229,4 +155,65 @@ func normalizeHost(s string) string {
 	}
 	u.Scheme, u.Host = strings.ToLower(u.Scheme), strings.ToLower(u.Host)
 	return u.String()
+}
+
+func effectiveQPS(q float32) float32 {
+	if q == 0 {
+		return defaultQPS
+	}
+	return q
+}
+
+func effectiveBurst(b int) int {
+	if b == 0 {
+		return defaultBurst
+	}
+	return b
+}
+
+// effectiveJWTTTL is the lifetime rotation asks for: service_account_jwt_ttl,
+// or twice rotation_period and at least 10 minutes.
+func (c *clusterConfig) effectiveJWTTTL() time.Duration {
+	if c.JWTTTL > 0 {
+		return c.JWTTTL
+	}
+	return max(2*c.RotationPeriod, minJWTTTL)
+}
+
+// validateRotation checks rotation_period and service_account_jwt_ttl.
+func validateRotation(c *clusterConfig) error {
+	if c.RotationPeriod < 0 || (c.RotationPeriod > 0 && c.RotationPeriod < minRotationPeriod) || c.RotationPeriod > maxTokenLifetime {
+		return fmt.Errorf("rotation_period must be 0 (rotate only on rotate-root) or between %s and %s", minRotationPeriod, maxTokenLifetime)
+	}
+	if c.JWTTTL < 0 || (c.JWTTTL > 0 && c.JWTTTL < minJWTTTL) || c.JWTTTL > maxTokenLifetime {
+		return fmt.Errorf("service_account_jwt_ttl must be 0 (the default: twice rotation_period, at least %s) or between %s (Kubernetes' TokenRequest minimum) and %s", minJWTTTL, minJWTTTL, maxTokenLifetime)
+	}
+	if ttl := c.effectiveJWTTTL(); ttl > maxTokenLifetime {
+		return fmt.Errorf("the credential lifetime (service_account_jwt_ttl, by default twice rotation_period) would be %d s, longer than Kubernetes' TokenRequest allows (%d s): set a shorter rotation_period or an explicit service_account_jwt_ttl", int64(ttl/time.Second), int64(maxTokenLifetime/time.Second))
+	}
+	if c.RotationPeriod > 0 && c.effectiveJWTTTL() < c.RotationPeriod+rotationMargin {
+		return fmt.Errorf("service_account_jwt_ttl (%s) must be at least rotation_period (%s) plus %s, so that a failed rotation can be retried before the credential expires", c.effectiveJWTTTL(), c.RotationPeriod, rotationMargin)
+	}
+	if c.inCluster() && (c.RotationPeriod > 0 || c.JWTTTL > 0) {
+		return errors.New("rotation_period and service_account_jwt_ttl need a stored service_account_jwt: without one the plugin uses the pod's own token, which the kubelet rotates")
+	}
+	return nil
+}
+
+// noteNewJWT records what the claims of a JWT the operator wrote say (its
+// credential id and expiry) and forgets the previous rotation's state. The
+// previous rotation's Secret, if any, is scheduled for deletion when the
+// endpoint stays the same; after a re-point the retired endpoint still
+// needs that credential to revoke its leases, and it dies at its expiry.
+func noteNewJWT(cfg, old *clusterConfig, grace time.Duration, now time.Time) {
+	cfg.JWTCredentialID, cfg.JWTExpiresAt = "", time.Time{}
+	if claims, err := parseTokenClaims(cfg.JWT); err == nil {
+		cfg.JWTCredentialID, cfg.JWTExpiresAt = credentialID(claims.JTI), claims.expiresAt()
+	}
+	cfg.RotatedSecret, cfg.LastRotatedAt, cfg.LastRotationError = nil, time.Time{}, ""
+	if old != nil && old.RotatedSecret != nil && old.endpointID() == cfg.endpointID() {
+		cfg.PendingDeletion = append(slices.Clone(old.PendingDeletion), pendingSecret{
+			Ref: *old.RotatedSecret, Endpoint: old.endpointID(), CredentialID: old.JWTCredentialID, DeleteAfter: now.Add(grace).UTC(), ExpiresAt: old.JWTExpiresAt,
+		})
+	}
 }

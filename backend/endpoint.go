@@ -4,11 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
+	"k8s.io/client-go/rest"
 )
 
 // retiredEndpointPrefix keeps, per cluster, the endpoints a cluster entry
@@ -26,10 +30,6 @@ const leaseHorizonPrefix = "endpoint-leases/"
 // leaseHorizonSlack is added to a lease's expiry when the horizon moves, so
 // that the issues of the next minutes fall inside it and write nothing.
 const leaseHorizonSlack = 10 * time.Minute
-
-// walGiveUpAge is how long rollback keeps trying an unfinished issue before
-// it logs the entry and drops it; retired endpoints outlive it.
-const walGiveUpAge = 24 * time.Hour
 
 type retiredEndpoint struct {
 	Cluster   string        `json:"cluster"`
@@ -334,4 +334,77 @@ func (b *backend) deleteOrphanedHorizons(ctx context.Context, s logical.Storage,
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// endpoint is what the plugin and the issued kubeconfigs use for one cluster,
+// with the in-cluster defaults resolved.
+type endpoint struct {
+	ID               string
+	Host             string
+	CACert           string
+	KubeconfigHost   string
+	KubeconfigCACert string
+	TLSServerName    string
+	restConfig       *rest.Config
+}
+
+func (c *clusterConfig) resolve(env inClusterEnv, userAgent string, timeout time.Duration) (*endpoint, error) {
+	if c.inCluster() && c.connection() != (connection{}) {
+		return nil, errInClusterConnection
+	}
+	ep := &endpoint{ID: c.endpointID(), Host: c.Host, CACert: c.CACert, TLSServerName: c.TLSServerName}
+	rc := &rest.Config{
+		QPS:       c.QPS,
+		Burst:     c.Burst,
+		Timeout:   timeout,
+		UserAgent: userAgent,
+	}
+	if ep.Host == "" {
+		host, err := env.host()
+		if err != nil {
+			return nil, err
+		}
+		ep.Host = host
+		ca, err := os.ReadFile(env.CAPath)
+		if err != nil {
+			return nil, fmt.Errorf("reading the pod's CA certificate: %w", err)
+		}
+		ep.CACert = string(ca)
+	}
+	if c.JWT != "" {
+		rc.BearerToken = c.JWT
+	} else {
+		// client-go re-reads this file periodically, so the pod's projected
+		// token is picked up after kubelet rotates it.
+		rc.BearerTokenFile = env.TokenPath
+	}
+	rc.Host = ep.Host
+	rc.TLSClientConfig = rest.TLSClientConfig{CAData: []byte(ep.CACert), ServerName: c.TLSServerName}
+	if rc.QPS == 0 {
+		rc.QPS = defaultQPS
+	}
+	if rc.Burst == 0 {
+		rc.Burst = defaultBurst
+	}
+	if c.ProxyURL != "" {
+		proxy, err := url.Parse(c.ProxyURL)
+		if err != nil {
+			// url.Error quotes the URL, and with it any proxy password.
+			return nil, errors.New("proxy_url does not parse")
+		}
+		rc.Proxy = http.ProxyURL(proxy)
+	}
+	ep.restConfig = rc
+
+	ep.KubeconfigHost, ep.KubeconfigCACert = c.KubeconfigHost, c.KubeconfigCACert
+	if ep.KubeconfigHost == "" {
+		ep.KubeconfigHost = ep.Host
+	} else {
+		// A different address for users: the name Vault needs may not apply.
+		ep.TLSServerName = ""
+	}
+	if ep.KubeconfigCACert == "" {
+		ep.KubeconfigCACert = ep.CACert
+	}
+	return ep, nil
 }

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 
-	"github.com/hashicorp/vault/sdk/logical"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 )
@@ -125,33 +124,9 @@ func kubeErrorMessage(status int, cluster string, err error) string {
 	return fmt.Sprintf("cluster %q: %v", cluster, err)
 }
 
-// respond is the one place that turns a handler's error into what Vault
-// returns: a 400 error response for what the caller or operator must fix,
-// a coded error (502/503/504) for the API server, and a plain error (500)
-// for the plugin's own failures.
-func respond(cluster string, resp *logical.Response, err error) (*logical.Response, error) {
-	if err == nil {
-		return resp, nil
-	}
-	var (
-		user     userError
-		notFound errClusterNotFound
-		kube     *kubeError
-		upstream *upstreamError
-	)
-	switch {
-	case errors.As(err, &user), errors.As(err, &notFound):
-		return logical.ErrorResponse(err.Error()), nil
-	case errors.As(err, &kube) && namespaceTerminating(kube.err):
-		return logical.ErrorResponse("the namespace is being deleted, so nothing can be created in it (not an RBAC problem): %v", err), nil
-	case errors.As(err, &upstream):
-		return nil, logical.CodedError(upstream.status, upstream.msg)
-	case errors.As(err, &kube):
-		status := kubeStatus(kube.err)
-		if status == http.StatusBadRequest {
-			return logical.ErrorResponse(err.Error()), nil
-		}
-		return nil, logical.CodedError(status, kubeErrorMessage(status, cluster, err))
-	}
-	return nil, err
+// errClusterNotFound lets callers turn a missing cluster into a 400.
+type errClusterNotFound struct{ name string }
+
+func (e errClusterNotFound) Error() string {
+	return fmt.Sprintf("cluster %q is not configured; write clusters/%s first", e.name, e.name)
 }

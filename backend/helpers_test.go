@@ -12,7 +12,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"github.com/hashicorp/go-hclog"
 	"math/big"
 	"slices"
 	"strings"
@@ -20,6 +19,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/google/uuid"
 	"github.com/hashicorp/vault/sdk/logical"

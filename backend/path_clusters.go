@@ -374,20 +374,6 @@ func pendingData(pending []pendingSecret) []map[string]interface{} {
 	return out
 }
 
-func effectiveQPS(q float32) float32 {
-	if q == 0 {
-		return defaultQPS
-	}
-	return q
-}
-
-func effectiveBurst(b int) int {
-	if b == 0 {
-		return defaultBurst
-	}
-	return b
-}
-
 func (b *backend) clusterDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get("name").(string)
 	if err := validateVaultName("cluster", name); err != nil {

@@ -367,8 +367,3 @@ func (b *backend) permissionHeld(ctx context.Context, api kubeAPI, budget *revie
 	}
 	return true, nil
 }
-
-// listedNamespaces are the namespaces a role names, without "*".
-func listedNamespaces(role *roleEntry) []string {
-	return slices.DeleteFunc(slices.Clone(role.AllowedNamespaces), func(ns string) bool { return ns == anyNamespace })
-}

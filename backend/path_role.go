@@ -12,56 +12,19 @@ import (
 )
 
 const (
-	roleStoragePrefix = "roles/"
-
-	defaultRoleTTL    = 15 * time.Minute
-	defaultRoleMaxTTL = time.Hour
-	// maxTokenLifetime is TokenRequest's own upper bound (2^32 seconds);
-	// anything longer is a typo, not a policy.
-	maxTokenLifetime = (1 << 32) * time.Second
-	// maxRoleMaxTTL leaves room for the tokenExpirySkew the plugin adds to
-	// every TokenRequest; a longer max_ttl would be refused at issue time.
-	maxRoleMaxTTL = maxTokenLifetime - tokenExpirySkew
-
-	rolesHelpSynopsis    = "Map a role name to a cluster and an existing service account."
+	rolesHelpSynopsis    = "Map a role name to a cluster and an identity: an existing service account, or a per-lease one bound to an existing or generated role."
 	rolesHelpDescription = `
-A role names the cluster, the existing service account (and its namespace)
-whose RBAC defines what issued tokens may do, the default and maximum lease
-TTL, the token audiences, the namespace of the kubeconfig's context, and extra
-labels and annotations for the per-lease Secret the token is bound to.
+A role names the cluster and how each lease gets its identity: an existing
+service account (service_account_name, whose RBAC defines what tokens may
+do; the token is bound to a per-lease Secret), or per lease a ServiceAccount
+bound to an existing Role or ClusterRole (kubernetes_role_name) or to one
+generated from rules (generated_role_rules), in the namespaces the role
+allows. It also sets the default and maximum lease TTL, the token
+audiences, the kubeconfig's namespace, and extra labels and annotations.
+A role never yields the plugin's own identity or rights.
 `
 	rolesListHelpSynopsis = "List the roles."
 )
-
-type roleEntry struct {
-	Cluster                 string            `json:"cluster"`
-	ServiceAccountName      string            `json:"service_account_name"`
-	ServiceAccountNamespace string            `json:"service_account_namespace"`
-	TTL                     time.Duration     `json:"ttl"`
-	MaxTTL                  time.Duration     `json:"max_ttl"`
-	Audiences               []string          `json:"audiences,omitempty"`
-	KubeconfigNamespace     string            `json:"kubeconfig_namespace,omitempty"`
-	ExtraLabels             map[string]string `json:"extra_labels,omitempty"`
-	ExtraAnnotations        map[string]string `json:"extra_annotations,omitempty"`
-
-	// Ephemeral modes: a ServiceAccount (and binding) per lease.
-	KubernetesRoleName       string   `json:"kubernetes_role_name,omitempty"`
-	KubernetesRoleType       string   `json:"kubernetes_role_type,omitempty"`
-	GeneratedRoleRules       string   `json:"generated_role_rules,omitempty"`
-	AllowedNamespaces        []string `json:"allowed_kubernetes_namespaces,omitempty"`
-	AllowedNamespaceSelector string   `json:"allowed_kubernetes_namespace_selector,omitempty"`
-	AllowClusterRoleBinding  bool     `json:"allow_cluster_role_binding,omitempty"`
-	NameTemplate             string   `json:"name_template,omitempty"`
-}
-
-// kubeconfigNamespace is the kubeconfig context's namespace for a lease in
-// namespace ns.
-func (r *roleEntry) kubeconfigNamespace(ns string) string {
-	if r.KubeconfigNamespace != "" {
-		return r.KubeconfigNamespace
-	}
-	return ns
-}
 
 func roleFields() map[string]*framework.FieldSchema {
 	return map[string]*framework.FieldSchema{
@@ -176,40 +139,6 @@ func pathRoles(b *backend) []*framework.Path {
 			HelpDescription: rolesListHelpSynopsis,
 		},
 	}
-}
-
-func getRole(ctx context.Context, s logical.Storage, name string) (*roleEntry, error) {
-	entry, err := s.Get(ctx, roleStoragePrefix+name)
-	if err != nil {
-		return nil, fmt.Errorf("reading role %q: %w", name, err)
-	}
-	if entry == nil {
-		return nil, nil
-	}
-	var role roleEntry
-	if err := entry.DecodeJSON(&role); err != nil {
-		return nil, fmt.Errorf("decoding role %q: %w", name, err)
-	}
-	return &role, nil
-}
-
-// rolesUsingCluster returns the roles that point at cluster, by name.
-func rolesUsingCluster(ctx context.Context, s logical.Storage, cluster string) (map[string]*roleEntry, error) {
-	names, err := s.List(ctx, roleStoragePrefix)
-	if err != nil {
-		return nil, fmt.Errorf("listing roles: %w", err)
-	}
-	users := map[string]*roleEntry{}
-	for _, name := range names {
-		role, err := getRole(ctx, s, name)
-		if err != nil {
-			return nil, err
-		}
-		if role != nil && role.Cluster == cluster {
-			users[name] = role
-		}
-	}
-	return users, nil
 }
 
 func (b *backend) roleExists(ctx context.Context, req *logical.Request, d *framework.FieldData) (bool, error) {
@@ -354,46 +283,6 @@ func applyRoleFields(role *roleEntry, d *framework.FieldData) error {
 		return err
 	}
 	return validateExtraAnnotations(role.ExtraAnnotations)
-}
-
-func validateRoleTTLs(ttl, maxTTL time.Duration) error {
-	switch {
-	case ttl <= 0:
-		return errors.New("ttl must be positive")
-	case maxTTL <= 0:
-		return errors.New("max_ttl must be positive")
-	case maxTTL > maxRoleMaxTTL:
-		return fmt.Errorf("max_ttl %s is longer than a Kubernetes token can live (%d s, less the plugin's %s margin: at most %d s)", maxTTL, int64(maxTokenLifetime.Seconds()), tokenExpirySkew, int64(maxRoleMaxTTL.Seconds()))
-	case ttl > maxTTL:
-		return fmt.Errorf("ttl %s is greater than max_ttl %s", ttl, maxTTL)
-	}
-	return nil
-}
-
-const (
-	// Audiences are URLs or short names; these bounds leave room for any
-	// real one and keep every TokenRequest and JWT small.
-	maxAudiences     = 16
-	maxAudienceBytes = 256
-)
-
-func validateAudiences(audiences []string) error {
-	if len(audiences) > maxAudiences {
-		return fmt.Errorf("audiences has %d entries; at most %d are allowed", len(audiences), maxAudiences)
-	}
-	seen := map[string]bool{}
-	for _, a := range audiences {
-		switch {
-		case a == "":
-			return errors.New("audiences must not contain an empty value")
-		case len(a) > maxAudienceBytes:
-			return fmt.Errorf("audience %q is %d bytes long; at most %d are allowed", clip(a), len(a), maxAudienceBytes)
-		case seen[a]:
-			return fmt.Errorf("audience %q is listed twice", clip(a))
-		}
-		seen[a] = true
-	}
-	return nil
 }
 
 func (b *backend) roleRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {

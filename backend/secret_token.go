@@ -2,11 +2,17 @@ package backend
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clientauthenticationv1 "k8s.io/client-go/pkg/apis/clientauthentication/v1"
 )
 
 const secretTokenType = "service_account_token"
@@ -49,4 +55,195 @@ func describeRefs(refs []objectRef) string {
 		parts[i] = r.String()
 	}
 	return strings.Join(parts, ", ")
+}
+
+// leaseRecord is what a lease keeps in its InternalData: everything revoke
+// needs, since Vault may revoke a lease it failed to register from that
+// alone.
+type leaseRecord struct {
+	Cluster string
+	// Endpoint is the ID of the endpoint that issued the lease; revoke goes
+	// there, even after the cluster entry was re-pointed or deleted.
+	Endpoint       string
+	Role           string
+	Namespace      string
+	ServiceAccount string
+	CredentialID   string
+	IssueID        string
+	// Objects the lease created, with UIDs, in creation order. The first is
+	// the bound Secret or the per-lease ServiceAccount.
+	Objects []objectRef
+}
+
+func (l leaseRecord) toMap() (map[string]interface{}, error) {
+	objects, err := json.Marshal(l.Objects)
+	if err != nil {
+		return nil, fmt.Errorf("encoding lease objects: %w", err)
+	}
+	return map[string]interface{}{
+		"cluster":         l.Cluster,
+		"endpoint":        l.Endpoint,
+		"role":            l.Role,
+		"namespace":       l.Namespace,
+		"service_account": l.ServiceAccount,
+		"credential_id":   l.CredentialID,
+		"issue_id":        l.IssueID,
+		"objects":         string(objects),
+	}, nil
+}
+
+func leaseRecordFrom(m map[string]interface{}) (leaseRecord, error) {
+	str := func(k string) string { s, _ := m[k].(string); return s }
+	l := leaseRecord{
+		Cluster:        str("cluster"),
+		Endpoint:       str("endpoint"),
+		Role:           str("role"),
+		Namespace:      str("namespace"),
+		ServiceAccount: str("service_account"),
+		CredentialID:   str("credential_id"),
+		IssueID:        str("issue_id"),
+	}
+	if err := json.Unmarshal([]byte(str("objects")), &l.Objects); err != nil || l.Cluster == "" || len(l.Objects) == 0 {
+		return l, errors.New("lease does not name its cluster and the objects it created")
+	}
+	return l, nil
+}
+
+// failedDelete is an object that could not be deleted, and why.
+type failedDelete struct {
+	ref objectRef
+	err error
+}
+
+type failedDeletes []failedDelete
+
+func (f failedDeletes) refs() []objectRef {
+	out := make([]objectRef, len(f))
+	for i, d := range f {
+		out[i] = d.ref
+	}
+	return out
+}
+
+func (f failedDeletes) err() error {
+	if len(f) == 0 {
+		return nil
+	}
+	errs := make([]error, len(f))
+	for i, d := range f {
+		errs[i] = fmt.Errorf("deleting %s: %w", d.ref, d.err)
+	}
+	return errors.Join(errs...)
+}
+
+// inRevokeOrder returns refs ordered for deletion: what invalidates the
+// token first, then by kind rank, later-created objects before earlier ones
+// of the same rank.
+func inRevokeOrder(refs []objectRef) []objectRef {
+	order := slices.Clone(refs)
+	slices.Reverse(order)
+	slices.SortStableFunc(order, func(a, b objectRef) int { return rankOf(a.Kind) - rankOf(b.Kind) })
+	return order
+}
+
+func rankOf(kind string) int {
+	if k, ok := objectKinds[kind]; ok {
+		return k.deleteRank
+	}
+	return len(objectKinds)
+}
+
+// deleteInRevokeOrder deletes refs (each by UID), continuing past errors so
+// one failure never leaves the token alive; it returns what failed.
+func deleteInRevokeOrder(ctx context.Context, api kubeAPI, refs []objectRef) failedDeletes {
+	var failed failedDeletes
+	for _, ref := range inRevokeOrder(refs) {
+		if err := api.DeleteObject(ctx, ref); err != nil {
+			failed = append(failed, failedDelete{ref, err})
+		}
+	}
+	return failed
+}
+
+// revoke deletes the lease's objects on the endpoint that issued it; the
+// token dies with the first. Objects already gone count as deleted, so it is
+// idempotent and safe to run concurrently.
+func (b *backend) revoke(ctx context.Context, s logical.Storage, lease leaseRecord) error {
+	client, err := b.endpointClient(ctx, s, lease.Cluster, lease.Endpoint)
+	if err != nil {
+		return err
+	}
+	return deleteInRevokeOrder(ctx, client.api, lease.Objects).err()
+}
+
+// credentialResponse is the lease as Vault returns it: the token, the
+// kubeconfig in two forms and what was issued, with the record revoke needs.
+func (b *backend) credentialResponse(req *logical.Request, ir *issueRequest, client *clusterClient, cred *issuedCredential) (*logical.Response, error) {
+	ep := client.endpoint
+	role := ir.role
+	lease := cred.lease
+	kubeconfigYAML, kubeconfigJSON, err := buildKubeconfig(kubeconfigParams{
+		ClusterName:   role.Cluster,
+		Server:        ep.KubeconfigHost,
+		CACert:        ep.KubeconfigCACert,
+		TLSServerName: ep.TLSServerName,
+		UserName:      lease.ServiceAccount,
+		Token:         cred.token,
+		Namespace:     role.kubeconfigNamespace(lease.Namespace),
+	})
+	if err != nil {
+		return nil, err
+	}
+	execCredential, err := buildExecCredential(cred.token, cred.expiresAt)
+	if err != nil {
+		return nil, err
+	}
+	internal, err := lease.toMap()
+	if err != nil {
+		return nil, err
+	}
+	resp := b.Secret(secretTokenType).Response(map[string]interface{}{
+		"service_account_token":     cred.token,
+		"kubeconfig":                kubeconfigYAML,
+		"kubeconfig_json":           kubeconfigJSON,
+		"exec_credential":           execCredential,
+		"cluster":                   role.Cluster,
+		"service_account_name":      lease.ServiceAccount,
+		"service_account_namespace": lease.Namespace,
+		"kubernetes_host":           ep.KubeconfigHost,
+		"kubernetes_ca_cert":        ep.KubeconfigCACert,
+		"credential_id":             lease.CredentialID,
+		"expires_at":                cred.expiresAt.Format(time.RFC3339),
+	}, internal)
+	if len(ir.namespaces) > 0 {
+		resp.Data["kubernetes_namespaces"] = strings.Join(ir.namespaces, ",")
+	}
+	resp.Secret.TTL = cred.leaseTTL
+	resp.Secret.MaxTTL = cred.leaseTTL
+	resp.Secret.Renewable = false
+	for _, w := range append(ir.warnings, cred.warnings...) {
+		resp.AddWarning(w)
+	}
+	b.Logger().Info("issued credential", "role", ir.roleName, "cluster", role.Cluster,
+		"service_account", lease.Namespace+"/"+lease.ServiceAccount, "objects", describeRefs(lease.Objects),
+		"credential_id", lease.CredentialID, "expires_at", resp.Data["expires_at"], "request_id", req.ID)
+	return resp, nil
+}
+
+// buildExecCredential returns the token as a single-line ExecCredential
+// (client.authentication.k8s.io/v1), what a kubectl credential plugin
+// prints: `vault read -field=exec_credential <mount>/creds/<role>` is one.
+// Its expirationTimestamp is the lease's end (whole seconds, never later),
+// so client-go runs the plugin again before the revoked token is refused.
+func buildExecCredential(token string, expiresAt time.Time) (string, error) {
+	exp := metav1.NewTime(expiresAt.Truncate(time.Second))
+	ec := clientauthenticationv1.ExecCredential{
+		TypeMeta: metav1.TypeMeta{APIVersion: clientauthenticationv1.SchemeGroupVersion.String(), Kind: "ExecCredential"},
+		Status:   &clientauthenticationv1.ExecCredentialStatus{Token: token, ExpirationTimestamp: &exp},
+	}
+	j, err := json.Marshal(&ec)
+	if err != nil {
+		return "", fmt.Errorf("encoding the exec credential: %w", err)
+	}
+	return string(j), nil
 }

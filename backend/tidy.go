@@ -304,36 +304,6 @@ func (b *backend) tidyObject(ctx context.Context, client *clusterClient, key own
 	result.deleted[kind]++
 }
 
-// periodic runs on the active node about once a minute: it forgets retired
-// endpoints no lease can need, rotates the plugin's own credentials that are
-// due (and deletes those they replaced), and runs automatic tidy when it is
-// due.
-func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
-	if !b.writesHere() {
-		return nil
-	}
-	now := time.Now()
-	if _, err := b.pruneRetiredEndpoints(ctx, req.Storage, now); err != nil {
-		b.Logger().Warn("pruning retired endpoints", "error", err)
-	}
-	b.periodicRotation(ctx, req.Storage, now)
-	cfg, err := getTidyConfig(ctx, req.Storage)
-	if err != nil {
-		return err
-	}
-	if !cfg.Enabled || !b.tidyDue(now, cfg.Interval) {
-		return nil
-	}
-	result, err := b.tidy(ctx, req.Storage, now.Add(-cfg.Grace))
-	if err != nil {
-		return err
-	}
-	for _, e := range result.errors.withOverflow() {
-		b.Logger().Warn("automatic tidy", "error", e)
-	}
-	return nil
-}
-
 // tidyDue reports whether interval has passed since the last automatic
 // tidy on this node, and if so starts a new interval.
 func (b *backend) tidyDue(now time.Time, interval time.Duration) bool {

@@ -11,31 +11,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/hashicorp/vault/sdk/framework"
 	"k8s.io/apimachinery/pkg/util/validation"
 )
-
-// vaultNamePattern is what clusters/ and roles/ names may look like: a single
-// Vault path segment that is also safe in Kubernetes annotation values.
-var vaultNamePattern = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$`)
-
-const maxVaultNameLength = 128
-
-// namePathPattern matches one path segment; the handler validates it so that
-// a bad name gets a 400 explaining the rule instead of a 404.
-const namePathPattern = `(?P<name>[^/]+)`
-
-func validateVaultName(kind, name string) error {
-	switch {
-	case name == "":
-		return fmt.Errorf("%s name is required", kind)
-	case len(name) > maxVaultNameLength:
-		return fmt.Errorf("%s name is %d characters long; at most %d are allowed", kind, len(name), maxVaultNameLength)
-	case strings.Contains(name, ".."), !vaultNamePattern.MatchString(name):
-		return fmt.Errorf("%s name %q is invalid: use letters, digits, '-', '_' and '.', starting and ending with a letter or digit, without '..'", kind, clip(name))
-	}
-	return nil
-}
 
 func validateNamespaceName(field, value string) error {
 	if errs := validation.IsDNS1123Label(value); len(errs) > 0 {
@@ -189,40 +166,6 @@ func validateJWTShape(value string) error {
 		return fmt.Errorf("service_account_jwt does not look like a JWT (three base64url parts separated by dots)")
 	}
 	return nil
-}
-
-var plainFieldName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
-
-// maxListedUnknownFields bounds the error for a request with many unknown
-// fields; the first few are enough to spot the typo.
-const maxListedUnknownFields = 5
-
-// unknownFields names request parameters the path does not define. The
-// framework only warns about them; a typo in a security setting must fail.
-func unknownFields(d *framework.FieldData) error {
-	var unknown []string
-	for k := range d.Raw {
-		if _, ok := d.Schema[k]; !ok {
-			unknown = append(unknown, k)
-		}
-	}
-	if len(unknown) == 0 {
-		return nil
-	}
-	sort.Strings(unknown)
-	listed := make([]string, 0, maxListedUnknownFields+1)
-	for i, k := range unknown {
-		if i == maxListedUnknownFields {
-			listed = append(listed, fmt.Sprintf("and %d more", len(unknown)-i))
-			break
-		}
-		if plainFieldName.MatchString(k) {
-			listed = append(listed, k) // reads best unquoted
-		} else {
-			listed = append(listed, fmt.Sprintf("%q", clip(k)))
-		}
-	}
-	return fmt.Errorf("unknown field(s) %s; valid fields are %s", strings.Join(listed, ", "), strings.Join(sortedKeys(d.Schema), ", "))
 }
 
 // clipBytes is how much of a caller's value an error may quote.

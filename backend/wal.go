@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
+	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
@@ -87,4 +89,77 @@ func (b *backend) rollbackEntry(ctx context.Context, s logical.Storage, entry *w
 		b.Logger().Info("rolled back an unfinished issue", "cluster", entry.Cluster, "endpoint", entry.Endpoint, "objects", describeRefs(entry.Objects))
 	}
 	return errors.Join(errs...)
+}
+
+// walGiveUpAge is how long rollback keeps trying an unfinished issue before
+// it logs the entry and drops it; retired endpoints outlive it.
+const walGiveUpAge = 24 * time.Hour
+
+func (b *backend) deleteWAL(ctx context.Context, s logical.Storage, id string) {
+	if err := framework.DeleteWAL(ctx, s, id); err != nil {
+		// Rollback will find nothing left to delete and drop the entry.
+		b.Logger().Warn("deleting WAL entry", "id", id, "error", err)
+	}
+}
+
+// rollbackRotation deletes the Secret of a rotation that never got stored.
+// A Secret that any endpoint of the cluster holds (current or retired, as
+// its credential or pending deletion) was stored after all, only the WAL
+// delete failed: it is left alone, else that endpoint's leases could no
+// longer be revoked. The cluster lock keeps a write from moving a
+// credential between the check and the delete.
+func (b *backend) rollbackRotation(ctx context.Context, s logical.Storage, entry *walEntry) error {
+	b.clusterLock.Lock()
+	defer b.clusterLock.Unlock()
+	held, err := heldRotationSecrets(ctx, s, entry.Cluster)
+	if err != nil {
+		return err
+	}
+	entry.Objects = slices.DeleteFunc(slices.Clone(entry.Objects), func(ref objectRef) bool {
+		return slices.ContainsFunc(held, func(h objectRef) bool { return sameObject(h, ref) })
+	})
+	if len(entry.Objects) == 0 {
+		return nil
+	}
+	return b.rollbackEntry(ctx, s, entry)
+}
+
+// heldRotationSecrets are the Secrets that credentials stored for cluster
+// are bound to: the current entry's and every retired endpoint's rotated
+// credential and pending deletions.
+func heldRotationSecrets(ctx context.Context, s logical.Storage, cluster string) ([]objectRef, error) {
+	cfg, err := getCluster(ctx, s, cluster)
+	if err != nil {
+		return nil, err
+	}
+	retired, err := listRetiredEndpoints(ctx, s, cluster)
+	if err != nil {
+		return nil, err
+	}
+	configs := make([]*clusterConfig, 0, len(retired)+1)
+	if cfg != nil {
+		configs = append(configs, cfg)
+	}
+	for _, r := range retired {
+		configs = append(configs, &r.Config)
+	}
+	var held []objectRef
+	for _, c := range configs {
+		if c.RotatedSecret != nil {
+			held = append(held, *c.RotatedSecret)
+		}
+		for _, p := range c.PendingDeletion {
+			held = append(held, p.Ref)
+		}
+	}
+	return held, nil
+}
+
+// sameObject says whether ref, possibly known only by name (a create whose
+// outcome was unknown), may be the object held.
+func sameObject(held, ref objectRef) bool {
+	if ref.UID != "" && held.UID == ref.UID {
+		return true
+	}
+	return held.Kind == ref.Kind && held.Namespace == ref.Namespace && held.Name == ref.Name
 }

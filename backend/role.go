@@ -1,17 +1,232 @@
 package backend
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
+	"github.com/hashicorp/vault/sdk/logical"
 	rbacv1 "k8s.io/api/rbac/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
+	apivalidation "k8s.io/apimachinery/pkg/api/validation"
+	metavalidation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
 	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"sigs.k8s.io/yaml"
 )
+
+// The role as stored: its fields, modes, storage and validation.
+
+const (
+	roleStoragePrefix = "roles/"
+
+	defaultRoleTTL    = 15 * time.Minute
+	defaultRoleMaxTTL = time.Hour
+	// maxTokenLifetime is TokenRequest's own upper bound (2^32 seconds);
+	// anything longer is a typo, not a policy.
+	maxTokenLifetime = (1 << 32) * time.Second
+	// maxRoleMaxTTL leaves room for the tokenExpirySkew the plugin adds to
+	// every TokenRequest; a longer max_ttl would be refused at issue time.
+	maxRoleMaxTTL = maxTokenLifetime - tokenExpirySkew
+)
+
+const (
+	// maxExtraEntries caps extra_labels and extra_annotations each; objects
+	// with more are a mistake, and each entry costs every issue.
+	maxExtraEntries = 64
+	// maxExtraAnnotationsBytes caps the extra annotations' keys and values
+	// together, far below Kubernetes' 256 KiB, so the plugin's own
+	// annotations (role and cluster names of at most 128 bytes, an RFC 3339
+	// time, a 32-character id) always fit: an issue never fails on size.
+	maxExtraAnnotationsBytes = 64 << 10
+)
+
+// reservedKey says why a label or annotation key may not be set by a role,
+// or "" if it may. Kubernetes owns the kubernetes.io and k8s.io prefixes and
+// their subdomains (rbac.authorization.k8s.io/aggregate-to-admin, say, would
+// grant through aggregation); the plugin owns its own keys, which tidy and
+// revoke rely on. Compared case-insensitively: annotation keys are
+// validated that way.
+func reservedKey(key string) string {
+	lower := strings.ToLower(key)
+	prefix, _, hasPrefix := strings.Cut(lower, "/")
+	switch {
+	case lower == managedByLabel, hasPrefix && prefix+"/" == annotationPrefix:
+		return "reserved for the plugin"
+	case !hasPrefix:
+		return ""
+	case prefix == "kubernetes.io", prefix == "k8s.io", strings.HasSuffix(prefix, ".kubernetes.io"), strings.HasSuffix(prefix, ".k8s.io"):
+		return "reserved for Kubernetes (kubernetes.io, k8s.io and their subdomains)"
+	}
+	return ""
+}
+
+// validateExtraLabels applies Kubernetes' own label rules at write time, so
+// a role never fails at issue time on what it stores.
+func validateExtraLabels(labels map[string]string) error {
+	const fieldName = "extra_labels"
+	if len(labels) > maxExtraEntries {
+		return fmt.Errorf("%s has %d entries; at most %d are allowed", fieldName, len(labels), maxExtraEntries)
+	}
+	path := field.NewPath(fieldName)
+	for _, k := range sortedKeys(labels) {
+		if errs := metavalidation.ValidateLabelName(k, path); len(errs) > 0 {
+			return fmt.Errorf("%s key %q is invalid: %s", fieldName, clip(k), details(errs))
+		}
+		if why := reservedKey(k); why != "" {
+			return fmt.Errorf("%s key %q is %s", fieldName, clip(k), why)
+		}
+		// The key passed: what remains is about the value.
+		if errs := metavalidation.ValidateLabels(map[string]string{k: labels[k]}, path); len(errs) > 0 {
+			return fmt.Errorf("%s value for %q is invalid: %s", fieldName, clip(k), details(errs))
+		}
+	}
+	return nil
+}
+
+func validateExtraAnnotations(annotations map[string]string) error {
+	const fieldName = "extra_annotations"
+	if len(annotations) > maxExtraEntries {
+		return fmt.Errorf("%s has %d entries; at most %d are allowed", fieldName, len(annotations), maxExtraEntries)
+	}
+	total := 0
+	for k, v := range annotations {
+		total += len(k) + len(v)
+	}
+	if total > maxExtraAnnotationsBytes {
+		return fmt.Errorf("%s hold %d bytes of keys and values; at most %d are allowed", fieldName, total, maxExtraAnnotationsBytes)
+	}
+	path := field.NewPath(fieldName)
+	for _, k := range sortedKeys(annotations) {
+		if errs := apivalidation.ValidateAnnotations(map[string]string{k: annotations[k]}, path); len(errs) > 0 {
+			return fmt.Errorf("%s key %q is invalid: %s", fieldName, clip(k), details(errs))
+		}
+		if why := reservedKey(k); why != "" {
+			return fmt.Errorf("%s key %q is %s", fieldName, clip(k), why)
+		}
+	}
+	return nil
+}
+
+// details joins apimachinery's explanations without the rejected values,
+// which its Error() would quote in full.
+func details(errs field.ErrorList) string {
+	out := make([]string, 0, len(errs))
+	for _, e := range errs {
+		if e.Detail != "" {
+			out = append(out, e.Detail)
+		} else {
+			out = append(out, e.Type.String())
+		}
+	}
+	return strings.Join(out, "; ")
+}
+
+type roleEntry struct {
+	Cluster                 string            `json:"cluster"`
+	ServiceAccountName      string            `json:"service_account_name"`
+	ServiceAccountNamespace string            `json:"service_account_namespace"`
+	TTL                     time.Duration     `json:"ttl"`
+	MaxTTL                  time.Duration     `json:"max_ttl"`
+	Audiences               []string          `json:"audiences,omitempty"`
+	KubeconfigNamespace     string            `json:"kubeconfig_namespace,omitempty"`
+	ExtraLabels             map[string]string `json:"extra_labels,omitempty"`
+	ExtraAnnotations        map[string]string `json:"extra_annotations,omitempty"`
+
+	// Ephemeral modes: a ServiceAccount (and binding) per lease.
+	KubernetesRoleName       string   `json:"kubernetes_role_name,omitempty"`
+	KubernetesRoleType       string   `json:"kubernetes_role_type,omitempty"`
+	GeneratedRoleRules       string   `json:"generated_role_rules,omitempty"`
+	AllowedNamespaces        []string `json:"allowed_kubernetes_namespaces,omitempty"`
+	AllowedNamespaceSelector string   `json:"allowed_kubernetes_namespace_selector,omitempty"`
+	AllowClusterRoleBinding  bool     `json:"allow_cluster_role_binding,omitempty"`
+	NameTemplate             string   `json:"name_template,omitempty"`
+}
+
+// kubeconfigNamespace is the kubeconfig context's namespace for a lease in
+// namespace ns.
+func (r *roleEntry) kubeconfigNamespace(ns string) string {
+	if r.KubeconfigNamespace != "" {
+		return r.KubeconfigNamespace
+	}
+	return ns
+}
+
+func getRole(ctx context.Context, s logical.Storage, name string) (*roleEntry, error) {
+	entry, err := s.Get(ctx, roleStoragePrefix+name)
+	if err != nil {
+		return nil, fmt.Errorf("reading role %q: %w", name, err)
+	}
+	if entry == nil {
+		return nil, nil
+	}
+	var role roleEntry
+	if err := entry.DecodeJSON(&role); err != nil {
+		return nil, fmt.Errorf("decoding role %q: %w", name, err)
+	}
+	return &role, nil
+}
+
+// rolesUsingCluster returns the roles that point at cluster, by name.
+func rolesUsingCluster(ctx context.Context, s logical.Storage, cluster string) (map[string]*roleEntry, error) {
+	names, err := s.List(ctx, roleStoragePrefix)
+	if err != nil {
+		return nil, fmt.Errorf("listing roles: %w", err)
+	}
+	users := map[string]*roleEntry{}
+	for _, name := range names {
+		role, err := getRole(ctx, s, name)
+		if err != nil {
+			return nil, err
+		}
+		if role != nil && role.Cluster == cluster {
+			users[name] = role
+		}
+	}
+	return users, nil
+}
+
+func validateRoleTTLs(ttl, maxTTL time.Duration) error {
+	switch {
+	case ttl <= 0:
+		return errors.New("ttl must be positive")
+	case maxTTL <= 0:
+		return errors.New("max_ttl must be positive")
+	case maxTTL > maxRoleMaxTTL:
+		return fmt.Errorf("max_ttl %s is longer than a Kubernetes token can live (%d s, less the plugin's %s margin: at most %d s)", maxTTL, int64(maxTokenLifetime.Seconds()), tokenExpirySkew, int64(maxRoleMaxTTL.Seconds()))
+	case ttl > maxTTL:
+		return fmt.Errorf("ttl %s is greater than max_ttl %s", ttl, maxTTL)
+	}
+	return nil
+}
+
+const (
+	// Audiences are URLs or short names; these bounds leave room for any
+	// real one and keep every TokenRequest and JWT small.
+	maxAudiences     = 16
+	maxAudienceBytes = 256
+)
+
+func validateAudiences(audiences []string) error {
+	if len(audiences) > maxAudiences {
+		return fmt.Errorf("audiences has %d entries; at most %d are allowed", len(audiences), maxAudiences)
+	}
+	seen := map[string]bool{}
+	for _, a := range audiences {
+		switch {
+		case a == "":
+			return errors.New("audiences must not contain an empty value")
+		case len(a) > maxAudienceBytes:
+			return fmt.Errorf("audience %q is %d bytes long; at most %d are allowed", clip(a), len(a), maxAudienceBytes)
+		case seen[a]:
+			return fmt.Errorf("audience %q is listed twice", clip(a))
+		}
+		seen[a] = true
+	}
+	return nil
+}
 
 // roleMode is how a role gets the identity its tokens carry.
 type roleMode string
@@ -174,28 +389,6 @@ func parseRules(raw, roleType string) ([]rbacv1.PolicyRule, error) {
 		}
 	}
 	return rules, nil
-}
-
-// parseNamespaceSelector accepts a LabelSelector as YAML/JSON
-// ({matchLabels: {...}, matchExpressions: [...]}) or the kubectl string form
-// ("team=a,env in (dev,test)").
-func parseNamespaceSelector(raw string) (labels.Selector, error) {
-	var ls metav1.LabelSelector
-	if err := yaml.UnmarshalStrict([]byte(raw), &ls); err != nil || (ls.MatchLabels == nil && ls.MatchExpressions == nil) {
-		parsed, perr := metav1.ParseToLabelSelector(raw)
-		if perr != nil {
-			return nil, fmt.Errorf("allowed_kubernetes_namespace_selector is neither a LabelSelector object nor a selector string: %s", clip(perr.Error()))
-		}
-		ls = *parsed
-	}
-	sel, err := metav1.LabelSelectorAsSelector(&ls)
-	if err != nil {
-		return nil, fmt.Errorf("allowed_kubernetes_namespace_selector: %s", clip(err.Error()))
-	}
-	if sel.Empty() {
-		return nil, errors.New("allowed_kubernetes_namespace_selector selects every namespace; use allowed_kubernetes_namespaces=* to mean that")
-	}
-	return sel, nil
 }
 
 func (r *roleEntry) nameTemplate() string {

@@ -2,18 +2,114 @@ package backend
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
+
+// One issue, from a validated request to a committed lease or a rollback:
+// the request (issueRequest), then the transaction (leaseTxn).
+
+// issueRequest is a validated request for one credential.
+type issueRequest struct {
+	roleName  string
+	role      *roleEntry
+	ttl       time.Duration
+	audiences []string
+	warnings  []string
+	// namespace holds the service account: the role's, or for ephemeral
+	// roles the requested one once checked.
+	namespace string
+	// namespaces are those of kubernetes_namespaces (the first is
+	// namespace); nil when the parameter was not used.
+	namespaces         []string
+	clusterRoleBinding bool
+}
+
+// leaseNamespaces are the namespaces an ephemeral lease binds in.
+func (ir *issueRequest) leaseNamespaces() []string {
+	if len(ir.namespaces) > 0 {
+		return ir.namespaces
+	}
+	return []string{ir.namespace}
+}
+
+// parseIssueRequest validates the request against the role; its errors are
+// the caller's to fix.
+func parseIssueRequest(name string, role *roleEntry, d *framework.FieldData, mountMax time.Duration) (*issueRequest, error) {
+	ir := &issueRequest{roleName: name, role: role, ttl: role.TTL, audiences: role.Audiences, namespace: role.ServiceAccountNamespace}
+	_, nsAsked := d.GetOk("kubernetes_namespace")
+	_, nssAsked := d.GetOk("kubernetes_namespaces")
+	crb, crbAsked := d.GetOk("cluster_role_binding")
+	if !role.ephemeral() && (nsAsked || nssAsked || crbAsked) {
+		return nil, fmt.Errorf("role %q uses the existing service account %s/%s: kubernetes_namespace, kubernetes_namespaces and cluster_role_binding do not apply", name, role.ServiceAccountNamespace, role.ServiceAccountName)
+	}
+	if nsAsked && nssAsked {
+		return nil, errors.New("give kubernetes_namespace or kubernetes_namespaces, not both")
+	}
+	if crbAsked {
+		if err := parseClusterRoleBinding(ir, crb.(bool)); err != nil {
+			return nil, err
+		}
+	}
+	if nssAsked && ir.clusterRoleBinding {
+		return nil, errors.New("cluster_role_binding=true binds cluster-wide, so it already spans every namespace: drop kubernetes_namespaces, or drop cluster_role_binding to bind in each listed namespace")
+	}
+
+	if v, ok := d.GetOk("ttl"); ok {
+		// The framework already refuses negative durations with a 400.
+		if requested := time.Duration(v.(int)) * time.Second; requested > 0 {
+			ir.ttl = requested
+		}
+	}
+	if ir.ttl > role.MaxTTL {
+		ir.warnings = append(ir.warnings, fmt.Sprintf("ttl %s is above the role's max_ttl; capped at %s", ir.ttl, role.MaxTTL))
+		ir.ttl = role.MaxTTL
+	}
+	if mountMax > 0 && ir.ttl > mountMax {
+		ir.warnings = append(ir.warnings, fmt.Sprintf("ttl %s is above the mount's max lease TTL; capped at %s", ir.ttl, mountMax))
+		ir.ttl = mountMax
+	}
+
+	if v, ok := d.GetOk("audiences"); ok {
+		requested := v.([]string)
+		if err := validateAudiences(requested); err != nil {
+			return nil, err
+		}
+		// An audience is a grant: other systems accept tokens by it.
+		if len(requested) > 0 && len(role.Audiences) == 0 {
+			return nil, fmt.Errorf("role %q lists no audiences, so its tokens are for the Kubernetes API server only; an operator may allow others with the role's audiences", name)
+		}
+		for _, a := range requested {
+			if !slices.Contains(role.Audiences, a) {
+				return nil, fmt.Errorf("audience %q is not allowed by role %q (allowed: %s)", clip(a), name, strings.Join(role.Audiences, ", "))
+			}
+		}
+		if len(requested) > 0 {
+			ir.audiences = requested
+		}
+	}
+	return ir, nil
+}
+
+func parseClusterRoleBinding(ir *issueRequest, asked bool) error {
+	if !asked {
+		return nil
+	}
+	if !ir.role.AllowClusterRoleBinding {
+		return errors.New("cluster_role_binding is not allowed by this role (allow_cluster_role_binding)")
+	}
+	ir.clusterRoleBinding = true
+	return nil
+}
 
 // tokenExpirySkew keeps the lease ending before the token does, so Vault,
 // not the JWT's exp, decides when a credential stops working.
@@ -26,66 +122,16 @@ const expiryTolerance = 5 * time.Second
 // revocableCheckTTL is how long a positive "may delete" answer is trusted.
 const revocableCheckTTL = time.Minute
 
-// plannedObject is one object a lease is about to create.
-type plannedObject struct {
-	kind string
-	obj  metav1.Object
-}
-
-func (p plannedObject) ref() objectRef {
-	return objectRef{Kind: p.kind, Namespace: p.obj.GetNamespace(), Name: p.obj.GetName()}
-}
-
-// leaseRecord is what a lease keeps in its InternalData: everything revoke
-// needs, since Vault may revoke a lease it failed to register from that
-// alone.
-type leaseRecord struct {
-	Cluster string
-	// Endpoint is the ID of the endpoint that issued the lease; revoke goes
-	// there, even after the cluster entry was re-pointed or deleted.
-	Endpoint       string
-	Role           string
-	Namespace      string
-	ServiceAccount string
-	CredentialID   string
-	IssueID        string
-	// Objects the lease created, with UIDs, in creation order. The first is
-	// the bound Secret or the per-lease ServiceAccount.
-	Objects []objectRef
-}
-
-func (l leaseRecord) toMap() (map[string]interface{}, error) {
-	objects, err := json.Marshal(l.Objects)
-	if err != nil {
-		return nil, fmt.Errorf("encoding lease objects: %w", err)
+// tokenExpirationSeconds is what the plugin asks TokenRequest for: the lease
+// plus a margin, and never below Kubernetes' 10-minute minimum. Shorter
+// leases are enforced by deleting the bound Secret.
+func tokenExpirationSeconds(ttl time.Duration) int64 {
+	const minimum = 600
+	s := int64(math.Ceil((ttl + tokenExpirySkew).Seconds()))
+	if s < minimum {
+		return minimum
 	}
-	return map[string]interface{}{
-		"cluster":         l.Cluster,
-		"endpoint":        l.Endpoint,
-		"role":            l.Role,
-		"namespace":       l.Namespace,
-		"service_account": l.ServiceAccount,
-		"credential_id":   l.CredentialID,
-		"issue_id":        l.IssueID,
-		"objects":         string(objects),
-	}, nil
-}
-
-func leaseRecordFrom(m map[string]interface{}) (leaseRecord, error) {
-	str := func(k string) string { s, _ := m[k].(string); return s }
-	l := leaseRecord{
-		Cluster:        str("cluster"),
-		Endpoint:       str("endpoint"),
-		Role:           str("role"),
-		Namespace:      str("namespace"),
-		ServiceAccount: str("service_account"),
-		CredentialID:   str("credential_id"),
-		IssueID:        str("issue_id"),
-	}
-	if err := json.Unmarshal([]byte(str("objects")), &l.Objects); err != nil || l.Cluster == "" || len(l.Objects) == 0 {
-		return l, errors.New("lease does not name its cluster and the objects it created")
-	}
-	return l, nil
+	return s
 }
 
 // leaseTxn is one issue, from plan to a committed lease or a rollback:
@@ -192,14 +238,6 @@ func (t *leaseTxn) run(ctx context.Context, req *logical.Request) (*logical.Resp
 	return resp, nil
 }
 
-func (t *leaseTxn) plannedRefs() []objectRef {
-	refs := make([]objectRef, len(t.objects))
-	for i, p := range t.objects {
-		refs[i] = p.ref()
-	}
-	return refs
-}
-
 // checkRevocable refuses to issue a lease the plugin could not revoke: it
 // asks the API server whether the plugin may delete every kind, in every
 // namespace, the lease creates, and remembers a yes for a minute.
@@ -225,6 +263,14 @@ func (t *leaseTxn) checkRevocable(ctx context.Context) error {
 		t.client.revocable.Store(key, time.Now())
 	}
 	return nil
+}
+
+func (t *leaseTxn) plannedRefs() []objectRef {
+	refs := make([]objectRef, len(t.objects))
+	for i, p := range t.objects {
+		refs[i] = p.ref()
+	}
+	return refs
 }
 
 func (t *leaseTxn) writeWAL(ctx context.Context, refs []objectRef) error {
@@ -339,78 +385,4 @@ func (t *leaseTxn) rollback(ctx context.Context, cause error) error {
 		t.b.deleteWAL(ctx, t.storage, previous)
 	}
 	return cause
-}
-
-func (b *backend) deleteWAL(ctx context.Context, s logical.Storage, id string) {
-	if err := framework.DeleteWAL(ctx, s, id); err != nil {
-		// Rollback will find nothing left to delete and drop the entry.
-		b.Logger().Warn("deleting WAL entry", "id", id, "error", err)
-	}
-}
-
-// failedDelete is an object that could not be deleted, and why.
-type failedDelete struct {
-	ref objectRef
-	err error
-}
-
-type failedDeletes []failedDelete
-
-func (f failedDeletes) refs() []objectRef {
-	out := make([]objectRef, len(f))
-	for i, d := range f {
-		out[i] = d.ref
-	}
-	return out
-}
-
-func (f failedDeletes) err() error {
-	if len(f) == 0 {
-		return nil
-	}
-	errs := make([]error, len(f))
-	for i, d := range f {
-		errs[i] = fmt.Errorf("deleting %s: %w", d.ref, d.err)
-	}
-	return errors.Join(errs...)
-}
-
-// inRevokeOrder returns refs ordered for deletion: what invalidates the
-// token first, then by kind rank, later-created objects before earlier ones
-// of the same rank.
-func inRevokeOrder(refs []objectRef) []objectRef {
-	order := slices.Clone(refs)
-	slices.Reverse(order)
-	slices.SortStableFunc(order, func(a, b objectRef) int { return rankOf(a.Kind) - rankOf(b.Kind) })
-	return order
-}
-
-func rankOf(kind string) int {
-	if k, ok := objectKinds[kind]; ok {
-		return k.deleteRank
-	}
-	return len(objectKinds)
-}
-
-// deleteInRevokeOrder deletes refs (each by UID), continuing past errors so
-// one failure never leaves the token alive; it returns what failed.
-func deleteInRevokeOrder(ctx context.Context, api kubeAPI, refs []objectRef) failedDeletes {
-	var failed failedDeletes
-	for _, ref := range inRevokeOrder(refs) {
-		if err := api.DeleteObject(ctx, ref); err != nil {
-			failed = append(failed, failedDelete{ref, err})
-		}
-	}
-	return failed
-}
-
-// revoke deletes the lease's objects on the endpoint that issued it; the
-// token dies with the first. Objects already gone count as deleted, so it is
-// idempotent and safe to run concurrently.
-func (b *backend) revoke(ctx context.Context, s logical.Storage, lease leaseRecord) error {
-	client, err := b.endpointClient(ctx, s, lease.Cluster, lease.Endpoint)
-	if err != nil {
-		return err
-	}
-	return deleteInRevokeOrder(ctx, client.api, lease.Objects).err()
 }

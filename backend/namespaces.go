@@ -5,14 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"sigs.k8s.io/yaml"
 )
+
+// Which namespaces a request of an ephemeral role may use, checked against
+// the role's list, "*" and selector.
 
 // maxRequestNamespaces bounds kubernetes_namespaces: each namespace costs
 // a binding (and a Role) to create, check and revoke.
@@ -124,98 +125,29 @@ func describeAllowed(role *roleEntry) string {
 	return s
 }
 
-// leaseMeta is what every object of one lease is labelled and annotated
-// with.
-type leaseMeta struct {
-	roleName  string
-	role      *roleEntry
-	expiresAt time.Time
-	// issueID is unique to one issue: rollback deletes an object it holds
-	// no UID for only when the object carries it.
-	issueID string
+// listedNamespaces are the namespaces a role names, without "*".
+func listedNamespaces(role *roleEntry) []string {
+	return slices.DeleteFunc(slices.Clone(role.AllowedNamespaces), func(ns string) bool { return ns == anyNamespace })
 }
 
-// objectMeta is the metadata every object of a lease carries.
-func objectMeta(name, namespace string, lm leaseMeta) metav1.ObjectMeta {
-	lbls := map[string]string{}
-	for k, v := range lm.role.ExtraLabels {
-		lbls[k] = v
-	}
-	lbls[managedByLabel] = managedByValue
-	annotations := map[string]string{}
-	for k, v := range lm.role.ExtraAnnotations {
-		annotations[k] = v
-	}
-	annotations[roleAnnotation] = lm.roleName
-	annotations[clusterAnnotation] = lm.role.Cluster
-	annotations[expiresAtAnnotation] = lm.expiresAt.UTC().Format(time.RFC3339)
-	annotations[issueAnnotation] = lm.issueID
-	return metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: lbls, Annotations: annotations}
-}
-
-// ephemeralObjects are what one ephemeral lease creates, in creation order:
-// the ServiceAccount first (it owns the namespaced rest in its namespace),
-// then a generated ClusterRole, then per namespace of the lease a generated
-// Role and the binding (or one ClusterRoleBinding).
-func ephemeralObjects(name string, ir *issueRequest, lm leaseMeta) ([]plannedObject, error) {
-	role := ir.role
-	meta := func(namespace string) metav1.ObjectMeta { return objectMeta(name, namespace, lm) }
-	objs := []plannedObject{{kindServiceAccount, &corev1.ServiceAccount{ObjectMeta: meta(ir.namespace)}}}
-
-	var rules []rbacv1.PolicyRule
-	roleRef := rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: role.KubernetesRoleType, Name: role.KubernetesRoleName}
-	if role.mode() == modeGeneratedRole {
-		var err error
-		if rules, err = parseRules(role.GeneratedRoleRules, role.KubernetesRoleType); err != nil {
-			return nil, userError{fmt.Errorf("role %q can no longer be issued; write it again: %w", ir.roleName, err)}
+// parseNamespaceSelector accepts a LabelSelector as YAML/JSON
+// ({matchLabels: {...}, matchExpressions: [...]}) or the kubectl string form
+// ("team=a,env in (dev,test)").
+func parseNamespaceSelector(raw string) (labels.Selector, error) {
+	var ls metav1.LabelSelector
+	if err := yaml.UnmarshalStrict([]byte(raw), &ls); err != nil || (ls.MatchLabels == nil && ls.MatchExpressions == nil) {
+		parsed, perr := metav1.ParseToLabelSelector(raw)
+		if perr != nil {
+			return nil, fmt.Errorf("allowed_kubernetes_namespace_selector is neither a LabelSelector object nor a selector string: %s", clip(perr.Error()))
 		}
-		roleRef.Name = name
-		if role.KubernetesRoleType == kindClusterRole {
-			objs = append(objs, plannedObject{kindClusterRole, &rbacv1.ClusterRole{ObjectMeta: clusterRoleMeta(meta("")), Rules: rules}})
-		}
+		ls = *parsed
 	}
-	// Every binding names the one ServiceAccount, in the first namespace.
-	subjects := []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: ir.namespace}}
-	if ir.clusterRoleBinding {
-		objs = append(objs, plannedObject{kindClusterRoleBinding, &rbacv1.ClusterRoleBinding{ObjectMeta: meta(""), RoleRef: roleRef, Subjects: subjects}})
-		return objs, nil
+	sel, err := metav1.LabelSelectorAsSelector(&ls)
+	if err != nil {
+		return nil, fmt.Errorf("allowed_kubernetes_namespace_selector: %s", clip(err.Error()))
 	}
-	for _, ns := range ir.leaseNamespaces() {
-		if role.mode() == modeGeneratedRole && role.KubernetesRoleType == kindRole {
-			objs = append(objs, plannedObject{kindRole, &rbacv1.Role{ObjectMeta: meta(ns), Rules: slices.Clone(rules)}})
-		}
-		objs = append(objs, plannedObject{kindRoleBinding, &rbacv1.RoleBinding{ObjectMeta: meta(ns), RoleRef: roleRef, Subjects: slices.Clone(subjects)}})
+	if sel.Empty() {
+		return nil, errors.New("allowed_kubernetes_namespace_selector selects every namespace; use allowed_kubernetes_namespaces=* to mean that")
 	}
-	return objs, nil
-}
-
-// clusterRoleMeta drops the role's extra_labels from a generated
-// ClusterRole: an aggregated ClusterRole anywhere in the cluster whose
-// aggregationRule selects one of them would copy the lease's rules to its
-// own subjects, who hold no lease. Only the plugin's own label stays (tidy
-// needs it); aggregation selects by labels only, so annotations stay too.
-func clusterRoleMeta(meta metav1.ObjectMeta) metav1.ObjectMeta {
-	meta.Labels = map[string]string{managedByLabel: managedByValue}
-	return meta
-}
-
-// ownedBy makes obj owned by the lease's first object, so Kubernetes' garbage
-// collector removes it even if a revoke never ran. Owners must be namespaced
-// alike: cluster-scoped objects get no owner and are deleted by revoke.
-func ownedBy(obj metav1.Object, owner objectRef) {
-	if obj.GetNamespace() == "" || obj.GetNamespace() != owner.Namespace {
-		return
-	}
-	obj.SetOwnerReferences([]metav1.OwnerReference{{APIVersion: "v1", Kind: owner.Kind, Name: owner.Name, UID: owner.UID}})
-}
-
-func parseClusterRoleBinding(ir *issueRequest, asked bool) error {
-	if !asked {
-		return nil
-	}
-	if !ir.role.AllowClusterRoleBinding {
-		return errors.New("cluster_role_binding is not allowed by this role (allow_cluster_role_binding)")
-	}
-	ir.clusterRoleBinding = true
-	return nil
+	return sel, nil
 }
