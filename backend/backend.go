@@ -50,9 +50,10 @@ type backend struct {
 
 	tidyLock sync.Mutex
 	lastTidy time.Time
-	// tidyNamespaceStart is, per cluster, where the next tidy run starts in
-	// the sorted namespaces, when there are more than one run visits.
-	tidyNamespaceStart map[string]int
+	// tidyStart is where the next tidy run starts in the sorted clusters
+	// (key clustersKey) and, per cluster, in its sorted namespaces, when
+	// there are more than one run visits.
+	tidyStart map[string]int
 
 	// clusterInUse guards the rule that a cluster a role uses cannot be
 	// deleted: role writes hold it for reading from the check that their

@@ -29,6 +29,10 @@ const (
 	// one run; the next run continues with the ones after them, so all are
 	// visited in turn.
 	maxTidyNamespacesPerCluster = 256
+	// maxTidyClustersPerRun caps the clusters one run visits: a clusters/
+	// writer chooses how many there are, and each unreachable one costs a
+	// timeout. The next run continues with the others.
+	maxTidyClustersPerRun = 32
 	// maxTidyReportEntries caps each list in the response and the log lines
 	// about objects: their number is the attacker's to choose.
 	maxTidyReportEntries = 100
@@ -172,25 +176,29 @@ func ownNamespaces(ctx context.Context, s logical.Storage, cluster string) ([]st
 	return out, nil
 }
 
-// namespacesThisRun picks at most maxTidyNamespacesPerCluster of a
-// cluster's namespaces, starting after those the previous run visited, and
+// thisRun picks at most limit of items (a cluster's namespaces, or the
+// clusters), starting after those the previous run visited under key, and
 // says how many it left out.
-func (b *backend) namespacesThisRun(cluster string, namespaces []string) (visit []string, left int) {
-	if len(namespaces) <= maxTidyNamespacesPerCluster {
-		return namespaces, 0
+func (b *backend) thisRun(key string, items []string, limit int) (visit []string, left int) {
+	if len(items) <= limit {
+		return items, 0
 	}
 	b.tidyLock.Lock()
 	defer b.tidyLock.Unlock()
-	if b.tidyNamespaceStart == nil {
-		b.tidyNamespaceStart = map[string]int{}
+	if b.tidyStart == nil {
+		b.tidyStart = map[string]int{}
 	}
-	start := b.tidyNamespaceStart[cluster] % len(namespaces)
-	for i := range maxTidyNamespacesPerCluster {
-		visit = append(visit, namespaces[(start+i)%len(namespaces)])
+	start := b.tidyStart[key] % len(items)
+	for i := range limit {
+		visit = append(visit, items[(start+i)%len(items)])
 	}
-	b.tidyNamespaceStart[cluster] = (start + maxTidyNamespacesPerCluster) % len(namespaces)
-	return visit, len(namespaces) - len(visit)
+	b.tidyStart[key] = (start + limit) % len(items)
+	return visit, len(items) - len(visit)
 }
+
+// clustersKey keys the clusters' window in tidyStart; no cluster name
+// contains a slash.
+const clustersKey = "/"
 
 // tidy deletes, on every cluster, the plugin's objects of every kind that
 // carry this mount's mark and whose expires-at is before cutoff,
@@ -206,13 +214,18 @@ func (b *backend) tidy(ctx context.Context, s logical.Storage, cutoff time.Time)
 		return nil, err
 	}
 	result := &tidyResult{deleted: map[string]int{}}
-	for _, cluster := range sortedKeys(targets) {
+	clusters, left := b.thisRun(clustersKey, sortedKeys(targets), maxTidyClustersPerRun)
+	if left > 0 {
+		result.skipped.add(fmt.Sprintf("%d of the %d clusters were not visited: tidy visits at most %d per run, and the next run continues with the others",
+			left, len(targets), maxTidyClustersPerRun))
+	}
+	for _, cluster := range clusters {
 		client, err := b.client(ctx, s, cluster)
 		if err != nil {
 			result.errors.add(fmt.Sprintf("cluster %q: %v", cluster, err))
 			continue
 		}
-		namespaced, left := b.namespacesThisRun(cluster, targets[cluster])
+		namespaced, left := b.thisRun(cluster, targets[cluster], maxTidyNamespacesPerCluster)
 		if left > 0 {
 			result.skipped.add(fmt.Sprintf("cluster %q: %d of its %d namespaces were not visited: tidy visits at most %d per cluster per run, and the next run continues with the others",
 				cluster, left, len(targets[cluster]), maxTidyNamespacesPerCluster))

@@ -535,6 +535,33 @@ func TestTidyBounds(t *testing.T) {
 		}
 	})
 
+	t.Run("clusters per run", func(t *testing.T) {
+		b, s, fk := newConfiguredBackend(t)
+		const extra = maxTidyClustersPerRun + 8
+		for i := range extra {
+			mustOK(t, b, s, logical.CreateOperation, fmt.Sprintf("clusters/c%03d", i), map[string]interface{}{
+				"kubernetes_host": testHost, "kubernetes_ca_cert": testCAPEM(t), "service_account_jwt": testRequesterJWT,
+			})
+		}
+		all := extra + 1 // and testCluster
+		for run := range 2 {
+			built := fk.built.Load()
+			resp := mustOK(t, b, s, logical.UpdateOperation, "tidy", nil)
+			skipped := resp.Data["skipped"].([]string)
+			want := fmt.Sprintf("%d of the %d clusters were not visited", all-maxTidyClustersPerRun, all)
+			if len(skipped) != 1 || !strings.Contains(skipped[0], want) {
+				t.Errorf("run %d skipped = %v, want %q", run, skipped, want)
+			}
+			// Each visited cluster needs its client: built once, on first use.
+			if run == 0 && fk.built.Load()-built > maxTidyClustersPerRun {
+				t.Errorf("run %d built %d clients, bound is %d", run, fk.built.Load()-built, maxTidyClustersPerRun)
+			}
+		}
+		if got := int(fk.built.Load()); got < all {
+			t.Errorf("two runs reached %d clusters, want all %d", got, all)
+		}
+	})
+
 	t.Run("reported entries", func(t *testing.T) {
 		b, s, fk := newConfiguredBackend(t)
 		const forged = maxTidyReportEntries + 50
