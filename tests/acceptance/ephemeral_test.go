@@ -18,7 +18,7 @@ import (
 	"github.com/vault-plugin-scanner/vault-plugin-scanner/tests/acceptance/stack"
 )
 
-// The ephemeral-mode tests (issue 6) run one after the other, not in
+// The ephemeral-mode tests run one after the other, not in
 // parallel: they count the plugin's objects in team-a and team-b exactly,
 // and TestEphemeralTokenRequestFailure changes the token requester's RBAC
 // there.

@@ -21,7 +21,7 @@ import (
 	"github.com/vault-plugin-scanner/vault-plugin-scanner/tests/acceptance/stack"
 )
 
-// Issue 4's invariant, checked at the end of every reliability scenario:
+// The reliability invariant, checked at the end of every reliability scenario:
 // per role, bound Secrets carrying the plugin's label == live leases under
 // <mount>/creds/<role>/; no irrevocable lease; no WAL entry older than its
 // rollback age (plus the rollback manager's period); and no token or JWT of

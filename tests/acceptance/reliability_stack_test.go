@@ -20,7 +20,7 @@ import (
 	"github.com/vault-plugin-scanner/vault-plugin-scanner/tests/acceptance/stack"
 )
 
-// TestReliability runs issue 4's real-stack scenarios that must not overlap
+// TestReliability runs the real-stack reliability scenarios that must not overlap
 // with anything else (load, revoke storm, API server down, RBAC changes):
 // it is not parallel, so Go runs it while every parallel test is paused.
 // Its subtests run in order and each ends with assertInvariant.

@@ -1,4 +1,4 @@
-// Command bench is the load generator of issue 5: on one local stack (etcd,
+// Command bench is the load generator: on one local stack (etcd,
 // kube-apiserver, Vault) it issues and revokes credentials at several client
 // concurrencies with
 //
@@ -13,7 +13,7 @@
 // and prints credentials/s, latency quantiles, revocations/s (per-lease
 // sys/leases/revoke at the same concurrency, and revoke-prefix for the
 // plugin), errors, peak RSS and CPU per credential of every process, then
-// the ratios issue 5 sets targets for. `make bench` runs it.
+// the ratios the performance targets are set for. `make bench` runs it.
 package main
 
 import (

@@ -126,9 +126,9 @@ func (res *results) print(w io.Writer, cfg config) {
 	}
 }
 
-// printTargets compares the run with issue 5's targets.
+// printTargets compares the run with the performance targets.
 func (res *results) printTargets(w io.Writer) {
-	fmt.Fprintf(w, "\nRatios and issue 5's targets\n\n")
+	fmt.Fprintf(w, "\nRatios and the performance targets\n\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	verdict := func(ok bool) string {
 		if ok {
