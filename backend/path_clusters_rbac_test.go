@@ -3,6 +3,8 @@ package backend
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -580,5 +582,19 @@ func TestClusterRBACUserSubject(t *testing.T) {
 	}
 	if strings.Contains(resp.Data["manifests"].(string), testRequesterJWT) {
 		t.Error("the manifests carry the credential")
+	}
+}
+
+// deploy/token-requester.yaml ships the output for the role the acceptance
+// stack writes (cluster-a: scanner-sa in scanner-namespace), byte for byte.
+func TestClusterRBACDeployTokenRequester(t *testing.T) {
+	b, s, _ := rbacBackend(t, map[string]map[string]interface{}{testRole: existingAccount})
+	resp := mustOK(t, b, s, logical.ReadOperation, "clusters/"+testCluster+"/rbac", nil)
+	shipped, err := os.ReadFile(filepath.Join("..", "deploy", "token-requester.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if manifests := resp.Data["manifests"].(string); !strings.HasSuffix(string(shipped), "---\n"+manifests) {
+		t.Errorf("deploy/token-requester.yaml does not end with the output of clusters/%s/rbac:\n%s", testCluster, manifests)
 	}
 }
