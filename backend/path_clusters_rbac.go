@@ -212,9 +212,13 @@ func (b *backend) clusterRBAC(ctx context.Context, req *logical.Request, _ *fram
 		perms := permissionsFor(role, selected)
 		cost := 0
 		for _, perm := range perms {
-			if len(perm.orAll) > 0 {
+			switch {
+			case len(perm.orAll) > 0:
 				cost += len(perm.orAll)
-			} else {
+			case perm.attrs.Verb == "escalate":
+				// Held as written (holdRawRules): at most this many.
+				cost += maxRulePermissions
+			default:
 				cost++
 			}
 		}
