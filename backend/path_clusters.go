@@ -148,6 +148,7 @@ func pathClusters(b *backend) []*framework.Path {
 			HelpDescription: clustersListHelpSynopsis,
 		},
 		pathClusterCheck(b),
+		pathClusterRBAC(b),
 		pathRotateRoot(b),
 	}
 }
