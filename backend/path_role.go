@@ -43,6 +43,18 @@ func roleFields() map[string]*framework.FieldSchema {
 			Type:        framework.TypeString,
 			Description: "Mode 3: RBAC rules as YAML or JSON (a list, or {rules: [...]}), expanding to at most 1024 permissions (verbs x apiGroups x resources x resourceNames). Per lease the plugin creates a Role (or ClusterRole) with them, a ServiceAccount and a binding. Rules granting a right of the plugin's own work (serviceaccounts/token, secrets, ServiceAccount or RBAC writes, certificatesigningrequests, bind, escalate, impersonate) are refused.",
 		},
+		"target_profiles": {
+			Type:        framework.TypeCommaStringSlice,
+			Description: "Mode 4, scoped to targets: named access each target pod gets. exec: pods get, pods/exec create, pods/log get (CINC Auditor / InSpec over kubectl exec). debug: pods get, list, watch, pods/ephemeralcontainers update, patch, pods/attach create, pods/log get (kubectl debug). Per lease the plugin creates a ServiceAccount and, in each target namespace, a Role whose rules name exactly the request's resolved pods, and its RoleBinding.",
+		},
+		"target_rules": {
+			Type:        framework.TypeString,
+			Description: "Mode 4: rule templates as YAML or JSON (a list, or {rules: [...]}) over pods and its subresources in the core group (apiGroups [\"\"]); the plugin fills in resourceNames, so setting them is refused. Added to target_profiles' rules.",
+		},
+		"max_targets": {
+			Type:        framework.TypeInt,
+			Description: "Mode 4: the most pods one credential may name or a target_selector may match. Default 10, at most 50.",
+		},
 		"allowed_kubernetes_namespaces": {
 			Type:        framework.TypeCommaStringSlice,
 			Description: "Ephemeral modes: namespaces a request may ask for (kubernetes_namespace), at most 128; \"*\" allows any. With exactly one, it is the default.",
@@ -218,6 +230,20 @@ func applyRoleFields(role *roleEntry, d *framework.FieldData) error {
 	if v, ok := d.GetOk("allow_cluster_role_binding"); ok {
 		role.AllowClusterRoleBinding = v.(bool)
 	}
+	if v, ok := d.GetOk("target_profiles"); ok {
+		role.TargetProfiles = v.([]string)
+	}
+	if v, ok := d.GetOk("target_rules"); ok {
+		role.TargetRules = v.(string)
+	}
+	if v, ok := d.GetOk("max_targets"); ok {
+		role.MaxTargets = v.(int)
+	} else if role.targetScoped() && role.MaxTargets == 0 {
+		role.MaxTargets = defaultMaxTargets
+	} else if !role.targetScoped() {
+		// Left over from when the role was scoped to targets.
+		role.MaxTargets = 0
+	}
 	if role.ephemeral() && role.KubernetesRoleType == "" {
 		role.KubernetesRoleType = kindRole
 	}
@@ -269,6 +295,9 @@ func (b *backend) roleRead(ctx context.Context, req *logical.Request, d *framewo
 		"allowed_kubernetes_namespace_selector": role.AllowedNamespaceSelector,
 		"allow_cluster_role_binding":            role.AllowClusterRoleBinding,
 		"name_template":                         role.NameTemplate,
+		"target_profiles":                       nonNil(role.TargetProfiles),
+		"target_rules":                          role.TargetRules,
+		"max_targets":                           role.MaxTargets,
 	}}, nil
 }
 
