@@ -88,7 +88,7 @@ func TestThreatCredsCallerTargetsConfined(t *testing.T) {
 		{"query", map[string]interface{}{"targets": "pod-a?watch=true"}, "not a valid pod name", 0},
 		{"wildcard", map[string]interface{}{"targets": "*"}, "not a valid pod name", 0},
 		{"subresource", map[string]interface{}{"targets": "team-a/pod-a/exec"}, "not a pod name", 0},
-		{"newline", map[string]interface{}{"targets": "pod-a\nteam-c/pod-e"}, "not a valid pod name", 0},
+		{"newline", map[string]interface{}{"targets": "pod-a\nteam-c/pod-e"}, "not a valid", 0},
 		{"10 KiB name", map[string]interface{}{"targets": long}, "not a valid pod name", 0},
 		{"selector with a field selector's syntax", map[string]interface{}{"target_selector": "metadata.name!=x,app=web;rm"}, "not a label selector", 0},
 		{"10 KiB selector", map[string]interface{}{"target_selector": "app=" + long}, "at most 4096", 0},
