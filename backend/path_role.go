@@ -18,7 +18,9 @@ service account (service_account_name, whose RBAC defines what tokens may
 do; the token is bound to a per-lease Secret), or per lease a ServiceAccount
 bound to an existing Role or ClusterRole (kubernetes_role_name) or to one
 generated from rules (generated_role_rules), in the namespaces the role
-allows. It also sets the default and maximum lease TTL, the token
+allows, or scoped to targets (target_profiles, target_rules, max_targets):
+per lease a Role in each namespace of the request's pods whose rules name
+exactly those pods. It also sets the default and maximum lease TTL, the token
 audiences, the kubeconfig's namespace, and extra labels and annotations.
 A role never yields the plugin's own identity or rights.
 `
