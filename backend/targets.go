@@ -311,6 +311,11 @@ func parseTargets(roleName string, role *roleEntry, d *framework.FieldData) (*ta
 			tr.namespaces = append(tr.namespaces, ns)
 		}
 	}
+	if _, nsAsked := d.GetOk("kubernetes_namespace"); nsAsked && defaultNS == "" {
+		// Silently ignoring it could let a caller believe the credential
+		// lives there.
+		return nil, userError{errors.New("kubernetes_namespace applies to bare pod names in targets; every target names its namespace, drop kubernetes_namespace")}
+	}
 	if len(tr.namespaces) > maxRequestNamespaces {
 		return nil, userError{fmt.Errorf("targets span %d namespaces; at most %d are allowed", len(tr.namespaces), maxRequestNamespaces)}
 	}

@@ -320,6 +320,7 @@ func TestTargetRefusals(t *testing.T) {
 		{"selector selecting everything", "a", map[string]interface{}{"target_selector": " "}, "selects every pod"},
 		{"selector in a namespace not allowed", "a", map[string]interface{}{"kubernetes_namespace": "team-b", "target_selector": "app=web"}, "not allowed"},
 		{"duplicate", "ab", map[string]interface{}{"kubernetes_namespace": "team-a", "targets": "pod-a,team-a/pod-a"}, "more than once"},
+		{"kubernetes_namespace unused", "ab", map[string]interface{}{"kubernetes_namespace": "team-b", "targets": "team-a/pod-a"}, "drop kubernetes_namespace"},
 		{"bare name without a namespace", "ab", map[string]interface{}{"targets": "pod-a"}, "needs kubernetes_namespace"},
 		{"targets with kubernetes_namespaces", "ab", map[string]interface{}{"kubernetes_namespaces": "team-a,team-b", "targets": "pod-a"}, "namespace/pod"},
 		{"cluster_role_binding", "ab", map[string]interface{}{"kubernetes_namespace": "team-a", "targets": "pod-a", "cluster_role_binding": true}, "not allowed by this role"},
