@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/logical"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -25,7 +26,14 @@ import (
 // and team-c/pod-e (app=web); and role "scan" written with fields.
 func targetBackend(t *testing.T, fields map[string]interface{}) (*backend, logical.Storage, *fakeKube) {
 	t.Helper()
-	b, s, fk := newTestBackend(t)
+	return targetBackendLogging(t, nil, fields)
+}
+
+// targetBackendLogging is targetBackend with the given logger (nil: the
+// SDK's test logger).
+func targetBackendLogging(t *testing.T, logger hclog.Logger, fields map[string]interface{}) (*backend, logical.Storage, *fakeKube) {
+	t.Helper()
+	b, s, fk := newTestBackendLogging(t, logger)
 	for name, lbls := range map[string]map[string]string{"team-a": {"team": "a"}, "team-b": {"team": "b"}, "team-c": nil} {
 		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: lbls}}
 		if _, err := fk.clientset.CoreV1().Namespaces().Create(context.Background(), ns, metav1.CreateOptions{}); err != nil {
