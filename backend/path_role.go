@@ -39,7 +39,7 @@ func roleFields() map[string]*framework.FieldSchema {
 		},
 		"kubernetes_role_type": {
 			Type:        framework.TypeString,
-			Description: "Role (default) or ClusterRole: the kind of kubernetes_role_name, or of the role generated from generated_role_rules.",
+			Description: "Role (default) or ClusterRole: the kind of kubernetes_role_name, or of the role generated from generated_role_rules. Roles scoped to targets: Role only.",
 		},
 		"generated_role_rules": {
 			Type:        framework.TypeString,

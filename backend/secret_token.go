@@ -244,9 +244,13 @@ func (b *backend) credentialResponse(req *logical.Request, ir *issueRequest, cli
 	for _, w := range append(ir.warnings, cred.warnings...) {
 		resp.AddWarning(w)
 	}
-	b.Logger().Info("issued credential", "role", ir.roleName, "cluster", role.Cluster,
-		"service_account", lease.Namespace+"/"+lease.ServiceAccount, "objects", describeRefs(lease.Objects),
-		"credential_id", lease.CredentialID, "expires_at", resp.Data["expires_at"], "targets", describeTargets(ir.targets), "request_id", req.ID)
+	logArgs := []interface{}{"role", ir.roleName, "cluster", role.Cluster,
+		"service_account", lease.Namespace + "/" + lease.ServiceAccount, "objects", describeRefs(lease.Objects),
+		"credential_id", lease.CredentialID, "expires_at", resp.Data["expires_at"], "request_id", req.ID}
+	if len(ir.targets) > 0 {
+		logArgs = append(logArgs, "targets", describeTargets(ir.targets))
+	}
+	b.Logger().Info("issued credential", logArgs...)
 	return resp, nil
 }
 

@@ -254,6 +254,11 @@ func parseTargets(roleName string, role *roleEntry, d *framework.FieldData) (*ta
 	if err := parseTargetParams(roleName, role, d); err != nil {
 		return nil, userError{err}
 	}
+	// A role stored before today's checks is refused before any pod is
+	// read.
+	if _, err := targetRuleTemplates(role); err != nil {
+		return nil, userError{fmt.Errorf("role %q can no longer be issued; write it again: %w", roleName, err)}
+	}
 	tr := &targetRequest{}
 	if raw, ok := d.GetOk("target_selector"); ok {
 		sel, err := parseTargetSelector(raw.(string))

@@ -459,6 +459,9 @@ func TestThreatRoleWriterTargetRules(t *testing.T) {
 		}
 		mustBadRequest(t, b, s, logical.ReadOperation, "creds/old", map[string]interface{}{"targets": "pod-a"}, "can no longer be issued")
 		assertNothingCreated(t, fk)
+		if reads := podReads(fk); len(reads) != 0 {
+			t.Errorf("pods read for a role that cannot be issued: %v", reads)
+		}
 	})
 }
 
