@@ -22,7 +22,8 @@ role on the cluster needs to issue and revoke: for an existing service
 account, create serviceaccounts/token for it and create and delete Secrets
 in its namespace; for per-lease service accounts, create and delete
 ServiceAccounts, bindings and generated Roles, tokens, and bind or escalate
-as the mode needs, in each namespace the role allows; and the rights of
+as the mode needs (for roles scoped to targets also get and list pods), in
+each namespace the role allows; and the rights of
 self-rotation. Nothing is created. missing_permissions names every right
 that is missing; role_errors names every role the plugin refuses to issue
 for (its own identity, an unrestricted token right, a bound role granting
