@@ -41,7 +41,7 @@ unit:
 # A short run of each fuzz target on top of the committed seeds.
 FUZZTIME ?= 10s
 fuzz:
-	for f in FuzzRoleWrite FuzzClusterWrite FuzzBuildKubeconfig; do \
+	for f in FuzzRoleWrite FuzzClusterWrite FuzzBuildKubeconfig FuzzTargets; do \
 		go test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) ./backend || exit 1; \
 	done
 

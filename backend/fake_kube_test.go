@@ -271,6 +271,23 @@ func (fk *fakeKube) setTokenErr(err error) {
 	fk.tokenErr = err
 }
 
+// addPod creates a pod in ns with labels and containers (default: one
+// named "app"); without nodes it stays Pending, which is all the plugin
+// reads.
+func (fk *fakeKube) addPod(t testing.TB, ns, name string, lbls map[string]string, containers ...string) {
+	t.Helper()
+	if len(containers) == 0 {
+		containers = []string{"app"}
+	}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: lbls}}
+	for _, c := range containers {
+		pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: c, Image: "registry.example/" + c})
+	}
+	if _, err := fk.clientset.CoreV1().Pods(ns).Create(context.Background(), pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // tokenRequests are the TokenRequests received (none if inMemory).
 func (fk *fakeKube) tokenRequests() []authenticationv1.TokenRequest {
 	fk.mu.Lock()
@@ -593,6 +610,20 @@ func (a authKube) ListNamespaces(ctx context.Context, selector string) ([]string
 	return a.kubeAPI.ListNamespaces(ctx, selector)
 }
 
+func (a authKube) GetPod(ctx context.Context, ns, name string) (podTarget, error) {
+	if err := a.authenticate(); err != nil {
+		return podTarget{}, err
+	}
+	return a.kubeAPI.GetPod(ctx, ns, name)
+}
+
+func (a authKube) ListPods(ctx context.Context, ns, selector string, limit int64) ([]podTarget, error) {
+	if err := a.authenticate(); err != nil {
+		return nil, err
+	}
+	return a.kubeAPI.ListPods(ctx, ns, selector, limit)
+}
+
 func (a authKube) ServerVersion(ctx context.Context) (string, error) {
 	if err := a.authenticate(); err != nil {
 		return "", err
@@ -841,6 +872,25 @@ func (m memAPI) ListNamespaces(_ context.Context, selector string) ([]string, er
 		names = append(names, ns.Name)
 	}
 	return names, nil
+}
+
+// GetPod and ListPods: an inMemory fake keeps metadata only and serves
+// benchmarks, which issue no target-scoped credential: it holds no pods.
+func (m memAPI) GetPod(_ context.Context, _, name string) (podTarget, error) {
+	if err := m.fk.fault("get", "pods"); err != nil {
+		return podTarget{}, kubeCallError(err)
+	}
+	return podTarget{}, kubeCallError(apierrors.NewNotFound(schema.GroupResource{Resource: "pods"}, name))
+}
+
+func (m memAPI) ListPods(_ context.Context, _, _ string, limit int64) ([]podTarget, error) {
+	if limit <= 0 {
+		return nil, errors.New("listing pods: a page needs a positive limit")
+	}
+	if err := m.fk.fault("list", "pods"); err != nil {
+		return nil, kubeCallError(err)
+	}
+	return nil, nil
 }
 
 func (m memAPI) CreateToken(_ context.Context, ns, sa string, tr *authenticationv1.TokenRequest) (*authenticationv1.TokenRequest, error) {

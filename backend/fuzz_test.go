@@ -2,12 +2,15 @@ package backend
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/logical"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/tools/clientcmd"
 )
@@ -133,6 +136,68 @@ func FuzzBuildKubeconfig(f *testing.F) {
 		}
 		if strings.Contains(jsonOut, "\n") {
 			t.Fatal("JSON kubeconfig spans lines")
+		}
+	})
+}
+
+// FuzzTargets: whatever a roles/ writer puts in target_rules and a creds/
+// caller in targets and target_selector, a stored role's Roles name only
+// pods, by the resolved names only, and a request is issued (for pods that
+// exist in team-a) or refused with a 400 that creates nothing; never an
+// internal error or a pod read outside team-a.
+func FuzzTargets(f *testing.F) {
+	f.Add(`[{"apiGroups":[""],"resources":["pods/exec"],"verbs":["create"]}]`, "pod-a,pod-b", "")
+	f.Add(`rules: [{apiGroups: [""], resources: [pods], verbs: [get], resourceNames: [x]}]`, "team-c/pod-e", "")
+	f.Add(`[{"apiGroups":["*"],"resources":["*"],"verbs":["*"]}]`, "", "app=web")
+	f.Add(`[]`, "../x,pod-a", "app in (web")
+	f.Add(`[{"apiGroups":[""],"resources":["pods/*"],"verbs":["create"]}]`, "team-a/pod-c,pod-a", "app")
+	f.Fuzz(func(t *testing.T, rules, targets, selector string) {
+		// No logs: a fuzz worker's output is not read while it runs.
+		b, s, fk := targetBackendLogging(t, hclog.NewNullLogger(), map[string]interface{}{"target_profiles": "exec", "allowed_kubernetes_namespaces": "team-a", "max_targets": 3})
+		resp, err := request(t, b, s, logical.UpdateOperation, "roles/scan", map[string]interface{}{"target_rules": rules})
+		if err != nil {
+			t.Fatalf("role write: internal error for user input: %v", err)
+		}
+		params := map[string]interface{}{}
+		if targets != "" {
+			params["targets"] = targets
+		}
+		if selector != "" {
+			params["target_selector"] = selector
+		}
+		resp, err = request(t, b, s, logical.ReadOperation, "creds/scan", params)
+		if err != nil {
+			t.Fatalf("creds: internal error for user input: %v", err)
+		}
+		if reads := podReads(fk); len(reads) > 1 || (len(reads) == 1 && reads["team-a"] == 0) {
+			t.Fatalf("pods read outside team-a: %v", reads)
+		}
+		if resp.IsError() {
+			if left := leaseKubeObjects(t, fk); len(left) != 0 || len(fk.tokenRequests()) != 0 {
+				t.Fatalf("a refused request created %v", left)
+			}
+			return
+		}
+		var resolved []string
+		for _, tg := range resp.Data["targets"].([]map[string]interface{}) {
+			resolved = append(resolved, tg["pod"].(string))
+		}
+		slices.Sort(resolved)
+		roles, err := fk.clientset.RbacV1().Roles("team-a").List(t.Context(), metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, role := range roles.Items {
+			for _, r := range role.Rules {
+				if !slices.Equal(r.APIGroups, []string{""}) || !slices.Equal(r.ResourceNames, resolved) || len(resolved) == 0 || len(resolved) > 3 {
+					t.Fatalf("rule %+v for targets %v", r, resolved)
+				}
+				for _, res := range r.Resources {
+					if res != "pods" && !strings.HasPrefix(res, "pods/") {
+						t.Fatalf("rule %+v reaches %s", r, res)
+					}
+				}
+			}
 		}
 	})
 }

@@ -33,6 +33,9 @@ type issueRequest struct {
 	// namespace); nil when the parameter was not used.
 	namespaces         []string
 	clusterRoleBinding bool
+	// targets are the pods a target-scoped lease names, resolved (creds/
+	// only); their namespaces are namespaces, the first is namespace.
+	targets []podTarget
 }
 
 // leaseNamespaces are the namespaces an ephemeral lease binds in.
@@ -55,6 +58,9 @@ func parseIssueRequest(name string, role *roleEntry, d *framework.FieldData, mou
 	}
 	if nsAsked && nssAsked {
 		return nil, errors.New("give kubernetes_namespace or kubernetes_namespaces, not both")
+	}
+	if err := parseTargetParams(name, role, d); err != nil {
+		return nil, err
 	}
 	if crbAsked {
 		if err := parseClusterRoleBinding(ir, crb.(bool)); err != nil {

@@ -175,6 +175,11 @@ type kubeAPI interface {
 	GetNamespace(ctx context.Context, name string) (*corev1.Namespace, error)
 	// ListNamespaces names the namespaces whose labels match selector.
 	ListNamespaces(ctx context.Context, selector string) ([]string, error)
+	// GetPod reads one pod: its namespace, name and container names.
+	GetPod(ctx context.Context, namespace, name string) (podTarget, error)
+	// ListPods lists at most limit pods of namespace whose labels match
+	// selector (the kubectl string form), sorted by name.
+	ListPods(ctx context.Context, namespace, selector string, limit int64) ([]podTarget, error)
 	CreateToken(ctx context.Context, namespace, serviceAccount string, req *authenticationv1.TokenRequest) (*authenticationv1.TokenRequest, error)
 	ServerVersion(ctx context.Context) (string, error)
 	// Allowed asks the API server whether the plugin's own credential may do
@@ -346,6 +351,47 @@ func (c clientsetAPI) ListNamespaces(ctx context.Context, selector string) ([]st
 		names = append(names, ns.Name)
 	}
 	return names, nil
+}
+
+func (c clientsetAPI) GetPod(ctx context.Context, namespace, name string) (podTarget, error) {
+	pod, err := c.clientset.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return podTarget{}, kubeCallError(err)
+	}
+	return podTargetOf(pod), nil
+}
+
+func (c clientsetAPI) ListPods(ctx context.Context, namespace, selector string, limit int64) ([]podTarget, error) {
+	if limit <= 0 {
+		return nil, errors.New("listing pods: a page needs a positive limit")
+	}
+	if selector == "" {
+		return nil, errors.New("listing pods: refusing an empty selector")
+	}
+	list, err := c.clientset.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: selector, Limit: limit})
+	if err != nil {
+		return nil, kubeCallError(err)
+	}
+	out := make([]podTarget, 0, min(len(list.Items), int(limit)))
+	for i := range list.Items {
+		if int64(len(out)) == limit {
+			break // an API server that ignored the limit
+		}
+		out = append(out, podTargetOf(&list.Items[i]))
+	}
+	slices.SortFunc(out, func(a, b podTarget) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+// podTargetOf keeps only what a target needs of a pod: the plugin reads
+// pods (their specs may hold environment values) and keeps no more than
+// names.
+func podTargetOf(pod *corev1.Pod) podTarget {
+	containers := make([]string, len(pod.Spec.Containers))
+	for i, c := range pod.Spec.Containers {
+		containers[i] = c.Name
+	}
+	return podTarget{Namespace: pod.Namespace, Name: pod.Name, Containers: containers}
 }
 
 // createOutcomeUnknown tells whether a failed create may still have stored

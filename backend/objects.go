@@ -120,7 +120,8 @@ func objectMeta(name, namespace string, lm leaseMeta) metav1.ObjectMeta {
 // ephemeralObjects are what one ephemeral lease creates, in creation order:
 // the ServiceAccount first (it owns the namespaced rest in its namespace),
 // then a generated ClusterRole, then per namespace of the lease a generated
-// Role and the binding (or one ClusterRoleBinding).
+// Role (for a target-scoped lease, naming that namespace's target pods) and
+// the binding (or one ClusterRoleBinding).
 func ephemeralObjects(name string, ir *issueRequest, lm leaseMeta) ([]plannedObject, error) {
 	role := ir.role
 	meta := func(namespace string) metav1.ObjectMeta { return objectMeta(name, namespace, lm) }
@@ -128,7 +129,17 @@ func ephemeralObjects(name string, ir *issueRequest, lm leaseMeta) ([]plannedObj
 
 	var rules []rbacv1.PolicyRule
 	roleRef := rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: role.KubernetesRoleType, Name: role.KubernetesRoleName}
-	if role.mode() == modeGeneratedRole {
+	switch role.mode() {
+	case modeTargets:
+		var err error
+		if rules, err = targetRuleTemplates(role); err != nil {
+			return nil, userError{fmt.Errorf("role %q can no longer be issued; write it again: %w", ir.roleName, err)}
+		}
+		if len(ir.targets) == 0 {
+			return nil, errors.New("a target-scoped lease without resolved targets")
+		}
+		roleRef.Name = name
+	case modeGeneratedRole:
 		var err error
 		if rules, err = parseRules(role.GeneratedRoleRules, role.KubernetesRoleType); err != nil {
 			return nil, userError{fmt.Errorf("role %q can no longer be issued; write it again: %w", ir.roleName, err)}
@@ -145,7 +156,11 @@ func ephemeralObjects(name string, ir *issueRequest, lm leaseMeta) ([]plannedObj
 		return objs, nil
 	}
 	for _, ns := range ir.leaseNamespaces() {
-		if role.mode() == modeGeneratedRole && role.KubernetesRoleType == kindRole {
+		switch {
+		case role.mode() == modeTargets:
+			// The Role names exactly this namespace's resolved pods.
+			objs = append(objs, plannedObject{kindRole, &rbacv1.Role{ObjectMeta: meta(ns), Rules: targetRulesFor(rules, podsIn(ir.targets, ns))}})
+		case role.generatesRole():
 			objs = append(objs, plannedObject{kindRole, &rbacv1.Role{ObjectMeta: meta(ns), Rules: slices.Clone(rules)}})
 		}
 		objs = append(objs, plannedObject{kindRoleBinding, &rbacv1.RoleBinding{ObjectMeta: meta(ns), RoleRef: roleRef, Subjects: slices.Clone(subjects)}})

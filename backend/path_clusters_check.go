@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 	authorizationv1 "k8s.io/api/authorization/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 )
 
 const (
@@ -21,7 +22,8 @@ role on the cluster needs to issue and revoke: for an existing service
 account, create serviceaccounts/token for it and create and delete Secrets
 in its namespace; for per-lease service accounts, create and delete
 ServiceAccounts, bindings and generated Roles, tokens, and bind or escalate
-as the mode needs, in each namespace the role allows; and the rights of
+as the mode needs (for roles scoped to targets also get and list pods), in
+each namespace the role allows; and the rights of
 self-rotation. Nothing is created. missing_permissions names every right
 that is missing; role_errors names every role the plugin refuses to issue
 for (its own identity, an unrestricted token right, a bound role granting
@@ -105,10 +107,19 @@ func permissionsFor(role *roleEntry, selected []string) []requiredPermission {
 			perm("create", kindRoleBinding, "", "", ns),
 			perm("delete", kindRoleBinding, "", "", ns),
 		)
-		if role.mode() == modeGeneratedRole && role.KubernetesRoleType == kindRole {
+		if role.generatesRole() {
 			escalate := perm("escalate", kindRole, "", "", ns)
 			escalate.orAll = ruleAttributes(role, ns)
 			perms = append(perms, perm("create", kindRole, "", "", ns), perm("delete", kindRole, "", "", ns), escalate)
+		}
+		if role.mode() == modeTargets {
+			// Targets are resolved by reading pods: named ones by get, a
+			// selector by list. Pods are read, never created: not in the
+			// kind table.
+			perms = append(perms,
+				requiredPermission{attrs: authorizationv1.ResourceAttributes{Verb: "get", Resource: "pods", Namespace: ns}},
+				requiredPermission{attrs: authorizationv1.ResourceAttributes{Verb: "list", Resource: "pods", Namespace: ns}},
+			)
 		}
 		if role.mode() == modeExistingRole {
 			// Binding a role needs bind on it, unless the plugin holds every
@@ -134,7 +145,15 @@ func permissionsFor(role *roleEntry, selected []string) []requiredPermission {
 // ruleAttributes expands generated_role_rules into the permissions they
 // grant in ns; nil when a rule cannot be checked that way (nonResourceURLs).
 func ruleAttributes(role *roleEntry, ns string) []authorizationv1.ResourceAttributes {
-	rules, err := parseRules(role.GeneratedRoleRules, role.KubernetesRoleType)
+	var rules []rbacv1.PolicyRule
+	var err error
+	if role.mode() == modeTargets {
+		// The plugin may create a Role naming any pods only if it holds
+		// the templates' rights on every pod of ns (or escalate).
+		rules, err = targetRuleTemplates(role)
+	} else {
+		rules, err = parseRules(role.GeneratedRoleRules, role.KubernetesRoleType)
+	}
 	if err != nil || rulePermissionCount(rules) > maxRulePermissions {
 		// Roles stored before the bound was enforced: too many to check.
 		return nil

@@ -17,7 +17,10 @@ lease, or its expiry, deletes the Secret and so invalidates the token, also
 for leases shorter than Kubernetes' 10-minute token minimum. Optional
 parameters (query string on GET, body on write): ttl, audiences; for
 ephemeral roles kubernetes_namespace or kubernetes_namespaces (one per-lease
-service account in the first, bound in each), and cluster_role_binding.
+service account in the first, bound in each), and cluster_role_binding; for
+roles scoped to targets, targets or target_selector: the credential can
+reach exactly the pods they resolve to at issue, listed in the response's
+targets.
 `
 )
 
@@ -55,6 +58,14 @@ func pathCreds(b *backend) []*framework.Path {
 				Type:        framework.TypeCommaStringSlice,
 				Description: "Ephemeral roles: several namespaces (comma-separated, each allowed by the role, at most 32): one per-lease service account in the first, bound in each. Excludes kubernetes_namespace and cluster_role_binding.",
 			},
+			"targets": {
+				Type:        framework.TypeCommaStringSlice,
+				Description: "Roles scoped to targets: the pods to scan, comma-separated: names in kubernetes_namespace (default: the role's only allowed namespace) or namespace/pod; at most the role's max_targets, each existing and in a namespace the role allows. Excludes target_selector and kubernetes_namespaces.",
+			},
+			"target_selector": {
+				Type:        framework.TypeString,
+				Description: "Roles scoped to targets: a label selector (app=web,tier in (a,b)) resolved at issue to the pods it matches in kubernetes_namespace or each of kubernetes_namespaces; between 1 and max_targets pods. Pods created later are not covered.",
+			},
 			"cluster_role_binding": {
 				Type:        framework.TypeBool,
 				Description: "Ephemeral ClusterRole roles with allow_cluster_role_binding: bind cluster-wide instead of in kubernetes_namespace.",
@@ -79,7 +90,19 @@ func (b *backend) issueFor(ctx context.Context, req *logical.Request, d *framewo
 	if err != nil {
 		return nil, err
 	}
-	if role.ephemeral() {
+	if role.mode() == modeTargets {
+		// Every target is resolved, and found allowed, before anything is
+		// created.
+		tr, err := parseTargets(name, role, d)
+		if err != nil {
+			return nil, err
+		}
+		if ir.targets, err = tr.resolve(ctx, client.api, name, role); err != nil {
+			return nil, err
+		}
+		ir.namespaces = targetNamespaces(ir.targets)
+		ir.namespace = ir.namespaces[0]
+	} else if role.ephemeral() {
 		namespaces, bySelector, list, err := requestedNamespaces(name, role, d)
 		if err != nil {
 			return nil, err

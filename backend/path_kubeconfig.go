@@ -19,7 +19,7 @@ Reading kubeconfig/<role> returns a kubeconfig (fields kubeconfig, YAML, and
 kubeconfig_json) with the role's cluster and namespace and a user whose exec
 credential plugin runs
 
-    vault read -format=table -field=exec_credential <mount>/creds/<role> [ttl=...] [kubernetes_namespace=... | kubernetes_namespaces=...]
+    vault read -format=table -field=exec_credential <mount>/creds/<role> [ttl=...] [kubernetes_namespace=... | kubernetes_namespaces=...] [targets=... | target_selector=...]
 
 so every process that uses it fetches its own short-lived credential when it
 starts, and again when that credential's lease ends or the API server answers
@@ -27,7 +27,8 @@ starts, and again when that credential's lease ends or the API server answers
 process needs VAULT_ADDR and a VAULT_TOKEN (or ~/.vault-token) allowed to
 read creds/<role>. Optional parameters, passed on to creds/<role> and checked
 as creds checks them: ttl, kubernetes_namespace or kubernetes_namespaces
-(ephemeral roles).
+(ephemeral roles), targets or target_selector (roles scoped to targets;
+resolved again at every fetch).
 `
 )
 
@@ -51,6 +52,14 @@ func pathKubeconfig(b *backend) []*framework.Path {
 			"kubernetes_namespaces": {
 				Type:        framework.TypeCommaStringSlice,
 				Description: "Ephemeral roles, passed to creds/<role>: several namespaces for each credential; the context uses the first.",
+			},
+			"targets": {
+				Type:        framework.TypeCommaStringSlice,
+				Description: "Roles scoped to targets, passed to creds/<role>: the pods each credential names (resolved again at each fetch); the context uses the first's namespace.",
+			},
+			"target_selector": {
+				Type:        framework.TypeString,
+				Description: "Roles scoped to targets, passed to creds/<role>: a label selector resolved again at each fetch, so later credentials may cover other pods.",
 			},
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
@@ -76,7 +85,22 @@ func (b *backend) execKubeconfig(ctx context.Context, req *logical.Request, d *f
 	if err != nil {
 		return nil, userError{err}
 	}
-	if role.ephemeral() {
+	if role.mode() == modeTargets {
+		// Checked offline; each credential the kubeconfig fetches resolves
+		// the targets again.
+		tr, err := parseTargets(name, role, d)
+		if err != nil {
+			return nil, err
+		}
+		for _, ns := range tr.bySelector {
+			ir.warnings = append(ir.warnings, fmt.Sprintf("namespace %q is not listed by role %q; whether its labels match %s is checked when credentials are issued", ns, name, role.AllowedNamespaceSelector))
+		}
+		ir.namespace = tr.namespaces[0]
+		if len(tr.named) > 0 {
+			ir.namespace = tr.named[0].Namespace
+		}
+		ir.warnings = append(ir.warnings, "every credential this kubeconfig fetches resolves its targets again when it is issued: a named pod that is gone makes the fetch fail, and a target_selector may then match other pods")
+	} else if role.ephemeral() {
 		namespaces, bySelector, _, err := requestedNamespaces(name, role, d)
 		if err != nil {
 			return nil, err
@@ -105,6 +129,13 @@ func (b *backend) execKubeconfig(ctx context.Context, req *logical.Request, d *f
 	}
 	if list, ok := d.GetOk("kubernetes_namespaces"); ok {
 		args = append(args, "kubernetes_namespaces="+strings.Join(list.([]string), ","))
+	}
+	if list, ok := d.GetOk("targets"); ok {
+		args = append(args, "targets="+strings.Join(list.([]string), ","))
+	}
+	if sel, ok := d.GetOk("target_selector"); ok {
+		// One argument, never through a shell: spaces need no quoting.
+		args = append(args, "target_selector="+sel.(string))
 	}
 	params := client.endpoint.kubeconfigParams(role.Cluster, credsPath, role.kubeconfigNamespace(ir.namespace))
 	params.Exec = &clientcmdapiv1.ExecConfig{

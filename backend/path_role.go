@@ -18,7 +18,9 @@ service account (service_account_name, whose RBAC defines what tokens may
 do; the token is bound to a per-lease Secret), or per lease a ServiceAccount
 bound to an existing Role or ClusterRole (kubernetes_role_name) or to one
 generated from rules (generated_role_rules), in the namespaces the role
-allows. It also sets the default and maximum lease TTL, the token
+allows, or scoped to targets (target_profiles, target_rules, max_targets):
+per lease a Role in each namespace of the request's pods whose rules name
+exactly those pods. It also sets the default and maximum lease TTL, the token
 audiences, the kubeconfig's namespace, and extra labels and annotations.
 A role never yields the plugin's own identity or rights.
 `
@@ -37,11 +39,23 @@ func roleFields() map[string]*framework.FieldSchema {
 		},
 		"kubernetes_role_type": {
 			Type:        framework.TypeString,
-			Description: "Role (default) or ClusterRole: the kind of kubernetes_role_name, or of the role generated from generated_role_rules.",
+			Description: "Role (default) or ClusterRole: the kind of kubernetes_role_name, or of the role generated from generated_role_rules. Roles scoped to targets: Role only.",
 		},
 		"generated_role_rules": {
 			Type:        framework.TypeString,
 			Description: "Mode 3: RBAC rules as YAML or JSON (a list, or {rules: [...]}), expanding to at most 1024 permissions (verbs x apiGroups x resources x resourceNames). Per lease the plugin creates a Role (or ClusterRole) with them, a ServiceAccount and a binding. Rules granting a right of the plugin's own work (serviceaccounts/token, secrets, ServiceAccount or RBAC writes, certificatesigningrequests, bind, escalate, impersonate) are refused.",
+		},
+		"target_profiles": {
+			Type:        framework.TypeCommaStringSlice,
+			Description: "Mode 4, scoped to targets: named access each target pod gets. exec: pods get, pods/exec create, pods/log get (CINC Auditor / InSpec over kubectl exec). debug: pods get, list, watch, pods/ephemeralcontainers update, patch, pods/attach create, pods/log get (kubectl debug). Per lease the plugin creates a ServiceAccount and, in each target namespace, a Role whose rules name exactly the request's resolved pods, and its RoleBinding.",
+		},
+		"target_rules": {
+			Type:        framework.TypeString,
+			Description: "Mode 4: rule templates as YAML or JSON (a list, or {rules: [...]}) over pods and its subresources in the core group (apiGroups [\"\"]); the plugin fills in resourceNames, so setting them is refused. Added to target_profiles' rules.",
+		},
+		"max_targets": {
+			Type:        framework.TypeInt,
+			Description: "Mode 4: the most pods one credential may name or a target_selector may match. Default 10, at most 50.",
 		},
 		"allowed_kubernetes_namespaces": {
 			Type:        framework.TypeCommaStringSlice,
@@ -218,6 +232,20 @@ func applyRoleFields(role *roleEntry, d *framework.FieldData) error {
 	if v, ok := d.GetOk("allow_cluster_role_binding"); ok {
 		role.AllowClusterRoleBinding = v.(bool)
 	}
+	if v, ok := d.GetOk("target_profiles"); ok {
+		role.TargetProfiles = v.([]string)
+	}
+	if v, ok := d.GetOk("target_rules"); ok {
+		role.TargetRules = v.(string)
+	}
+	if v, ok := d.GetOk("max_targets"); ok {
+		role.MaxTargets = v.(int)
+	} else if role.targetScoped() && role.MaxTargets == 0 {
+		role.MaxTargets = defaultMaxTargets
+	} else if !role.targetScoped() {
+		// Left over from when the role was scoped to targets.
+		role.MaxTargets = 0
+	}
 	if role.ephemeral() && role.KubernetesRoleType == "" {
 		role.KubernetesRoleType = kindRole
 	}
@@ -269,6 +297,9 @@ func (b *backend) roleRead(ctx context.Context, req *logical.Request, d *framewo
 		"allowed_kubernetes_namespace_selector": role.AllowedNamespaceSelector,
 		"allow_cluster_role_binding":            role.AllowClusterRoleBinding,
 		"name_template":                         role.NameTemplate,
+		"target_profiles":                       nonNil(role.TargetProfiles),
+		"target_rules":                          role.TargetRules,
+		"max_targets":                           role.MaxTargets,
 	}}, nil
 }
 

@@ -31,7 +31,7 @@ func TestRoleWriteBadInput(t *testing.T) {
 		{name: "invalid cluster name", fields: map[string]interface{}{"cluster": "a..b"}, want: "cluster name"},
 		{name: "missing cluster", fields: map[string]interface{}{"cluster": nil}, want: "cluster is required", createOnly: true},
 		{name: "empty cluster", fields: map[string]interface{}{"cluster": ""}, want: "cluster is required"},
-		{name: "missing service account", fields: map[string]interface{}{"service_account_name": nil}, want: "set exactly one of service_account_name, kubernetes_role_name and generated_role_rules", createOnly: true},
+		{name: "missing service account", fields: map[string]interface{}{"service_account_name": nil}, want: "set exactly one of service_account_name, kubernetes_role_name, generated_role_rules and target_profiles/target_rules", createOnly: true},
 		{name: "empty service account", fields: map[string]interface{}{"service_account_name": "  "}, want: "set exactly one of service_account_name"},
 		{name: "missing namespace", fields: map[string]interface{}{"service_account_namespace": nil}, want: "service_account_namespace is required", createOnly: true},
 		{name: "empty namespace", fields: map[string]interface{}{"service_account_namespace": ""}, want: "service_account_namespace is required"},
@@ -140,6 +140,9 @@ func TestRoleDefaults(t *testing.T) {
 		"allowed_kubernetes_namespace_selector": "",
 		"allow_cluster_role_binding":            false,
 		"name_template":                         "",
+		"target_profiles":                       []string{},
+		"target_rules":                          "",
+		"max_targets":                           0,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("read role:\n got %#v\nwant %#v", got, want)

@@ -144,6 +144,12 @@ type roleEntry struct {
 	AllowedNamespaceSelector string   `json:"allowed_kubernetes_namespace_selector,omitempty"`
 	AllowClusterRoleBinding  bool     `json:"allow_cluster_role_binding,omitempty"`
 	NameTemplate             string   `json:"name_template,omitempty"`
+
+	// Target-scoped: per lease a Role per target namespace naming exactly
+	// the pods the request resolved to.
+	TargetProfiles []string `json:"target_profiles,omitempty"`
+	TargetRules    string   `json:"target_rules,omitempty"`
+	MaxTargets     int      `json:"max_targets,omitempty"`
 }
 
 // kubeconfigNamespace is the kubeconfig context's namespace for a lease in
@@ -242,6 +248,10 @@ const (
 	// modeGeneratedRole: per lease a Role (or ClusterRole) from the role's
 	// rules, a ServiceAccount and a binding.
 	modeGeneratedRole roleMode = "generated_role_rules"
+	// modeTargets: per lease a ServiceAccount and, in each namespace of the
+	// request's resolved target pods, a Role whose rules name exactly those
+	// pods, and its binding.
+	modeTargets roleMode = "target_profiles/target_rules"
 
 	anyNamespace = "*"
 
@@ -265,11 +275,23 @@ func (r *roleEntry) mode() roleMode {
 		return modeExistingRole
 	case r.GeneratedRoleRules != "":
 		return modeGeneratedRole
+	case r.targetScoped():
+		return modeTargets
 	}
 	return modeServiceAccount
 }
 
 func (r *roleEntry) ephemeral() bool { return r.mode() != modeServiceAccount }
+
+// targetScoped reports whether the role sets any target field.
+func (r *roleEntry) targetScoped() bool { return len(r.TargetProfiles) > 0 || r.TargetRules != "" }
+
+// generatesRole reports whether a lease creates a Role from rules (the
+// role's own, or its target templates).
+func (r *roleEntry) generatesRole() bool {
+	m := r.mode()
+	return (m == modeGeneratedRole && r.KubernetesRoleType == kindRole) || m == modeTargets
+}
 
 // validateRoleMode checks that exactly one mode is set and that the fields
 // of the other modes are not.
@@ -284,18 +306,24 @@ func validateRoleMode(r *roleEntry) error {
 	if r.GeneratedRoleRules != "" {
 		set = append(set, string(modeGeneratedRole))
 	}
+	if r.targetScoped() {
+		set = append(set, string(modeTargets))
+	}
 	if len(set) != 1 {
-		return fmt.Errorf("set exactly one of service_account_name, kubernetes_role_name and generated_role_rules (got %d: %s)", len(set), strings.Join(set, ", "))
+		return fmt.Errorf("set exactly one of service_account_name, kubernetes_role_name, generated_role_rules and target_profiles/target_rules (got %d: %s)", len(set), strings.Join(set, ", "))
+	}
+	if r.MaxTargets != 0 && r.mode() != modeTargets {
+		return errors.New("max_targets applies only with target_profiles or target_rules")
 	}
 	if !r.ephemeral() {
 		if r.ServiceAccountNamespace == "" {
 			return errors.New("service_account_namespace is required with service_account_name")
 		}
 		if len(r.AllowedNamespaces) > 0 || r.AllowedNamespaceSelector != "" || r.AllowClusterRoleBinding || r.NameTemplate != "" {
-			return errors.New("allowed_kubernetes_namespaces, allowed_kubernetes_namespace_selector, allow_cluster_role_binding and name_template apply only with kubernetes_role_name or generated_role_rules")
+			return errors.New("allowed_kubernetes_namespaces, allowed_kubernetes_namespace_selector, allow_cluster_role_binding and name_template apply only with the ephemeral modes (kubernetes_role_name, generated_role_rules, target_profiles/target_rules)")
 		}
 		if r.KubernetesRoleType != "" {
-			return errors.New("kubernetes_role_type applies only with kubernetes_role_name or generated_role_rules")
+			return errors.New("kubernetes_role_type applies only with kubernetes_role_name, generated_role_rules or target_profiles/target_rules")
 		}
 		return nil
 	}
@@ -345,6 +373,11 @@ func validateRoleMode(r *roleEntry) error {
 	}
 	if r.GeneratedRoleRules != "" {
 		if _, err := parseRules(r.GeneratedRoleRules, r.KubernetesRoleType); err != nil {
+			return err
+		}
+	}
+	if r.mode() == modeTargets {
+		if err := validateTargetRole(r); err != nil {
 			return err
 		}
 	}

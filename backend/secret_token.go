@@ -17,6 +17,10 @@ import (
 
 const secretTokenType = "service_account_token"
 
+// conditionalFields are the response's keys present only for some requests
+// or roles; every other documented key is in every response.
+var conditionalFields = []string{"kubernetes_namespaces", "targets"}
+
 func secretToken(b *backend) *framework.Secret {
 	return &framework.Secret{
 		Type: secretTokenType,
@@ -32,6 +36,8 @@ func secretToken(b *backend) *framework.Secret {
 			"kubernetes_ca_cert":        {Type: framework.TypeString, Description: "The CA bundle the kubeconfig carries."},
 			"credential_id":             {Type: framework.TypeString, Description: "JTI=<jti>, as Kubernetes' audit log names the token."},
 			"expires_at":                {Type: framework.TypeString, Description: "RFC 3339 time at which the lease ends and the token is revoked."},
+			"kubernetes_namespaces":     {Type: framework.TypeString, Description: "Only with kubernetes_namespaces or targets: the namespaces the credential is bound in, comma-separated, the first being service_account_namespace."},
+			"targets":                   {Type: framework.TypeSlice, Description: "Only for roles scoped to targets: the pods the credential can reach, as resolved at issue: a list of {namespace, pod, containers}."},
 		},
 		// No Renew: the lease is not renewable; get a new credential instead.
 		Revoke: b.revokeToken,
@@ -53,6 +59,14 @@ func (b *backend) revokeToken(ctx context.Context, req *logical.Request, _ *fram
 	b.Logger().Info("revoked credential", "role", lease.Role, "cluster", lease.Cluster, "endpoint", lease.Endpoint,
 		"objects", describeRefs(lease.Objects), "credential_id", lease.CredentialID, "request_id", req.ID)
 	return nil, nil
+}
+
+func describeTargets(targets []podTarget) string {
+	parts := make([]string, len(targets))
+	for i, t := range targets {
+		parts[i] = t.String()
+	}
+	return strings.Join(parts, ", ")
 }
 
 func describeRefs(refs []objectRef) string {
@@ -220,15 +234,23 @@ func (b *backend) credentialResponse(req *logical.Request, ir *issueRequest, cli
 	if len(ir.namespaces) > 0 {
 		resp.Data["kubernetes_namespaces"] = strings.Join(ir.namespaces, ",")
 	}
+	if len(ir.targets) > 0 {
+		resp.Data["targets"] = targetsData(ir.targets)
+		resp.AddWarning(targetsNotCoveredWarning)
+	}
 	resp.Secret.TTL = cred.leaseTTL
 	resp.Secret.MaxTTL = cred.leaseTTL
 	resp.Secret.Renewable = false
 	for _, w := range append(ir.warnings, cred.warnings...) {
 		resp.AddWarning(w)
 	}
-	b.Logger().Info("issued credential", "role", ir.roleName, "cluster", role.Cluster,
-		"service_account", lease.Namespace+"/"+lease.ServiceAccount, "objects", describeRefs(lease.Objects),
-		"credential_id", lease.CredentialID, "expires_at", resp.Data["expires_at"], "request_id", req.ID)
+	logArgs := []interface{}{"role", ir.roleName, "cluster", role.Cluster,
+		"service_account", lease.Namespace + "/" + lease.ServiceAccount, "objects", describeRefs(lease.Objects),
+		"credential_id", lease.CredentialID, "expires_at", resp.Data["expires_at"], "request_id", req.ID}
+	if len(ir.targets) > 0 {
+		logArgs = append(logArgs, "targets", describeTargets(ir.targets))
+	}
+	b.Logger().Info("issued credential", logArgs...)
 	return resp, nil
 }
 

@@ -175,14 +175,26 @@ func TestIssueRefusedWhenRevokeWouldBeForbidden(t *testing.T) {
 }
 
 // The lease Secret's Fields document exactly the keys a credential
-// response returns.
+// response returns: all of them but conditionalFields in every response,
+// and all of them for a target-scoped lease.
 func TestSecretFieldsMatchResponse(t *testing.T) {
 	b, s, _ := newConfiguredBackend(t)
-	resp := mustOK(t, b, s, logical.ReadOperation, "creds/"+testRole, nil)
+	tb, ts, _ := targetBackend(t, map[string]interface{}{"target_profiles": "exec", "allowed_kubernetes_namespaces": "team-a"})
 	documented := sortedKeys(b.Secret(secretTokenType).Fields)
-	returned := sortedKeys(resp.Data)
-	if !slices.Equal(documented, returned) {
-		t.Errorf("Fields document %v, the response returns %v", documented, returned)
+	cases := []struct {
+		name string
+		resp *logical.Response
+		want []string
+	}{
+		{"existing service account", mustOK(t, b, s, logical.ReadOperation, "creds/"+testRole, nil), slices.DeleteFunc(slices.Clone(documented), func(k string) bool { return slices.Contains(conditionalFields, k) })},
+		{"target-scoped", mustOK(t, tb, ts, logical.ReadOperation, "creds/scan", map[string]interface{}{"targets": "pod-a"}), documented},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if returned := sortedKeys(tc.resp.Data); !slices.Equal(tc.want, returned) {
+				t.Errorf("Fields document %v, the response returns %v", tc.want, returned)
+			}
+		})
 	}
 }
 

@@ -61,6 +61,56 @@ func TestThreatCredsCallerTokenOnlyInCredentialFields(t *testing.T) {
 	assertNoSecretIn(t, logs.String(), token)
 }
 
+// A creds/ caller of a role scoped to targets names the pods; the plugin
+// reads no pod outside the role's namespaces (so a refusal never tells
+// whether such a pod exists), no more names than max_targets, and lists a
+// selector's matches one above max_targets at most. Every refusal creates
+// nothing.
+func TestThreatCredsCallerTargetsConfined(t *testing.T) {
+	long := strings.Repeat("a", 10<<10)
+	cases := []struct {
+		name    string
+		request map[string]interface{}
+		want    string
+		// reads is how many pod reads the refusal may cost, in team-a.
+		reads int
+	}{
+		{"pod in a namespace not allowed", map[string]interface{}{"targets": "team-c/pod-e"}, `namespace "team-c" is not allowed`, 0},
+		{"missing pod in a namespace not allowed", map[string]interface{}{"targets": "team-c/nope"}, `namespace "team-c" is not allowed`, 0},
+		{"allowed pod then one outside", map[string]interface{}{"targets": "pod-a,team-b/pod-d"}, `namespace "team-b" is not allowed`, 0},
+		{"selector in a namespace not allowed", map[string]interface{}{"kubernetes_namespace": "team-c", "target_selector": "app=web"}, `namespace "team-c" is not allowed`, 0},
+		{"more than max_targets", map[string]interface{}{"targets": "pod-a,pod-b,pod-c"}, "at most 2", 0},
+		{"thousands of names", map[string]interface{}{"targets": strings.Repeat("pod-a,", 5000) + "pod-a"}, "at most 2", 0},
+		{"selector matching more", map[string]interface{}{"target_selector": "app"}, "matches more than 2", 1},
+		{"duplicate to pass max_targets' count", map[string]interface{}{"targets": "pod-a,team-a/pod-a"}, "more than once", 0},
+		{"path traversal", map[string]interface{}{"targets": "../kube-system/x"}, "not a pod name", 0},
+		{"encoded traversal", map[string]interface{}{"targets": "%2e%2e"}, "not a valid pod name", 0},
+		{"query", map[string]interface{}{"targets": "pod-a?watch=true"}, "not a valid pod name", 0},
+		{"wildcard", map[string]interface{}{"targets": "*"}, "not a valid pod name", 0},
+		{"subresource", map[string]interface{}{"targets": "team-a/pod-a/exec"}, "not a pod name", 0},
+		{"newline", map[string]interface{}{"targets": "pod-a\nteam-c/pod-e"}, "not a valid", 0},
+		{"10 KiB name", map[string]interface{}{"targets": long}, "not a valid pod name", 0},
+		{"selector with a field selector's syntax", map[string]interface{}{"target_selector": "metadata.name!=x,app=web;rm"}, "not a label selector", 0},
+		{"10 KiB selector", map[string]interface{}{"target_selector": "app=" + long}, "at most 4096", 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b, s, fk := targetBackend(t, map[string]interface{}{"target_profiles": "exec", "allowed_kubernetes_namespaces": "team-a", "max_targets": 2})
+			resp, err := request(t, b, s, logical.ReadOperation, "creds/scan", tc.request)
+			if err != nil || resp == nil || !resp.IsError() || !containsFold(resp.Error().Error(), tc.want) {
+				t.Fatalf("want a 400 mentioning %q, got %v %v", tc.want, resp, err)
+			}
+			if msg := resp.Error().Error(); strings.Contains(msg, long[:300]) {
+				t.Errorf("the error echoes the whole input (%d bytes)", len(msg))
+			}
+			if reads := podReads(fk); len(reads) > 1 || reads["team-a"] != tc.reads {
+				t.Errorf("pod reads by namespace = %v, want %d in team-a only", reads, tc.reads)
+			}
+			assertNothingCreated(t, fk)
+		})
+	}
+}
+
 // ---- (b) a roles/ writer ----
 
 // A role never yields the plugin's own identity: not the current
@@ -351,6 +401,68 @@ func putRoleUnchecked(t *testing.T, s logical.Storage, name string, fields map[s
 	if err := s.Put(context.Background(), entry); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// A roles/ writer's target_rules reach pods and their subresources only,
+// never name pods themselves (the plugin names the request's), and stay
+// within the permission bound at max_targets names; a role stored before
+// these checks is refused at issue and creates nothing.
+func TestThreatRoleWriterTargetRules(t *testing.T) {
+	verbs := make([]string, 11)
+	for i := range verbs {
+		verbs[i] = fmt.Sprintf("%q", fmt.Sprintf("v%d", i))
+	}
+	cases := []struct {
+		name   string
+		fields map[string]interface{}
+		want   string
+	}{
+		{"resourceNames of its choosing", map[string]interface{}{"target_rules": `[{"apiGroups":[""],"resources":["pods/exec"],"verbs":["create"],"resourceNames":["kube-apiserver-node1"]}]`}, "resourceNames"},
+		{"tokens", map[string]interface{}{"target_rules": `[{"apiGroups":[""],"resources":["serviceaccounts/token"],"verbs":["create"]}]`}, "pods and their subresources"},
+		{"secrets", map[string]interface{}{"target_rules": `[{"apiGroups":[""],"resources":["secrets"],"verbs":["get","list"]}]`}, "pods and their subresources"},
+		{"every resource", map[string]interface{}{"target_rules": `[{"apiGroups":[""],"resources":["*"],"verbs":["*"]}]`}, "pods and their subresources"},
+		{"every exec", map[string]interface{}{"target_rules": `[{"apiGroups":[""],"resources":["*/exec"],"verbs":["create"]}]`}, "pods and their subresources"},
+		{"nodes/proxy", map[string]interface{}{"target_rules": `[{"apiGroups":[""],"resources":["nodes/proxy"],"verbs":["get"]}]`}, "pods and their subresources"},
+		{"RBAC in a pods-named resource", map[string]interface{}{"target_rules": `[{"apiGroups":["rbac.authorization.k8s.io"],"resources":["pods"],"verbs":["escalate"]}]`}, `apiGroups [""]`},
+		{"every group", map[string]interface{}{"target_rules": `[{"apiGroups":["*"],"resources":["pods"],"verbs":["get"]}]`}, `apiGroups [""]`},
+		{"nonResourceURLs", map[string]interface{}{"target_rules": `[{"nonResourceURLs":["*"],"verbs":["*"]}]`}, "nonResourceURLs"},
+		{"impersonate on pods", map[string]interface{}{"target_rules": `[{"apiGroups":[""],"resources":["pods"],"verbs":["impersonate"]}]`}, "a right the plugin holds"},
+		{"permissions beyond the bound", map[string]interface{}{"max_targets": 50, "target_rules": fmt.Sprintf(`[{"apiGroups":[""],"resources":["pods","pods/log"],"verbs":[%s]}]`, strings.Join(verbs, ","))}, "more than 1024"},
+		{"max_targets beyond 50", map[string]interface{}{"target_profiles": "exec", "max_targets": 1000}, "between 1 and 50"},
+		{"negative max_targets", map[string]interface{}{"target_profiles": "exec", "max_targets": -1}, "between 1 and 50"},
+		{"rules beyond 64 KiB", map[string]interface{}{"target_rules": "# " + strings.Repeat("x", maxRulesBytes)}, "at most 65536"},
+		{"a Role cluster-wide", map[string]interface{}{"target_profiles": "exec", "kubernetes_role_type": "ClusterRole", "allow_cluster_role_binding": true}, "kubernetes_role_type=Role"},
+		{"an existing role besides", map[string]interface{}{"target_profiles": "exec", "kubernetes_role_name": "cluster-admin"}, "set exactly one"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b, s, _ := newTestBackend(t)
+			configureCluster(t, b, s)
+			data := map[string]interface{}{"cluster": testCluster, "allowed_kubernetes_namespaces": "team-a"}
+			for k, v := range tc.fields {
+				data[k] = v
+			}
+			mustBadRequest(t, b, s, logical.CreateOperation, "roles/scan", data, tc.want)
+		})
+	}
+
+	t.Run("stored before the checks", func(t *testing.T) {
+		b, s, fk := targetBackend(t, map[string]interface{}{"target_profiles": "exec", "allowed_kubernetes_namespaces": "team-a"})
+		role := &roleEntry{Cluster: testCluster, TTL: defaultRoleTTL, MaxTTL: defaultRoleMaxTTL, KubernetesRoleType: kindRole, AllowedNamespaces: []string{"team-a"}, MaxTargets: 5,
+			TargetRules: `[{"apiGroups":[""],"resources":["secrets"],"verbs":["get"],"resourceNames":["db-password"]}]`}
+		entry, err := logical.StorageEntryJSON(roleStoragePrefix+"old", role)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Put(context.Background(), entry); err != nil {
+			t.Fatal(err)
+		}
+		mustBadRequest(t, b, s, logical.ReadOperation, "creds/old", map[string]interface{}{"targets": "pod-a"}, "can no longer be issued")
+		assertNothingCreated(t, fk)
+		if reads := podReads(fk); len(reads) != 0 {
+			t.Errorf("pods read for a role that cannot be issued: %v", reads)
+		}
+	})
 }
 
 // A generated ClusterRole carries none of the role's extra_labels, so no

@@ -414,7 +414,7 @@ func TestEphemeralBadInput(t *testing.T) {
 		{"service_account_name and kubernetes_role_name", map[string]any{
 			"service_account_name": stack.ScannerSA, "service_account_namespace": stack.ScannerNamespace,
 			"kubernetes_role_name": podReader, "allowed_kubernetes_namespaces": teamA,
-		}, "set exactly one of service_account_name, kubernetes_role_name and generated_role_rules"},
+		}, "set exactly one of service_account_name, kubernetes_role_name, generated_role_rules and target_profiles/target_rules"},
 		{"kubernetes_role_name and generated_role_rules", map[string]any{
 			"kubernetes_role_name": podReader, "generated_role_rules": podReaderRules, "allowed_kubernetes_namespaces": teamA,
 		}, "set exactly one of"},
