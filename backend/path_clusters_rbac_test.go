@@ -352,6 +352,11 @@ func TestClusterRBAC(t *testing.T) {
 			namespaced: []string{"team-a"},
 		},
 		{
+			name:       "target-scoped (exec profile)",
+			roles:      map[string]map[string]interface{}{"scan": {"target_profiles": "exec", "allowed_kubernetes_namespaces": "team-a"}},
+			namespaced: []string{"team-a"},
+		},
+		{
 			name:        "generated ClusterRole",
 			roles:       map[string]map[string]interface{}{"gen": {"generated_role_rules": podRules, "kubernetes_role_type": "ClusterRole", "allowed_kubernetes_namespaces": "team-a,team-b"}},
 			namespaced:  []string{"team-a", "team-b"},
