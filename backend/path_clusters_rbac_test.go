@@ -603,3 +603,23 @@ func TestClusterRBACDeployTokenRequester(t *testing.T) {
 		t.Errorf("deploy/token-requester.yaml does not end with the output of clusters/%s/rbac:\n%s", testCluster, manifests)
 	}
 }
+
+// deploy/target-scans.yaml is the read's output for its one documented
+// role: exec-profile target scans in team-a and team-b.
+func TestClusterRBACDeployTargetScans(t *testing.T) {
+	b, s, _ := rbacBackend(t, map[string]map[string]interface{}{"scan-pods": {"target_profiles": "exec", "allowed_kubernetes_namespaces": "team-a,team-b"}})
+	resp := mustOK(t, b, s, logical.ReadOperation, "clusters/"+testCluster+"/rbac", nil)
+	manifests := resp.Data["manifests"].(string)
+	if path := os.Getenv("WRITE_DEPLOY_TARGET_SCANS"); path != "" {
+		if err := os.WriteFile(path, []byte(manifests), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	shipped, err := os.ReadFile(filepath.Join("..", "deploy", "target-scans.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(string(shipped), "---\n"+manifests) {
+		t.Errorf("deploy/target-scans.yaml does not end with the output of clusters/%s/rbac:\n%s", testCluster, manifests)
+	}
+}
