@@ -15,13 +15,14 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
 
 	"github.com/vault-plugin-scanner/vault-plugin-scanner/tests/acceptance/stack"
 )
 
 // Namespaces of the target-scoped tests, created by them: the plugin's
-// rights there are the test's own Role (below), not deploy/'s, so nothing
-// else counts on them.
+// rights there are exactly what clusters/<name>/rbac generates for the
+// target roles (applyGeneratedRBAC), so nothing else counts on them.
 const (
 	tgtA = "targets-a"
 	tgtB = "targets-b"
@@ -85,27 +86,6 @@ func ensureTargetSetup(t *testing.T) {
 		if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 			t.Fatal(err)
 		}
-		role := &rbacv1.Role{
-			ObjectMeta: metav1.ObjectMeta{Name: "vault-plugin-scanner-targets", Namespace: ns},
-			Rules: []rbacv1.PolicyRule{
-				{APIGroups: []string{""}, Resources: []string{"serviceaccounts"}, Verbs: []string{"create", "delete", "get"}},
-				{APIGroups: []string{""}, Resources: []string{"serviceaccounts/token"}, Verbs: []string{"create"}},
-				{APIGroups: []string{rbacv1.GroupName}, Resources: []string{"roles", "rolebindings"}, Verbs: []string{"create", "delete", "get"}},
-				{APIGroups: []string{""}, Resources: []string{"pods", "pods/log"}, Verbs: []string{"get", "list"}},
-				{APIGroups: []string{""}, Resources: []string{"pods/exec"}, Verbs: []string{"create"}},
-			},
-		}
-		if _, err := cs.RbacV1().Roles(ns).Create(ctx, role, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-			t.Fatal(err)
-		}
-		rb := &rbacv1.RoleBinding{
-			ObjectMeta: metav1.ObjectMeta{Name: "vault-plugin-scanner-targets", Namespace: ns},
-			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
-			Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: stack.RequesterSA, Namespace: stack.RequesterNamespace}},
-		}
-		if _, err := cs.RbacV1().RoleBindings(ns).Create(ctx, rb, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-			t.Fatal(err)
-		}
 		// The ServiceAccount admission plugin wants the pods' account.
 		sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: stack.TargetPod, Namespace: ns}}
 		if _, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
@@ -116,6 +96,67 @@ func ensureTargetSetup(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+	}
+}
+
+// applyGeneratedRBAC reads clusters/<name>/rbac and applies, as the admin,
+// exactly its Roles and RoleBindings in namespaces: the token requester's
+// rights there are then what the plugin says its roles need, nothing more.
+func applyGeneratedRBAC(t *testing.T, namespaces ...string) {
+	t.Helper()
+	done := step(t, "apply %s/clusters/%s/rbac's Roles and RoleBindings in %v", stack.Mount, stack.ClusterName, namespaces)
+	defer done()
+	ctx := testCtx(t, 2*time.Minute)
+	sec, err := vaultClient(t).Logical().ReadWithContext(ctx, stack.Mount+"/clusters/"+stack.ClusterName+"/rbac")
+	if err != nil || sec == nil {
+		t.Fatalf("read clusters/%s/rbac: %v", stack.ClusterName, err)
+	}
+	cs, err := st.Kube.AdminClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifests, _ := sec.Data["manifests"].(string)
+	applied := 0
+	for _, doc := range strings.Split(manifests, "\n---\n") {
+		var head metav1.TypeMeta
+		if err := yaml.Unmarshal([]byte(doc), &head); err != nil {
+			t.Fatalf("a generated document does not parse: %v", err)
+		}
+		switch head.Kind {
+		case "Role":
+			var role rbacv1.Role
+			if err := yaml.UnmarshalStrict([]byte(doc), &role); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Contains(namespaces, role.Namespace) {
+				continue
+			}
+			_, err := cs.RbacV1().Roles(role.Namespace).Create(ctx, &role, metav1.CreateOptions{})
+			if apierrors.IsAlreadyExists(err) {
+				_, err = cs.RbacV1().Roles(role.Namespace).Update(ctx, &role, metav1.UpdateOptions{})
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			applied++
+		case "RoleBinding":
+			var rb rbacv1.RoleBinding
+			if err := yaml.UnmarshalStrict([]byte(doc), &rb); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Contains(namespaces, rb.Namespace) {
+				continue
+			}
+			if _, err := cs.RbacV1().RoleBindings(rb.Namespace).Create(ctx, &rb, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+				t.Fatal(err)
+			}
+			applied++
+		}
+	}
+	if applied != 2*len(namespaces) {
+		t.Fatalf("applied %d generated Roles and RoleBindings in %v, want one of each per namespace", applied, namespaces)
+	}
+	for _, ns := range namespaces {
 		if err := waitRequesterCan(ctx, true, "create", "pods/exec", ns); err != nil {
 			t.Fatal(err)
 		}
@@ -179,6 +220,8 @@ func TestTargetScopedCredential(t *testing.T) {
 		"max_targets":                   3,
 		"ttl":                           "10m",
 	})
+	writeEphemeralRole(t, role+"-two", map[string]any{"target_profiles": "exec", "allowed_kubernetes_namespaces": tgtA + "," + tgtB, "max_targets": 2})
+	applyGeneratedRBAC(t, tgtA, tgtB)
 	both := []string{tgtA, tgtB}
 
 	done := step(t, "vault read %s/creds/%s kubernetes_namespace=%s targets=web-0,web-1", stack.Mount, role, tgtA)
@@ -275,7 +318,6 @@ func TestTargetScopedCredential(t *testing.T) {
 	if ve.Status != http.StatusBadRequest || !strings.Contains(ve.Text, "does not exist") {
 		t.Errorf("missing pod: %d %s", ve.Status, ve.Text)
 	}
-	writeEphemeralRole(t, role+"-two", map[string]any{"target_profiles": "exec", "allowed_kubernetes_namespaces": tgtA + "," + tgtB, "max_targets": 2})
 	ve = credsError(t, role+"-two", map[string][]string{"kubernetes_namespaces": {tgtA + "," + tgtB}, "target_selector": {"app=web"}})
 	if ve.Status != http.StatusBadRequest || !strings.Contains(ve.Text, "matches more than 2") {
 		t.Errorf("selector matching 3 with max_targets=2: %d %s", ve.Status, ve.Text)
