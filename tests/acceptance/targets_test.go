@@ -325,4 +325,65 @@ func TestTargetScopedCredential(t *testing.T) {
 	assertNoManaged(t, role, both...)
 	assertNoManaged(t, role+"-two", both...)
 	done()
+
+	everyGeneratedRuleNeeded(t, tgtA)
+}
+
+// everyGeneratedRuleNeeded removes, one at a time, each rule of the
+// generated Role in ns and checks that clusters/<name>/check then names a
+// permission missing in ns; the Role is restored after each. Other tests
+// may change rights elsewhere meanwhile, so only ns's entries count.
+func everyGeneratedRuleNeeded(t *testing.T, ns string) {
+	t.Helper()
+	ctx := testCtx(t, 3*time.Minute)
+	cs, err := st.Kube.AdminClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	roles := cs.RbacV1().Roles(ns)
+	generated, err := roles.Get(ctx, stack.RequesterRole, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("the generated Role in %s: %v", ns, err)
+	}
+	shipped := slices.Clone(generated.Rules)
+	setRules := func(rules []rbacv1.PolicyRule) {
+		r, err := roles.Get(ctx, stack.RequesterRole, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Rules = rules
+		if _, err := roles.Update(ctx, r, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { setRules(shipped) })
+	missingIn := func() []string {
+		var out []string
+		for _, m := range clusterCheck(t).MissingPermissions {
+			if strings.Contains(m, `namespace "`+ns+`"`) {
+				out = append(out, m)
+			}
+		}
+		return out
+	}
+	for i, rule := range shipped {
+		done := step(t, "generated Role in %s without rule %d (%v %v): check names what is missing there", ns, i, rule.Verbs, rule.Resources)
+		setRules(slices.Delete(slices.Clone(shipped), i, i+1))
+		var got []string
+		if _, err := stack.Poll(ctx, 15*time.Second, 500*time.Millisecond, func() (bool, error) {
+			got = missingIn()
+			return len(got) > 0, nil
+		}); err != nil {
+			t.Errorf("without rule %d (%v %v) check names nothing missing in %s", i, rule.Verbs, rule.Resources, ns)
+		} else {
+			t.Logf("without rule %d: missing %q", i, got)
+		}
+		setRules(shipped)
+		if _, err := stack.Poll(ctx, 15*time.Second, 500*time.Millisecond, func() (bool, error) {
+			return len(missingIn()) == 0, nil
+		}); err != nil {
+			t.Fatalf("check still names %q in %s after the Role was restored", missingIn(), ns)
+		}
+		done()
+	}
 }
