@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -215,6 +216,7 @@ func (b *backend) checkCluster(ctx context.Context, req *logical.Request, _ *fra
 	}
 	budget := &reviewBudget{left: maxCheckReviews}
 	checked := map[string]bool{}
+	seen := map[string]bool{}
 	missing := []string{}
 	notes := []string{}
 	unchecked := 0
@@ -249,7 +251,14 @@ func (b *backend) checkCluster(ctx context.Context, req *logical.Request, _ *fra
 			if ns != "" && perNamespace[ns] == nil {
 				perNamespace[ns] = []string{}
 			}
-			if checked[key] {
+			// A right with an alternative (escalate, or hold every right the
+			// role's rules grant) is the role's own: two roles share its
+			// name, not its alternative.
+			seenKey := key
+			if len(perm.orAll) > 0 {
+				seenKey += "\x00" + roleName
+			}
+			if seen[seenKey] {
 				continue
 			}
 			allowed, err := b.permissionHeld(ctx, client.api, budget, perm)
@@ -260,8 +269,8 @@ func (b *backend) checkCluster(ctx context.Context, req *logical.Request, _ *fra
 			if err != nil {
 				return nil, fmt.Errorf("checking %s: %w", key, err)
 			}
-			checked[key] = true
-			if !allowed {
+			seen[seenKey], checked[key] = true, true
+			if !allowed && !slices.Contains(missing, key) {
 				missing = append(missing, key)
 				if ns != "" {
 					perNamespace[ns] = append(perNamespace[ns], key)

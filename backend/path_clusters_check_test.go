@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -66,5 +67,28 @@ func TestClusterReadRedactsProxyPassword(t *testing.T) {
 	cfg, _ := getCluster(t.Context(), s, testCluster)
 	if cfg.ProxyURL != "http://scanner:hunter2@proxy.internal:3128" {
 		t.Errorf("stored proxy_url lost its password: %s", cfg.ProxyURL)
+	}
+}
+
+// Two generated-rule roles in one namespace share the name of the right to
+// create their Roles (escalate roles), not its alternative (holding every
+// right the rules grant): check asks for each role's rules.
+func TestClusterCheckGeneratedRulesPerRole(t *testing.T) {
+	b, s, fk := newTestBackend(t)
+	configureCluster(t, b, s)
+	for name, resource := range map[string]string{"gen-a": "pods", "gen-b": "configmaps"} {
+		mustOK(t, b, s, logical.CreateOperation, "roles/"+name, map[string]interface{}{
+			"cluster": testCluster, "allowed_kubernetes_namespaces": testNamespace,
+			"generated_role_rules": `[{"apiGroups":[""],"resources":["` + resource + `"],"verbs":["get"]}]`,
+		})
+	}
+	// The plugin holds gen-a's rule, not gen-b's, and may not escalate.
+	fk.setAuthorizer(func(attrs authorizationv1.ResourceAttributes) bool {
+		return attrs.Verb != "escalate" && attrs.Resource != "configmaps"
+	})
+	resp := mustOK(t, b, s, logical.ReadOperation, "clusters/"+testCluster+"/check", nil)
+	want := `escalate roles in namespace "` + testNamespace + `"`
+	if missing := resp.Data["missing_permissions"].([]string); !slices.Equal(missing, []string{want}) || resp.Data["ok"] != false {
+		t.Errorf("missing_permissions %q (ok=%v), want exactly %q", missing, resp.Data["ok"], want)
 	}
 }

@@ -221,6 +221,7 @@ func TestTargetScopedCredential(t *testing.T) {
 		"ttl":                           "10m",
 	})
 	writeEphemeralRole(t, role+"-two", map[string]any{"target_profiles": "exec", "allowed_kubernetes_namespaces": tgtA + "," + tgtB, "max_targets": 2})
+	writeEphemeralRole(t, role+"-debug", map[string]any{"target_profiles": "debug", "allowed_kubernetes_namespaces": tgtA, "ttl": "10m"})
 	applyGeneratedRBAC(t, tgtA, tgtB)
 	both := []string{tgtA, tgtB}
 
@@ -324,6 +325,29 @@ func TestTargetScopedCredential(t *testing.T) {
 	}
 	assertNoManaged(t, role, both...)
 	assertNoManaged(t, role+"-two", both...)
+	done()
+
+	done = step(t, "target_profiles=debug, targets=db-0: add an ephemeral container to db-0 and attach to it, nothing else")
+	dc := readTargetCreds(t, role+"-debug", "kubernetes_namespace="+tgtA, "targets=db-0")
+	dkc := filepath.Join(t.TempDir(), "kubeconfig-debug")
+	if err := stack.WriteFile0600(dkc, []byte(dc.Data.Kubeconfig)); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []struct{ verb, pod, sub, want string }{
+		{"update", "db-0", "ephemeralcontainers", "yes"},
+		{"patch", "db-0", "ephemeralcontainers", "yes"},
+		{"create", "db-0", "attach", "yes"},
+		{"watch", "db-0", "", "yes"},
+		{"create", "db-0", "exec", "no"},
+		{"update", "web-0", "ephemeralcontainers", "no"},
+		{"create", "web-0", "attach", "no"},
+	} {
+		if got := canI(t, dkc, tgtA, q.verb, q.pod, q.sub); got != q.want {
+			t.Errorf("debug credential: can-i %s pods/%s %s: %q, want %q", q.verb, q.pod, q.sub, got, q.want)
+		}
+	}
+	mustVault(t, "lease", "revoke", "-sync", dc.LeaseID)
+	assertNoManaged(t, role+"-debug", tgtA)
 	done()
 
 	everyGeneratedRuleNeeded(t, tgtA)
