@@ -388,13 +388,8 @@ func validateRoleMode(r *roleEntry) error {
 // PolicyRules or an object with a "rules" list. Unknown keys are refused so
 // a typo (say "resource") does not silently grant less or more.
 func parseRules(raw, roleType string) ([]rbacv1.PolicyRule, error) {
-	var wrapped struct {
-		Rules []rbacv1.PolicyRule `json:"rules"`
-	}
-	var rules []rbacv1.PolicyRule
-	if err := yaml.UnmarshalStrict([]byte(raw), &wrapped); err == nil && wrapped.Rules != nil {
-		rules = wrapped.Rules
-	} else if err := yaml.UnmarshalStrict([]byte(raw), &rules); err != nil {
+	rules, err := decodeRules(raw)
+	if err != nil {
 		return nil, fmt.Errorf("generated_role_rules must be YAML or JSON: a list of rules or {rules: [...]}, each with verbs, apiGroups and resources: %s", clip(err.Error()))
 	}
 	if len(rules) == 0 {
@@ -621,4 +616,20 @@ func (c *roleCache) reset() {
 	c.roles = map[string]*roleEntry{}
 	c.generation++
 	c.mu.Unlock()
+}
+
+// decodeRules reads RBAC rules as YAML or JSON: a list of PolicyRules or an
+// object with a "rules" list, refusing unknown keys.
+func decodeRules(raw string) ([]rbacv1.PolicyRule, error) {
+	var wrapped struct {
+		Rules []rbacv1.PolicyRule `json:"rules"`
+	}
+	if err := yaml.UnmarshalStrict([]byte(raw), &wrapped); err == nil && wrapped.Rules != nil {
+		return wrapped.Rules, nil
+	}
+	var rules []rbacv1.PolicyRule
+	if err := yaml.UnmarshalStrict([]byte(raw), &rules); err != nil {
+		return nil, err
+	}
+	return rules, nil
 }

@@ -13,7 +13,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
-	"sigs.k8s.io/yaml"
 )
 
 // Target-scoped roles: credentials whose RBAC names exactly the pods of one
@@ -110,13 +109,8 @@ func parseTargetRules(raw string) ([]rbacv1.PolicyRule, error) {
 	if len(raw) > maxRulesBytes {
 		return nil, fmt.Errorf("target_rules is %d bytes; at most %d are allowed", len(raw), maxRulesBytes)
 	}
-	var wrapped struct {
-		Rules []rbacv1.PolicyRule `json:"rules"`
-	}
-	var rules []rbacv1.PolicyRule
-	if err := yaml.UnmarshalStrict([]byte(raw), &wrapped); err == nil && wrapped.Rules != nil {
-		rules = wrapped.Rules
-	} else if err := yaml.UnmarshalStrict([]byte(raw), &rules); err != nil {
+	rules, err := decodeRules(raw)
+	if err != nil {
 		return nil, fmt.Errorf("target_rules must be YAML or JSON: a list of rules or {rules: [...]}, each with verbs, apiGroups [\"\"] and resources over pods: %s", clip(err.Error()))
 	}
 	if len(rules) == 0 {
