@@ -138,7 +138,11 @@ func permissionsFor(role *roleEntry, selected []string) []requiredPermission {
 	}
 	if role.AllowedNamespaceSelector != "" {
 		// Namespaces are read, never created: not in the kind table.
-		perms = append(perms, requiredPermission{attrs: authorizationv1.ResourceAttributes{Verb: "get", Resource: "namespaces"}})
+		// get matches a requested namespace; list resolves the selector for
+		// check and clusters/<name>/rbac.
+		perms = append(perms,
+			requiredPermission{attrs: authorizationv1.ResourceAttributes{Verb: "get", Resource: "namespaces"}},
+			requiredPermission{attrs: authorizationv1.ResourceAttributes{Verb: "list", Resource: "namespaces"}})
 	}
 	return perms
 }
@@ -368,4 +372,32 @@ func (b *backend) permissionHeld(ctx context.Context, api kubeAPI, budget *revie
 		}
 	}
 	return true, nil
+}
+
+// cleanupPermissionsFor are the rights that let the plugin clean up after a
+// create whose answer was lost (a timeout): it reads each kind an ephemeral
+// role's leases create, where it creates it, and deletes the object only if
+// its owner mark verifies. Without them such an object is left to tidy, so
+// check does not require them; clusters/<name>/rbac grants them. Roles on
+// an existing service account need none (their WAL entry holds the UID),
+// and get on Secrets would reveal every Secret's data.
+func cleanupPermissionsFor(role *roleEntry, perms []requiredPermission) []requiredPermission {
+	if !role.ephemeral() {
+		return nil
+	}
+	var out []requiredPermission
+	for _, p := range perms {
+		if p.attrs.Verb != "create" || p.attrs.Subresource != "" || p.attrs.Name != "" {
+			continue
+		}
+		for _, k := range objectKinds {
+			if k.group == p.attrs.Group && k.resource == p.attrs.Resource && k.name != kindSecret {
+				get := p
+				get.attrs.Verb = "get"
+				get.orAll = nil
+				out = append(out, get)
+			}
+		}
+	}
+	return out
 }

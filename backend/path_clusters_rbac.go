@@ -210,6 +210,7 @@ func (b *backend) clusterRBAC(ctx context.Context, req *logical.Request, _ *fram
 			selected = matched
 		}
 		perms := permissionsFor(role, selected)
+		perms = append(perms, cleanupPermissionsFor(role, perms)...)
 		cost := 0
 		for _, perm := range perms {
 			switch {

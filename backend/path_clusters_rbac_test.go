@@ -239,7 +239,8 @@ func wantedPermissions(t *testing.T, s logical.Storage, covered []string, select
 		if err != nil || role == nil {
 			t.Fatalf("role %s: %v", name, err)
 		}
-		for _, p := range permissionsFor(role, selected[name]) {
+		perms := permissionsFor(role, selected[name])
+		for _, p := range append(perms, cleanupPermissionsFor(role, perms)...) {
 			out = append(out, ownedPermission{name, p})
 		}
 	}
@@ -621,5 +622,30 @@ func TestClusterRBACDeployTargetScans(t *testing.T) {
 	}
 	if !strings.HasSuffix(string(shipped), "---\n"+manifests) {
 		t.Errorf("deploy/target-scans.yaml does not end with the output of clusters/%s/rbac:\n%s", testCluster, manifests)
+	}
+}
+
+// deploy/ephemeral-modes.yaml ends with the read's output for its two
+// documented roles: per-lease ServiceAccounts bound to pod-reader in team-a
+// and team-b, and a generated pod reader in namespaces labelled team=a or
+// team=b.
+func TestClusterRBACDeployEphemeralModes(t *testing.T) {
+	b, s, _ := rbacBackend(t, map[string]map[string]interface{}{
+		"pod-reader":     {"kubernetes_role_name": "pod-reader", "allowed_kubernetes_namespaces": "team-a,team-b"},
+		"pods-generated": {"generated_role_rules": podRules, "allowed_kubernetes_namespace_selector": "team in (a,b)"},
+	})
+	resp := mustOK(t, b, s, logical.ReadOperation, "clusters/"+testCluster+"/rbac", nil)
+	manifests := resp.Data["manifests"].(string)
+	if path := os.Getenv("WRITE_DEPLOY_EPHEMERAL_MODES"); path != "" {
+		if err := os.WriteFile(path, []byte(manifests), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	shipped, err := os.ReadFile(filepath.Join("..", "deploy", "ephemeral-modes.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(string(shipped), "---\n"+manifests) {
+		t.Errorf("deploy/ephemeral-modes.yaml does not end with the output of clusters/%s/rbac:\n%s", testCluster, manifests)
 	}
 }

@@ -24,7 +24,7 @@ const (
 	teamA          = "team-a"
 	teamB          = "team-b"
 	podReader      = "pod-reader"
-	ephemeralRBAC  = "vault-plugin-scanner-ephemeral"
+	ephemeralRBAC  = stack.RequesterRole // the generated Role's name in team-a and team-b
 	requesterUser  = "system:serviceaccount:" + stack.RequesterNamespace + ":" + stack.RequesterSA
 	ephemeralYAML  = "ephemeral-modes.yaml"
 	podReaderRules = `rules:
