@@ -31,7 +31,7 @@ of the plugin's whose annotations were edited) is listed under unverified
 (the first 100, with unverified_total counting all) and never deleted; an
 object whose expires-at is missing or unreadable is left alone. Each run
 looks at no more than 1000 pages of 100 objects per kind and namespace and at
-no more than 256 namespaces per cluster (later runs continue with the
+no more than 256 namespaces per cluster and 32 clusters (later runs continue with the
 others); what it did not look at is reported as skipped. It needs 'list' on
 those kinds, beyond the least-privilege default; what it may not list is
 reported as skipped. tidy/config makes the active node run it by itself.
