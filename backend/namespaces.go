@@ -156,3 +156,43 @@ func parseNamespaceSelector(raw string) (labels.Selector, error) {
 	}
 	return sel, nil
 }
+
+// selectorMatches resolves the roles' namespace selectors for one check or
+// rbac read, asking the API server once per distinct selector.
+type selectorMatches struct {
+	api     kubeAPI
+	answers map[string]selectorAnswer
+}
+
+type selectorAnswer struct {
+	namespaces []string
+	why        string
+}
+
+func newSelectorMatches(api kubeAPI) *selectorMatches {
+	return &selectorMatches{api: api, answers: map[string]selectorAnswer{}}
+}
+
+// of returns the namespaces role's selector matches now (nil for a role
+// without one), or nil and why they cannot be used: the caller then works
+// cluster-wide.
+func (m *selectorMatches) of(ctx context.Context, role *roleEntry) ([]string, string) {
+	sel := role.AllowedNamespaceSelector
+	if sel == "" {
+		return nil, ""
+	}
+	a, ok := m.answers[sel]
+	if !ok {
+		matched, err := m.api.ListNamespaces(ctx, sel)
+		switch {
+		case err != nil:
+			a.why = fmt.Sprintf("cannot list the namespaces its selector matches (%v)", err)
+		case len(matched) > maxAllowedNamespaces:
+			a.why = fmt.Sprintf("its selector matches more than %d namespaces", maxAllowedNamespaces)
+		default:
+			a.namespaces = matched
+		}
+		m.answers[sel] = a
+	}
+	return a.namespaces, a.why
+}

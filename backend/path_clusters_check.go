@@ -221,6 +221,7 @@ func (b *backend) checkCluster(ctx context.Context, req *logical.Request, _ *fra
 	budget := &reviewBudget{left: maxCheckReviews}
 	checked := map[string]bool{}
 	seen := map[string]bool{}
+	selectors := newSelectorMatches(client.api)
 	missing := []string{}
 	notes := []string{}
 	unchecked := 0
@@ -237,17 +238,9 @@ func (b *backend) checkCluster(ctx context.Context, req *logical.Request, _ *fra
 			}
 			roleErrors[roleName] = err.Error()
 		}
-		var selected []string
-		if role.AllowedNamespaceSelector != "" {
-			selected, err = client.api.ListNamespaces(ctx, role.AllowedNamespaceSelector)
-			switch {
-			case err != nil:
-				selected = nil
-				notes = append(notes, fmt.Sprintf("role %s: cannot list the namespaces its selector matches (%v); its rights were checked cluster-wide", roleName, err))
-			case len(selected) > maxAllowedNamespaces:
-				selected = nil
-				notes = append(notes, fmt.Sprintf("role %s: its selector matches more than %d namespaces; its rights were checked cluster-wide", roleName, maxAllowedNamespaces))
-			}
+		selected, why := selectors.of(ctx, role)
+		if why != "" {
+			notes = append(notes, fmt.Sprintf("role %s: %s; its rights were checked cluster-wide", roleName, why))
 		}
 		for _, perm := range permissionsFor(role, selected) {
 			key := perm.String()

@@ -181,7 +181,7 @@ func (b *backend) clusterRBAC(ctx context.Context, req *logical.Request, _ *fram
 	covered := []string{}
 	complete := true
 	budget := maxRBACPermissions
-	selectorMatches := map[string][]string{}
+	selectors := newSelectorMatches(client.api)
 	for _, roleName := range sortedKeys(roles) {
 		role := roles[roleName]
 		if err := b.checkGrantable(ctx, req.Storage, client, roleName, role, listedNamespaces(role)); err != nil {
@@ -192,22 +192,9 @@ func (b *backend) clusterRBAC(ctx context.Context, req *logical.Request, _ *fram
 			notes = append(notes, fmt.Sprintf("role %s gets no rules: the plugin refuses to issue for it: %v", roleName, err))
 			continue
 		}
-		var selected []string
-		if sel := role.AllowedNamespaceSelector; sel != "" {
-			matched, seen := selectorMatches[sel]
-			if !seen {
-				matched, err = client.api.ListNamespaces(ctx, sel)
-				switch {
-				case err != nil:
-					notes = append(notes, fmt.Sprintf("role %s: cannot list the namespaces its selector matches (%v); its rights are granted cluster-wide", roleName, err))
-					matched = nil
-				case len(matched) > maxAllowedNamespaces:
-					notes = append(notes, fmt.Sprintf("role %s: its selector matches more than %d namespaces; its rights are granted cluster-wide", roleName, maxAllowedNamespaces))
-					matched = nil
-				}
-				selectorMatches[sel] = matched
-			}
-			selected = matched
+		selected, why := selectors.of(ctx, role)
+		if why != "" {
+			notes = append(notes, fmt.Sprintf("role %s: %s; its rights are granted cluster-wide", roleName, why))
 		}
 		perms := permissionsFor(role, selected)
 		perms = append(perms, cleanupPermissionsFor(role, perms)...)
