@@ -92,27 +92,8 @@ func createTeamTargetPod(ctx context.Context, ns string) error {
 	if _, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("create service account %s/%s: %w", ns, stack.TargetPod, err)
 	}
-	no := false
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: stack.TargetPod, Namespace: ns},
-		Spec: corev1.PodSpec{
-			ServiceAccountName:           stack.TargetPod,
-			AutomountServiceAccountToken: &no,
-			Containers:                   []corev1.Container{{Name: "app", Image: "registry.invalid/app:1"}},
-		},
-	}
-	// The admission plugin may not see the new account at once: retry.
-	_, err = stack.Poll(ctx, 30*time.Second, 250*time.Millisecond, func() (bool, error) {
-		_, err := cs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
-		if err == nil || apierrors.IsAlreadyExists(err) {
-			return true, nil
-		}
-		return false, err
-	})
-	if err != nil {
-		return fmt.Errorf("create pod %s/%s: %w", ns, stack.TargetPod, err)
-	}
-	return nil
+	// The admission plugin may not see the new account at once: it retries.
+	return createLabelledPod(ctx, ns, stack.TargetPod, nil)
 }
 
 // requesterCan asks (kubectl auth can-i --as, as admin) whether the token

@@ -177,6 +177,7 @@ func createLabelledPod(ctx context.Context, ns, name string, lbls map[string]str
 			Containers:                   []corev1.Container{{Name: "app", Image: "registry.invalid/app:1"}},
 		},
 	}
+	// The admission plugin may not see a new service account at once: retry.
 	_, err = stack.Poll(ctx, 30*time.Second, 250*time.Millisecond, func() (bool, error) {
 		_, err := cs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
 		if err == nil || apierrors.IsAlreadyExists(err) {
