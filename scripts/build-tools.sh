@@ -12,6 +12,8 @@
 #   KUBE_APISERVER_BIN=.../kubernetes-<v>/kube-apiserver
 #   KUBECTL_BIN=.../kubernetes-<v>/kubectl
 #   ETCD_BIN=.../etcd-<v>/etcd
+#   VSO_BIN=.../vault-secrets-operator-<v>/vault-secrets-operator
+#   VSO_CRDS=.../vault-secrets-operator-<v>/crds   (the module's config/crd/bases)
 #
 # Each tool is built from its own Go module under tools/<name>/ (committed
 # go.mod + go.sum), so builds are reproducible. To bump a version: change it
@@ -23,6 +25,7 @@ set -euo pipefail
 VAULT_VERSION=v1.21.0       # github.com/hashicorp/vault (v1.21.3/.4 don't build)
 KUBERNETES_VERSION=v1.37.2  # k8s.io/kubernetes; staging modules at v0.37.2
 ETCD_VERSION=v3.6.16        # go.etcd.io/etcd/server/v3
+VSO_VERSION=v0.10.0         # github.com/hashicorp/vault-secrets-operator (the only version served)
 # -----------------------------------------------------------------------------
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,6 +36,7 @@ CACHE_ROOT="$(cd "$CACHE_ROOT" && pwd)"
 VAULT_DIR="$CACHE_ROOT/vault-$VAULT_VERSION"
 KUBERNETES_DIR="$CACHE_ROOT/kubernetes-$KUBERNETES_VERSION"
 ETCD_DIR="$CACHE_ROOT/etcd-$ETCD_VERSION"
+VSO_DIR="$CACHE_ROOT/vault-secrets-operator-$VSO_VERSION"
 
 log() { printf '%s\n' "$*" >&2; }
 die() { log "build-tools: $*"; exit 1; }
@@ -160,7 +164,40 @@ if [[ ! -x "$VAULT_DIR/vault" ]]; then
 fi
 build vault "$VAULT_VERSION" "$VAULT_MOD" github.com/hashicorp/vault "$VAULT_DIR/vault" "6 min" "${vault_ldflags:-}"
 
+# --- vault-secrets-operator (VSO): the consumer tested by vso_test.go ---------
+# Built unmodified from its module root (its main package); its CRDs are
+# copied next to the binary, since the tests install them.
+VSO_MOD="$ROOT/tools/vault-secrets-operator"
+VSO_PKG=github.com/hashicorp/vault-secrets-operator
+if [[ ! -x "$VSO_DIR/vault-secrets-operator" || ! -d "$VSO_DIR/crds" ]]; then
+	check_pin "$VSO_MOD" "$VSO_PKG" "$VSO_VERSION"
+	vso_minor="${VSO_VERSION#v0.}"
+	vso_minor="${vso_minor%%.*}"
+	vso_ldflags="-s -w"
+	for kv in "GitVersion=$VSO_VERSION" Major=0 "Minor=$vso_minor" GitTreeState=clean \
+		"BuildDate=$(module_time "$VSO_MOD" "$VSO_PKG")"; do
+		vso_ldflags+=" -X $VSO_PKG/internal/version.$kv"
+	done
+	build vault-secrets-operator "$VSO_VERSION" "$VSO_MOD" "$VSO_PKG" \
+		"$VSO_DIR/vault-secrets-operator" "9 min" "$vso_ldflags"
+	vso_reports="$("$VSO_DIR/vault-secrets-operator" -version -output=json | sed -n 's/.*"gitVersion": *"\([^"]*\)".*/\1/p')"
+	[[ "$vso_reports" == "$VSO_VERSION" ]] ||
+		die "$VSO_DIR/vault-secrets-operator reports version '$vso_reports', want $VSO_VERSION"
+	vso_src="$(cd "$VSO_MOD" && go_env go list -m -f '{{.Dir}}' "$VSO_PKG")" ||
+		die "cannot locate $VSO_PKG in the module cache"
+	rm -rf "$VSO_DIR/.crds.tmp"
+	mkdir -p "$VSO_DIR/.crds.tmp"
+	cp "$vso_src"/config/crd/bases/*.yaml "$VSO_DIR/.crds.tmp/"
+	chmod 0644 "$VSO_DIR/.crds.tmp"/*.yaml
+	rm -rf "$VSO_DIR/crds"
+	mv "$VSO_DIR/.crds.tmp" "$VSO_DIR/crds"
+else
+	log "vault-secrets-operator $VSO_VERSION: cached"
+fi
+
 printf 'VAULT_BIN=%s\n' "$VAULT_DIR/vault"
 printf 'KUBE_APISERVER_BIN=%s\n' "$KUBERNETES_DIR/kube-apiserver"
 printf 'KUBECTL_BIN=%s\n' "$KUBERNETES_DIR/kubectl"
 printf 'ETCD_BIN=%s\n' "$ETCD_DIR/etcd"
+printf 'VSO_BIN=%s\n' "$VSO_DIR/vault-secrets-operator"
+printf 'VSO_CRDS=%s\n' "$VSO_DIR/crds"

@@ -172,7 +172,9 @@ func (s *Stack) LogFiles() []string {
 	if s.Second != nil {
 		out = append(out, s.Second.LogFiles()...)
 	}
-	return out
+	// Consumers a test starts (operators) log under consumers/<name>/.
+	consumerLogs, _ := filepath.Glob(filepath.Join(s.Dir, "consumers", "*", "*.log"))
+	return append(out, consumerLogs...)
 }
 
 // StartSecond starts the second cluster (once per Stack; later calls

@@ -1,0 +1,315 @@
+package acceptance
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	vaultapi "github.com/hashicorp/vault/api"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/vault-plugin-scanner/vault-plugin-scanner/tests/acceptance/stack"
+)
+
+// Names of the Vault Secrets Operator test: its own namespace, auth mount,
+// policy and auth roles, so it runs beside the rest of the suite.
+const (
+	vsoNamespace  = "vso-test"
+	vsoAuthMount  = "kubernetes-vso"
+	vsoAuthSA     = "vso-auth"           // the identity VSO logs in to Vault as
+	vsoReviewerSA = "vso-token-reviewer" // Vault's token reviewer
+	vsoPolicy     = "vso-scanner"
+	vsoConnection = "vso-vault"
+	// vsoLoginLong outlives every lease of the test; vsoLoginShort (20 s,
+	// not renewable past that) is shorter than the lease it fetches.
+	vsoLoginLong     = "vso-login-long"
+	vsoLoginShort    = "vso-login-short"
+	vsoLoginShortTTL = 20 * time.Second
+)
+
+// vsoKubeManifest is what an operator installs for VSO's Kubernetes auth:
+// the namespace, the service account VSO logs in as, and a token reviewer
+// for Vault with system:auth-delegator.
+const vsoKubeManifest = `apiVersion: v1
+kind: Namespace
+metadata:
+  name: vso-test
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: vso-auth
+  namespace: vso-test
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: vso-token-reviewer
+  namespace: vso-test
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: vso-token-reviewer-auth-delegator
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: system:auth-delegator
+subjects:
+- kind: ServiceAccount
+  name: vso-token-reviewer
+  namespace: vso-test
+`
+
+// vsoPolicyHCL lets VSO read (GET) and update (PUT) the credentials of the
+// roles named vso-*, and nothing else of the mount.
+const vsoPolicyHCL = `path "scanner/creds/vso-*" {
+  capabilities = ["read", "update"]
+}
+`
+
+// vsoAuthManifest is the VaultConnection and the two VaultAuths (one per
+// Vault auth role); %s is Vault's address.
+const vsoAuthManifest = `apiVersion: secrets.hashicorp.com/v1beta1
+kind: VaultConnection
+metadata:
+  name: vso-vault
+  namespace: vso-test
+spec:
+  address: %s
+---
+apiVersion: secrets.hashicorp.com/v1beta1
+kind: VaultAuth
+metadata:
+  name: vso-login-long
+  namespace: vso-test
+spec:
+  vaultConnectionRef: vso-vault
+  method: kubernetes
+  mount: kubernetes-vso
+  kubernetes:
+    role: vso-login-long
+    serviceAccount: vso-auth
+---
+apiVersion: secrets.hashicorp.com/v1beta1
+kind: VaultAuth
+metadata:
+  name: vso-login-short
+  namespace: vso-test
+spec:
+  vaultConnectionRef: vso-vault
+  method: kubernetes
+  mount: kubernetes-vso
+  kubernetes:
+    role: vso-login-short
+    serviceAccount: vso-auth
+`
+
+// setupVSOAuth applies vsoKubeManifest, enables Vault's kubernetes auth
+// method at kubernetes-vso against the stack's API server (reviewer JWT of
+// vso-token-reviewer, the API server's CA), writes the policy and the two
+// auth roles. Cleanup disables the auth mount, which revokes every login
+// of VSO and so every lease VSO still holds.
+func setupVSOAuth(t *testing.T) {
+	t.Helper()
+	ctx := testCtx(t, 2*time.Minute)
+	kubectlAdminApply(t, vsoKubeManifest)
+	reviewerJWT, err := st.First.CreateToken(ctx, vsoNamespace, vsoReviewerSA, 2*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vc := vaultClient(t)
+	if err := vc.Sys().EnableAuthWithOptionsWithContext(ctx, vsoAuthMount, &vaultapi.EnableAuthOptions{Type: "kubernetes"}); err != nil {
+		t.Fatalf("vault auth enable -path=%s kubernetes: %v", vsoAuthMount, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := vaultClient(t).Sys().DisableAuthWithContext(ctx, vsoAuthMount); err != nil {
+			t.Logf("cleanup: vault auth disable %s: %v", vsoAuthMount, err)
+		}
+		if err := vaultClient(t).Sys().DeletePolicyWithContext(ctx, vsoPolicy); err != nil {
+			t.Logf("cleanup: vault policy delete %s: %v", vsoPolicy, err)
+		}
+	})
+	writes := []struct {
+		path string
+		data map[string]any
+	}{
+		{"auth/" + vsoAuthMount + "/config", map[string]any{
+			"kubernetes_host":    st.Kube.URL,
+			"kubernetes_ca_cert": string(st.Kube.PKI.CAPEM),
+			"token_reviewer_jwt": reviewerJWT,
+		}},
+		{"auth/" + vsoAuthMount + "/role/" + vsoLoginLong, map[string]any{
+			"bound_service_account_names":      vsoAuthSA,
+			"bound_service_account_namespaces": vsoNamespace,
+			"token_policies":                   vsoPolicy,
+			"token_ttl":                        "10m",
+			"token_max_ttl":                    "30m",
+		}},
+		{"auth/" + vsoAuthMount + "/role/" + vsoLoginShort, map[string]any{
+			"bound_service_account_names":      vsoAuthSA,
+			"bound_service_account_namespaces": vsoNamespace,
+			"token_policies":                   vsoPolicy,
+			"token_ttl":                        vsoLoginShortTTL.String(),
+			"token_max_ttl":                    vsoLoginShortTTL.String(),
+		}},
+	}
+	if err := vc.Sys().PutPolicyWithContext(ctx, vsoPolicy, vsoPolicyHCL); err != nil {
+		t.Fatalf("vault policy write %s: %v", vsoPolicy, err)
+	}
+	for _, w := range writes {
+		if _, err := vc.Logical().WriteWithContext(ctx, w.path, w.data); err != nil {
+			t.Fatalf("vault write %s: %v", w.path, err)
+		}
+	}
+}
+
+// kubectlAdminApply applies a manifest as the cluster admin.
+func kubectlAdminApply(t *testing.T, manifest string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "manifest.yaml")
+	if err := os.WriteFile(path, []byte(manifest), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res, err := st.KubectlAdmin(testCtx(t, time.Minute), "apply", "-f", path)
+	if err != nil || res.ExitCode != 0 {
+		t.Fatalf("kubectl apply:\n%s\n%v %s", manifest, err, res)
+	}
+}
+
+// vdsManifest is a VaultDynamicSecret named name on scanner/creds/<role>,
+// synced into the Secret of the same name, with extra spec lines (indented
+// two spaces).
+func vdsManifest(name, role, auth string, extraSpec ...string) string {
+	m := fmt.Sprintf(`apiVersion: secrets.hashicorp.com/v1beta1
+kind: VaultDynamicSecret
+metadata:
+  name: %s
+  namespace: vso-test
+spec:
+  vaultAuthRef: %s
+  mount: scanner
+  path: creds/%s
+  destination:
+    name: %s
+    create: true
+`, name, auth, role, name)
+	for _, l := range extraSpec {
+		m += "  " + l + "\n"
+	}
+	return m
+}
+
+// applyVDS creates a VaultDynamicSecret; cleanup deletes it (and waits for
+// VSO to drop its finalizer) unless the test already did.
+func applyVDS(t *testing.T, name, manifest string) {
+	t.Helper()
+	kubectlAdminApply(t, manifest)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		res, err := st.KubectlAdmin(ctx, "delete", "vaultdynamicsecret", name, "-n", vsoNamespace, "--ignore-not-found", "--timeout=45s")
+		if err != nil || res.ExitCode != 0 {
+			t.Logf("cleanup: delete VaultDynamicSecret %s: %v %s", name, err, res)
+		}
+	})
+}
+
+// vsoSecret is what VSO wrote into a destination Secret.
+type vsoSecret struct {
+	Token, Kubeconfig string
+	Expires           time.Time
+	// Seen is when the test first read this token from the Secret.
+	Seen time.Time
+}
+
+// waitVSOSecret polls the destination Secret name until it holds a token
+// other than notToken and returns it.
+func waitVSOSecret(t *testing.T, name, notToken string, timeout time.Duration) vsoSecret {
+	t.Helper()
+	cs, err := st.Kube.AdminClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := testCtx(t, timeout+30*time.Second)
+	var got vsoSecret
+	_, err = stack.Poll(ctx, timeout, 250*time.Millisecond, func() (bool, error) {
+		sec, err := cs.CoreV1().Secrets(vsoNamespace).Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		tok := string(sec.Data["service_account_token"])
+		if tok == "" || tok == notToken {
+			return false, nil
+		}
+		exp, err := time.Parse(time.RFC3339, string(sec.Data["expires_at"]))
+		if err != nil {
+			return false, stack.Permanent(fmt.Errorf("Secret %s: expires_at %q: %v", name, sec.Data["expires_at"], err))
+		}
+		got = vsoSecret{Token: tok, Kubeconfig: string(sec.Data["kubeconfig"]), Expires: exp, Seen: time.Now()}
+		return true, nil
+	})
+	if err != nil {
+		t.Fatalf("Secret %s/%s: no new credential from VSO within %s: %v", vsoNamespace, name, timeout, err)
+	}
+	return got
+}
+
+// whoami runs `kubectl auth whoami` with a kubeconfig and returns the user
+// name the API server sees.
+func whoami(t *testing.T, kubeconfig string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := stack.WriteFile0600(path, []byte(kubeconfig)); err != nil {
+		t.Fatal(err)
+	}
+	res := kubectl(t, path, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}")
+	if res.ExitCode != 0 {
+		t.Fatalf("kubectl auth whoami with VSO's kubeconfig: %s", res)
+	}
+	return strings.TrimSpace(res.Stdout)
+}
+
+// waitRoleLeases polls until role has n leases.
+func waitRoleLeases(t *testing.T, role string, n int, timeout time.Duration) {
+	t.Helper()
+	got := -1
+	_, err := stack.Poll(testCtx(t, timeout+30*time.Second), timeout, 500*time.Millisecond, func() (bool, error) {
+		got = len(roleLeases(t, role))
+		return got == n, nil
+	})
+	if err != nil {
+		t.Fatalf("role %s: want %d leases, have %d: %v", role, n, got, err)
+	}
+}
+
+// vdsEvents returns the reasons and messages of the events VSO recorded
+// for a VaultDynamicSecret.
+func vdsEvents(t *testing.T, name string) []string {
+	t.Helper()
+	cs, err := st.Kube.AdminClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := cs.CoreV1().Events(vsoNamespace).List(testCtx(t, 30*time.Second), metav1.ListOptions{
+		FieldSelector: "involvedObject.kind=VaultDynamicSecret,involvedObject.name=" + name,
+	})
+	if err != nil {
+		t.Fatalf("list events of %s: %v", name, err)
+	}
+	var out []string
+	for _, e := range list.Items {
+		out = append(out, e.Reason+": "+e.Message)
+	}
+	return out
+}

@@ -1,0 +1,254 @@
+package acceptance
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/vault-plugin-scanner/vault-plugin-scanner/tests/acceptance/stack"
+)
+
+// TestVaultSecretsOperator runs HashiCorp Vault Secrets Operator v0.10.0,
+// unmodified, out of cluster against the stack: it logs in with Vault's
+// kubernetes auth method and syncs VaultDynamicSecrets on scanner/creds/
+// into Kubernetes Secrets. The operator is started once here and shared by
+// the parallel subtests; each subtest has its own plugin role.
+//
+// Role TTLs (short, so the whole test takes about a minute and a half):
+// vso-get 30 s, vso-put 45 s (asked for by the PUT), vso-revoke 45 s,
+// vso-login 90 s under a 20 s login.
+func TestVaultSecretsOperator(t *testing.T) {
+	t.Parallel()
+	done := step(t, "VSO: kubernetes auth at %s, policy %s, auth roles %s and %s", vsoAuthMount, vsoPolicy, vsoLoginLong, vsoLoginShort)
+	setupVSOAuth(t)
+	done()
+
+	done = step(t, "VSO: CRDs, operator out of cluster (leader election off, listeners on 127.0.0.1)")
+	bin, crds, err := stack.ResolveVSO(testCtx(t, 30*time.Minute), t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vso, err := st.StartVSO(testCtx(t, 2*time.Minute), bin, crds, vsoNamespace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Registered after the auth mount's cleanup, so it runs before it: the
+	// operator is gone before its logins (and their leases) are revoked.
+	t.Cleanup(func() {
+		vso.Stop()
+		if t.Failed() {
+			t.Logf("---- VSO log (%s) ----\n%s", vso.Proc.LogPath, vso.Proc.Tail(80))
+		}
+	})
+	kubectlAdminApply(t, fmt.Sprintf(vsoAuthManifest, st.Vault.Addr))
+	done()
+
+	t.Run("group", func(t *testing.T) {
+		t.Run("GetRotatesAtTwoThirds", testVSOGetRotates)
+		t.Run("PutWithParams", testVSOPutParams)
+		t.Run("RevokeOnDelete", testVSORevokeOnDelete)
+		t.Run("LoginCapsCredential", testVSOLoginCapsCredential)
+		t.Run("PolicyBoundsWhatANamespaceGets", testVSOPolicyBounds)
+	})
+
+	t.Run("NoTokenInOperatorLog", func(t *testing.T) {
+		b, err := os.ReadFile(vso.Proc.LogPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		assertNoJWTIn(t, "the VSO log", string(b))
+	})
+}
+
+// (1) and (2): a VaultDynamicSecret without params is a GET; the Secret's
+// kubeconfig works with kubectl. The lease is not renewable, so VSO fetches
+// a new credential at about two thirds of it (renewalPercent 67 plus up to
+// 10% jitter) and does not revoke the old one, which lives until its lease
+// ends and then gets 401. Under a login that outlives the lease (10 min),
+// the credential lives its whole lease.
+func testVSOGetRotates(t *testing.T) {
+	t.Parallel()
+	const role, ttl = "vso-get", 30 * time.Second
+	writeRole(t, role, "ttl=30s", "max_ttl=30s")
+	applyVDS(t, role, vdsManifest(role, role, vsoLoginLong))
+
+	done := step(t, "VSO writes Secret %s; kubectl with its kubeconfig is scanner-sa", role)
+	first := waitVSOSecret(t, role, "", time.Minute)
+	if u := whoami(t, first.Kubeconfig); u != "system:serviceaccount:"+stack.ScannerNamespace+":"+stack.ScannerSA {
+		t.Fatalf("kubectl auth whoami: %q, want scanner-sa", u)
+	}
+	if d := time.Until(first.Expires); d > ttl+time.Second {
+		t.Fatalf("expires_at %s away, want at most the role's 30 s", secs(d))
+	}
+	done()
+
+	done = step(t, "VSO writes a new credential before the old one expires; the old one still works then")
+	second := waitVSOSecret(t, role, first.Token, ttl+15*time.Second)
+	issued := first.Expires.Add(-ttl)
+	frac := second.Seen.Sub(issued).Seconds() / ttl.Seconds()
+	t.Logf("new credential after %.0f%% of the lease, %s before the old one's expires_at", 100*frac, secs(first.Expires.Sub(second.Seen)))
+	if frac < 0.5 || !second.Seen.Before(first.Expires) {
+		t.Errorf("re-sync at %.0f%% of the lease; want after half of it and before its end", 100*frac)
+	}
+	if code := tokenStatus(t, first.Token); code != http.StatusOK {
+		t.Errorf("old token HTTP %d when the new one was written; VSO should not revoke it", code)
+	}
+	if u := whoami(t, second.Kubeconfig); !strings.HasSuffix(u, ":"+stack.ScannerSA) {
+		t.Errorf("kubectl auth whoami with the new kubeconfig: %q", u)
+	}
+	done()
+
+	done = step(t, "the old token dies at its lease end, not before")
+	took := waitTokenStatus(t, first.Token, http.StatusUnauthorized, time.Until(first.Expires)+25*time.Second, first.Expires)
+	t.Logf("old token rejected %s after its expires_at", secs(took))
+	if took < -2*time.Second {
+		t.Errorf("old token rejected %s before its expires_at", secs(-took))
+	}
+	if code := tokenStatus(t, second.Token); code != http.StatusOK && time.Now().Before(second.Expires) {
+		t.Errorf("new token HTTP %d before its expires_at", code)
+	}
+	done()
+}
+
+// (1) with params: VSO sends a PUT; kubernetes_namespaces and ttl reach the
+// plugin (one per-lease ServiceAccount for team-a and team-b, a 45 s lease).
+func testVSOPutParams(t *testing.T) {
+	t.Parallel()
+	ensureEphemeralSetup(t)
+	const role = "vso-put"
+	writeEphemeralRole(t, role, map[string]any{
+		"kubernetes_role_name":          podReader,
+		"allowed_kubernetes_namespaces": teamA + "," + teamB,
+		"ttl":                           "90s",
+		"max_ttl":                       "2m",
+	})
+	applyVDS(t, role, vdsManifest(role, role, vsoLoginLong,
+		"params:",
+		"  kubernetes_namespaces: team-a,team-b",
+		`  ttl: "45s"`))
+
+	done := step(t, "VSO writes Secret %s from a PUT with kubernetes_namespaces and ttl", role)
+	sec := waitVSOSecret(t, role, "", time.Minute)
+	if d := time.Until(sec.Expires); d > 46*time.Second || d < 30*time.Second {
+		t.Errorf("expires_at %s away; the PUT's ttl=45s did not reach the plugin", secs(d))
+	}
+	if u := whoami(t, sec.Kubeconfig); !strings.HasPrefix(u, "system:serviceaccount:"+teamA+":") {
+		t.Errorf("kubectl auth whoami: %q, want a per-lease ServiceAccount in %s", u, teamA)
+	}
+	path := t.TempDir() + "/kubeconfig"
+	if err := stack.WriteFile0600(path, []byte(sec.Kubeconfig)); err != nil {
+		t.Fatal(err)
+	}
+	for _, ns := range []string{teamA, teamB} {
+		if r := kubectl(t, path, "get", "pods", "-n", ns); r.ExitCode != 0 {
+			t.Errorf("kubectl get pods -n %s with VSO's kubeconfig: %s", ns, r)
+		}
+	}
+	done()
+}
+
+// (3) revoke: true, then deleting the VaultDynamicSecret, kills the token
+// within seconds. VSO syncs a new VaultDynamicSecret twice (its finalizer
+// update bumps the generation): the first lease is never revoked, not even
+// with revoke: true, and ends only at its TTL.
+func testVSORevokeOnDelete(t *testing.T) {
+	t.Parallel()
+	const role, ttl = "vso-revoke", 45 * time.Second
+	writeRole(t, role, "ttl=45s", "max_ttl=45s")
+	applyVDS(t, role, vdsManifest(role, role, vsoLoginLong, "revoke: true"))
+
+	done := step(t, "VSO writes Secret %s; two leases exist for one VaultDynamicSecret", role)
+	sec := waitVSOSecret(t, role, "", time.Minute)
+	if code := tokenStatus(t, sec.Token); code != http.StatusOK {
+		t.Fatalf("synced token HTTP %d", code)
+	}
+	waitRoleLeases(t, role, 2, 10*time.Second)
+	done()
+
+	done = step(t, "delete the VaultDynamicSecret: its token dies within seconds, one lease is left")
+	deleted := time.Now()
+	res, err := st.KubectlAdmin(testCtx(t, time.Minute), "delete", "vaultdynamicsecret", role, "-n", vsoNamespace, "--timeout=45s")
+	if err != nil || res.ExitCode != 0 {
+		t.Fatalf("kubectl delete vaultdynamicsecret: %v %s", err, res)
+	}
+	took := waitTokenStatus(t, sec.Token, http.StatusUnauthorized, 25*time.Second, deleted)
+	t.Logf("token rejected %s after the delete, %s before its expires_at", secs(took), secs(sec.Expires.Sub(deleted.Add(took))))
+	waitRoleLeases(t, role, 1, 10*time.Second)
+	done()
+
+	done = step(t, "the lease of VSO's first sync ends at its TTL")
+	waitRoleLeases(t, role, 0, time.Until(sec.Expires)+ttl)
+	waitSecretCount(t, role, 0, 20*time.Second)
+	done()
+}
+
+// (4) VSO's own Vault login bounds the credential: under a 20 s login the
+// 90 s credential dies when the login expires (Vault revokes the leases a
+// token created when it expires). VSO then logs in again and writes a new
+// credential, which meets the same end. testVSOGetRotates is the setting
+// that avoids it: a login that outlives the lease.
+func testVSOLoginCapsCredential(t *testing.T) {
+	t.Parallel()
+	const role, ttl = "vso-login", 90 * time.Second
+	writeRole(t, role, "ttl=90s", "max_ttl=90s")
+	applyVDS(t, role, vdsManifest(role, role, vsoLoginShort))
+
+	done := step(t, "VSO writes Secret %s under a %s login", role, vsoLoginShortTTL)
+	first := waitVSOSecret(t, role, "", time.Minute)
+	if code := tokenStatus(t, first.Token); code != http.StatusOK {
+		t.Fatalf("synced token HTTP %d", code)
+	}
+	done()
+
+	done = step(t, "the credential dies with the login, long before its expires_at")
+	took := waitTokenStatus(t, first.Token, http.StatusUnauthorized, vsoLoginShortTTL+25*time.Second, first.Seen)
+	early := first.Expires.Sub(first.Seen.Add(took))
+	t.Logf("token rejected %s after it was synced, %s before its expires_at", secs(took), secs(early))
+	if early < ttl/3 {
+		t.Errorf("token died only %s before its expires_at; the login should have ended it early", secs(early))
+	}
+	done()
+
+	done = step(t, "VSO logs in again and writes a working credential")
+	next := waitVSOSecret(t, role, first.Token, 30*time.Second)
+	if code := tokenStatus(t, next.Token); code != http.StatusOK {
+		t.Errorf("new token HTTP %d", code)
+	}
+	done()
+}
+
+// A Kubernetes user who may write VaultDynamicSecrets in vso-test asks for
+// creds/cluster-a, outside the policy of VSO's login: Vault refuses, VSO
+// records the error, and no Secret is written.
+func testVSOPolicyBounds(t *testing.T) {
+	t.Parallel()
+	const name = "vso-denied"
+	applyVDS(t, name, vdsManifest(name, stack.RoleName, vsoLoginLong))
+	done := step(t, "VaultDynamicSecret on creds/%s: sync error, no Secret", stack.RoleName)
+	var events []string
+	_, err := stack.Poll(testCtx(t, time.Minute), 45*time.Second, time.Second, func() (bool, error) {
+		events = vdsEvents(t, name)
+		for _, e := range events {
+			if strings.Contains(e, "permission denied") {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		t.Fatalf("no permission-denied sync error recorded; events: %q", events)
+	}
+	cs, err := st.Kube.AdminClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CoreV1().Secrets(vsoNamespace).Get(testCtx(t, 30*time.Second), name, metav1.GetOptions{}); err == nil {
+		t.Errorf("Secret %s was written for a path outside the policy", name)
+	}
+	done()
+}
