@@ -3,6 +3,7 @@ package acceptance
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,11 +25,15 @@ const (
 	vsoAuthSA     = "vso-auth"           // the identity VSO logs in to Vault as
 	vsoReviewerSA = "vso-token-reviewer" // Vault's token reviewer
 	vsoPolicy     = "vso-scanner"
-	vsoConnection = "vso-vault"
+	// vsoRevokePolicy lets VSO revoke what it fetched: it revokes a
+	// VaultDynamicSecret's lease on deletion through sys/leases/revoke.
+	vsoRevokePolicy = "vso-revoke"
 	// vsoLoginLong outlives every lease of the test; vsoLoginShort (20 s,
-	// not renewable past that) is shorter than the lease it fetches.
+	// not renewable past that) is shorter than the lease it fetches;
+	// vsoLoginNoRevoke has only vsoPolicy, a policy written for reads.
 	vsoLoginLong     = "vso-login-long"
 	vsoLoginShort    = "vso-login-short"
+	vsoLoginNoRevoke = "vso-login-norevoke"
 	vsoLoginShortTTL = 20 * time.Second
 )
 
@@ -73,8 +78,15 @@ const vsoPolicyHCL = `path "scanner/creds/vso-*" {
 }
 `
 
-// vsoAuthManifest is the VaultConnection and the two VaultAuths (one per
-// Vault auth role); %s is Vault's address.
+// vsoRevokePolicyHCL allows revoking only leases of those roles.
+const vsoRevokePolicyHCL = `path "sys/leases/revoke" {
+  capabilities       = ["update"]
+  allowed_parameters = { "lease_id" = ["scanner/creds/vso-*"] }
+}
+`
+
+// vsoAuthManifest is the VaultConnection and the VaultAuths (one per Vault
+// auth role); %s is Vault's address.
 const vsoAuthManifest = `apiVersion: secrets.hashicorp.com/v1beta1
 kind: VaultConnection
 metadata:
@@ -108,6 +120,19 @@ spec:
   kubernetes:
     role: vso-login-short
     serviceAccount: vso-auth
+---
+apiVersion: secrets.hashicorp.com/v1beta1
+kind: VaultAuth
+metadata:
+  name: vso-login-norevoke
+  namespace: vso-test
+spec:
+  vaultConnectionRef: vso-vault
+  method: kubernetes
+  mount: kubernetes-vso
+  kubernetes:
+    role: vso-login-norevoke
+    serviceAccount: vso-auth
 `
 
 // setupVSOAuth applies vsoKubeManifest, enables Vault's kubernetes auth
@@ -133,8 +158,10 @@ func setupVSOAuth(t *testing.T) {
 		if err := vaultClient(t).Sys().DisableAuthWithContext(ctx, vsoAuthMount); err != nil {
 			t.Logf("cleanup: vault auth disable %s: %v", vsoAuthMount, err)
 		}
-		if err := vaultClient(t).Sys().DeletePolicyWithContext(ctx, vsoPolicy); err != nil {
-			t.Logf("cleanup: vault policy delete %s: %v", vsoPolicy, err)
+		for _, p := range []string{vsoPolicy, vsoRevokePolicy} {
+			if err := vaultClient(t).Sys().DeletePolicyWithContext(ctx, p); err != nil {
+				t.Logf("cleanup: vault policy delete %s: %v", p, err)
+			}
 		}
 	})
 	writes := []struct {
@@ -149,20 +176,29 @@ func setupVSOAuth(t *testing.T) {
 		{"auth/" + vsoAuthMount + "/role/" + vsoLoginLong, map[string]any{
 			"bound_service_account_names":      vsoAuthSA,
 			"bound_service_account_namespaces": vsoNamespace,
-			"token_policies":                   vsoPolicy,
+			"token_policies":                   vsoPolicy + "," + vsoRevokePolicy,
 			"token_ttl":                        "10m",
 			"token_max_ttl":                    "30m",
 		}},
 		{"auth/" + vsoAuthMount + "/role/" + vsoLoginShort, map[string]any{
 			"bound_service_account_names":      vsoAuthSA,
 			"bound_service_account_namespaces": vsoNamespace,
-			"token_policies":                   vsoPolicy,
+			"token_policies":                   vsoPolicy + "," + vsoRevokePolicy,
 			"token_ttl":                        vsoLoginShortTTL.String(),
 			"token_max_ttl":                    vsoLoginShortTTL.String(),
 		}},
+		{"auth/" + vsoAuthMount + "/role/" + vsoLoginNoRevoke, map[string]any{
+			"bound_service_account_names":      vsoAuthSA,
+			"bound_service_account_namespaces": vsoNamespace,
+			"token_policies":                   vsoPolicy,
+			"token_ttl":                        "10m",
+			"token_max_ttl":                    "30m",
+		}},
 	}
-	if err := vc.Sys().PutPolicyWithContext(ctx, vsoPolicy, vsoPolicyHCL); err != nil {
-		t.Fatalf("vault policy write %s: %v", vsoPolicy, err)
+	for name, hcl := range map[string]string{vsoPolicy: vsoPolicyHCL, vsoRevokePolicy: vsoRevokePolicyHCL} {
+		if err := vc.Sys().PutPolicyWithContext(ctx, name, hcl); err != nil {
+			t.Fatalf("vault policy write %s: %v", name, err)
+		}
 	}
 	for _, w := range writes {
 		if _, err := vc.Logical().WriteWithContext(ctx, w.path, w.data); err != nil {
@@ -263,6 +299,44 @@ func waitVSOSecret(t *testing.T, name, notToken string, timeout time.Duration) v
 		t.Fatalf("Secret %s/%s: no new credential from VSO within %s: %v", vsoNamespace, name, timeout, err)
 	}
 	return got
+}
+
+// waitVSOSynced waits until VSO is done with the first sync of a new
+// VaultDynamicSecret, which it runs twice (two leases of role), and
+// returns the credential of the second, the one the Secret keeps.
+func waitVSOSynced(t *testing.T, name, role string) vsoSecret {
+	t.Helper()
+	waitRoleLeases(t, role, 2, time.Minute)
+	var gens string
+	_, err := stack.Poll(testCtx(t, time.Minute), 30*time.Second, 250*time.Millisecond, func() (bool, error) {
+		res, err := st.KubectlAdmin(testCtx(t, time.Minute), "get", "vaultdynamicsecret", name, "-n", vsoNamespace,
+			"-o", "jsonpath={.metadata.generation} {.status.lastGeneration}")
+		if err != nil || res.ExitCode != 0 {
+			return false, fmt.Errorf("kubectl get vaultdynamicsecret %s: %v %s", name, err, res)
+		}
+		gens = res.Stdout
+		g := strings.Fields(gens)
+		return len(g) == 2 && g[0] == g[1], nil
+	})
+	if err != nil {
+		t.Fatalf("VaultDynamicSecret %s: generation and status.lastGeneration %q never met: %v", name, gens, err)
+	}
+	return waitVSOSecret(t, name, "", 30*time.Second)
+}
+
+// waitWorkingVSOSecret waits until the destination Secret holds a token
+// other than notToken that the API server accepts (VSO may have written,
+// and the login may have ended, others in between).
+func waitWorkingVSOSecret(t *testing.T, name, notToken string, timeout time.Duration) vsoSecret {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		sec := waitVSOSecret(t, name, notToken, time.Until(deadline))
+		if tokenStatus(t, sec.Token) == http.StatusOK {
+			return sec
+		}
+		notToken = sec.Token
+	}
 }
 
 // whoami runs `kubectl auth whoami` with a kubeconfig and returns the user
