@@ -387,3 +387,50 @@ func vdsEvents(t *testing.T, name string) []string {
 	}
 	return out
 }
+
+// listenAddrs returns the local addresses (hex, as /proc/net/tcp{,6} show
+// them) of the TCP sockets process pid listens on.
+func listenAddrs(t *testing.T, pid int) []string {
+	t.Helper()
+	fdDir := fmt.Sprintf("/proc/%d/fd", pid)
+	fds, err := os.ReadDir(fdDir)
+	if err != nil {
+		t.Fatalf("read %s: %v", fdDir, err)
+	}
+	inodes := map[string]bool{}
+	for _, fd := range fds {
+		link, err := os.Readlink(filepath.Join(fdDir, fd.Name()))
+		if err == nil && strings.HasPrefix(link, "socket:[") {
+			inodes[strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]")] = true
+		}
+	}
+	const listen = "0A"
+	var out []string
+	for _, table := range []string{"tcp", "tcp6"} {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pid, table))
+		if err != nil {
+			t.Fatalf("read /proc/%d/net/%s: %v", pid, table, err)
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			f := strings.Fields(line)
+			if len(f) > 9 && f[3] == listen && inodes[f[9]] {
+				out = append(out, f[1])
+			}
+		}
+	}
+	return out
+}
+
+// isLoopbackHex reports whether a /proc/net/tcp{,6} local address is on
+// 127.0.0.0/8, ::1 or ::ffff:127.0.0.0/104.
+func isLoopbackHex(addr string) bool {
+	host, _, _ := strings.Cut(addr, ":")
+	switch len(host) {
+	case 8: // little-endian IPv4: the first octet is the last byte
+		return strings.HasSuffix(host, "7F")
+	case 32:
+		return host == "00000000000000000000000001000000" ||
+			(strings.HasPrefix(host, "0000000000000000FFFF0000") && strings.HasSuffix(host, "7F"))
+	}
+	return false
+}

@@ -48,12 +48,25 @@ func TestVaultSecretsOperator(t *testing.T) {
 	kubectlAdminApply(t, fmt.Sprintf(vsoAuthManifest, st.Vault.Addr))
 	done()
 
+	t.Run("ListensOnlyOnLoopback", func(t *testing.T) {
+		addrs := listenAddrs(t, vso.Proc.Pid())
+		if len(addrs) < 2 {
+			t.Errorf("VSO listens on %v; want at least its metrics and probe listeners", addrs)
+		}
+		for _, a := range addrs {
+			if !isLoopbackHex(a) {
+				t.Errorf("VSO listens on %s (hex, /proc/net/tcp), not on loopback", a)
+			}
+		}
+	})
+
 	t.Run("group", func(t *testing.T) {
 		t.Run("GetRotatesAtTwoThirds", testVSOGetRotates)
 		t.Run("PutWithParams", testVSOPutParams)
 		t.Run("DeleteRevokes", testVSODeleteRevokes)
 		t.Run("LoginCapsCredential", testVSOLoginCapsCredential)
 		t.Run("PolicyBoundsWhatANamespaceGets", testVSOPolicyBounds)
+		t.Run("LoginCannotRevokeOthersLeases", testVSOLoginRevokeBounds)
 	})
 
 	t.Run("NoTokenInOperatorLog", func(t *testing.T) {
@@ -259,9 +272,13 @@ func testVSOLoginCapsCredential(t *testing.T) {
 	}
 	done()
 
-	done = step(t, "VSO logs in again and writes a working credential")
+	done = step(t, "VSO has logged in again and written a working credential by then")
 	next := waitWorkingVSOSecret(t, role, first.Token, 40*time.Second)
-	t.Logf("a working credential in the Secret %s after the first one died", secs(next.Seen.Sub(first.Seen.Add(took))))
+	after := next.Seen.Sub(first.Seen.Add(took))
+	t.Logf("a working credential in the Secret %s after the first one died", secs(after))
+	if after > 5*time.Second {
+		t.Errorf("the Secret held no working credential for %s after the login ended", secs(after))
+	}
 	done()
 }
 
@@ -294,4 +311,50 @@ func testVSOPolicyBounds(t *testing.T) {
 		t.Errorf("Secret %s was written for a path outside the policy", name)
 	}
 	done()
+}
+
+// Whoever holds VSO's login (vso-auth's Kubernetes token) may revoke only
+// the leases of the vso-* roles: another role's lease, and reading another
+// role's credentials, are refused (403) and its token keeps working.
+func testVSOLoginRevokeBounds(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t, time.Minute)
+	other := readCreds(t, stack.RoleName, nil)
+	jwt, err := st.First.CreateToken(ctx, vsoNamespace, vsoAuthSA, 10*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vc, err := vaultClient(t).Clone()
+	if err != nil {
+		t.Fatal(err)
+	}
+	login, err := vc.Logical().WriteWithContext(ctx, "auth/"+vsoAuthMount+"/login", map[string]any{"role": vsoLoginLong, "jwt": jwt})
+	if err != nil || login == nil || login.Auth == nil {
+		t.Fatalf("login as vso-auth: %v", err)
+	}
+	vc.SetToken(login.Auth.ClientToken)
+	t.Cleanup(func() { _ = vc.Auth().Token().RevokeSelf("") })
+
+	for _, tc := range []struct {
+		what string
+		call func() error
+	}{
+		{"revoke a lease of " + stack.RoleName, func() error {
+			_, err := vc.Logical().WriteWithContext(ctx, "sys/leases/revoke", map[string]any{"lease_id": other.LeaseID})
+			return err
+		}},
+		{"read creds/" + stack.RoleName, func() error {
+			_, err := vc.Logical().ReadWithContext(ctx, stack.Mount+"/creds/"+stack.RoleName)
+			return err
+		}},
+	} {
+		t.Run(tc.what, func(t *testing.T) {
+			if e := asVaultError(t, tc.what, tc.call()); e.Status != http.StatusForbidden {
+				t.Errorf("%s with VSO's login: HTTP %d (%s), want 403", tc.what, e.Status, e.Text)
+			}
+		})
+	}
+	if code := tokenStatus(t, other.Token); code != http.StatusOK {
+		t.Errorf("the other role's token HTTP %d after refused revokes", code)
+	}
 }
