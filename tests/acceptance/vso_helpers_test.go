@@ -35,6 +35,9 @@ const (
 	vsoLoginShort    = "vso-login-short"
 	vsoLoginNoRevoke = "vso-login-norevoke"
 	vsoLoginShortTTL = 20 * time.Second
+	// vsoLoginRenewed has a short token_ttl that VSO renews up to 10 min.
+	vsoLoginRenewed    = "vso-login-renewed"
+	vsoLoginRenewedTTL = 15 * time.Second
 )
 
 // vsoKubeManifest is what an operator installs for VSO's Kubernetes auth:
@@ -133,6 +136,19 @@ spec:
   kubernetes:
     role: vso-login-norevoke
     serviceAccount: vso-auth
+---
+apiVersion: secrets.hashicorp.com/v1beta1
+kind: VaultAuth
+metadata:
+  name: vso-login-renewed
+  namespace: vso-test
+spec:
+  vaultConnectionRef: vso-vault
+  method: kubernetes
+  mount: kubernetes-vso
+  kubernetes:
+    role: vso-login-renewed
+    serviceAccount: vso-auth
 `
 
 // setupVSOAuth applies vsoKubeManifest, enables Vault's kubernetes auth
@@ -186,6 +202,13 @@ func setupVSOAuth(t *testing.T) {
 			"token_policies":                   vsoPolicy + "," + vsoRevokePolicy,
 			"token_ttl":                        vsoLoginShortTTL.String(),
 			"token_max_ttl":                    vsoLoginShortTTL.String(),
+		}},
+		{"auth/" + vsoAuthMount + "/role/" + vsoLoginRenewed, map[string]any{
+			"bound_service_account_names":      vsoAuthSA,
+			"bound_service_account_namespaces": vsoNamespace,
+			"token_policies":                   vsoPolicy + "," + vsoRevokePolicy,
+			"token_ttl":                        vsoLoginRenewedTTL.String(),
+			"token_max_ttl":                    "10m",
 		}},
 		{"auth/" + vsoAuthMount + "/role/" + vsoLoginNoRevoke, map[string]any{
 			"bound_service_account_names":      vsoAuthSA,

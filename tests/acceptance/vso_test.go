@@ -21,10 +21,11 @@ import (
 //
 // Role TTLs (short, so the whole test takes about a minute and a half):
 // vso-get 30 s, vso-put 45 s (asked for by the PUT), vso-revoke* 45 s,
-// vso-login 90 s under a 20 s login.
+// vso-login 90 s under a 20 s login, vso-renewed 40 s under a 15 s login
+// renewed up to 10 min.
 func TestVaultSecretsOperator(t *testing.T) {
 	t.Parallel()
-	done := step(t, "VSO: kubernetes auth at %s, policy %s, auth roles %s and %s", vsoAuthMount, vsoPolicy, vsoLoginLong, vsoLoginShort)
+	done := step(t, "VSO: kubernetes auth at %s, policies %s and %s, its auth roles", vsoAuthMount, vsoPolicy, vsoRevokePolicy)
 	setupVSOAuth(t)
 	done()
 
@@ -65,6 +66,7 @@ func TestVaultSecretsOperator(t *testing.T) {
 		t.Run("PutWithParams", testVSOPutParams)
 		t.Run("DeleteRevokes", testVSODeleteRevokes)
 		t.Run("LoginCapsCredential", testVSOLoginCapsCredential)
+		t.Run("RenewedLoginKeepsCredential", testVSORenewedLoginKeepsCredential)
 		t.Run("PolicyBoundsWhatANamespaceGets", testVSOPolicyBounds)
 		t.Run("LoginCannotRevokeOthersLeases", testVSOLoginRevokeBounds)
 	})
@@ -278,6 +280,39 @@ func testVSOLoginCapsCredential(t *testing.T) {
 	t.Logf("a working credential in the Secret %s after the first one died", secs(after))
 	if after > 5*time.Second {
 		t.Errorf("the Secret held no working credential for %s after the login ended", secs(after))
+	}
+	done()
+}
+
+// (4), the setting that avoids it: a renewable login. Under a 15 s
+// token_ttl renewed up to a 10 min token_max_ttl, VSO renews its login and
+// the 40 s credential outlives the login's first TTL and ends only at its
+// own expires_at: what caps the credential is token_max_ttl.
+func testVSORenewedLoginKeepsCredential(t *testing.T) {
+	t.Parallel()
+	const role = "vso-renewed"
+	writeRole(t, role, "ttl=40s", "max_ttl=40s")
+	applyVDS(t, role, vdsManifest(role, role, vsoLoginRenewed))
+
+	done := step(t, "VSO writes Secret %s under a %s login renewed up to 10 min", role, vsoLoginRenewedTTL)
+	sec := waitVSOSynced(t, role, role)
+	done()
+
+	done = step(t, "past the login's first TTL (and the token cache) the credential still works")
+	time.Sleep(time.Until(sec.Seen.Add(vsoLoginRenewedTTL + 12*time.Second)))
+	if !time.Now().Before(sec.Expires) {
+		t.Fatalf("too slow: the check came after the credential's expires_at")
+	}
+	if code := tokenStatus(t, sec.Token); code != http.StatusOK {
+		t.Fatalf("token HTTP %d %s after it was synced, before its expires_at: the login was not renewed", code, secs(time.Since(sec.Seen)))
+	}
+	done()
+
+	done = step(t, "it dies at its expires_at, not before")
+	took := waitTokenStatus(t, sec.Token, http.StatusUnauthorized, time.Until(sec.Expires)+25*time.Second, sec.Expires)
+	t.Logf("token rejected %s after its expires_at", secs(took))
+	if took < -2*time.Second {
+		t.Errorf("token rejected %s before its expires_at", secs(-took))
 	}
 	done()
 }
