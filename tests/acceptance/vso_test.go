@@ -19,7 +19,7 @@ import (
 // into Kubernetes Secrets. The operator is started once here and shared by
 // the parallel subtests; each subtest has its own plugin role.
 //
-// Role TTLs (short, so the whole test takes about a minute and a half):
+// Role TTLs (short, so the whole test takes about a minute):
 // vso-get 30 s, vso-put 45 s (asked for by the PUT), vso-revoke* 45 s,
 // vso-login 90 s under a 20 s login, vso-renewed 40 s under a 15 s login
 // renewed up to 10 min.

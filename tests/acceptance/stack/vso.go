@@ -105,7 +105,7 @@ func (s *Stack) StartVSO(ctx context.Context, bin, crds, operatorNamespace strin
 	env := []string{
 		"KUBECONFIG=" + s.AdminKubeconfig,
 		"OPERATOR_NAMESPACE=" + operatorNamespace,
-		// Not a pod: no downward API, so no pod UID and no podinfo file.
+		// Its own HOME, so nothing under the developer's home is read.
 		"HOME=" + dir,
 	}
 	v.Proc, err = StartProcess("vault-secrets-operator", filepath.Join(dir, "vso.log"), env, bin,
