@@ -50,13 +50,16 @@ func TestVaultSecretsOperator(t *testing.T) {
 	done()
 
 	t.Run("ListensOnlyOnLoopback", func(t *testing.T) {
-		addrs := listenAddrs(t, vso.Proc.Pid())
+		addrs, err := stack.ListenAddrs(vso.Proc.Pid())
+		if err != nil {
+			t.Fatal(err)
+		}
 		if len(addrs) < 2 {
 			t.Errorf("VSO listens on %v; want at least its metrics and probe listeners", addrs)
 		}
 		for _, a := range addrs {
-			if !isLoopbackHex(a) {
-				t.Errorf("VSO listens on %s (hex, /proc/net/tcp), not on loopback", a)
+			if !a.Addr().IsLoopback() {
+				t.Errorf("VSO listens on %s, not on loopback", a)
 			}
 		}
 	})
