@@ -183,8 +183,11 @@ if [[ ! -x "$VSO_DIR/vault-secrets-operator" || ! -d "$VSO_DIR/crds" ]]; then
 	vso_reports="$("$VSO_DIR/vault-secrets-operator" -version -output=json | sed -n 's/.*"gitVersion": *"\([^"]*\)".*/\1/p')"
 	[[ "$vso_reports" == "$VSO_VERSION" ]] ||
 		die "$VSO_DIR/vault-secrets-operator reports version '$vso_reports', want $VSO_VERSION"
-	vso_src="$(cd "$VSO_MOD" && go_env go list -m -f '{{.Dir}}' "$VSO_PKG")" ||
-		die "cannot locate $VSO_PKG in the module cache"
+	lock_cache # the CRD copy below, like the build, is one run's at a time
+	# The binary may be cached while the module cache was emptied: fetch it.
+	vso_src="$(cd "$VSO_MOD" && go_env go mod download "$VSO_PKG" && go_env go list -m -f '{{.Dir}}' "$VSO_PKG")"
+	[[ -n "$vso_src" && -d "$vso_src/config/crd/bases" ]] ||
+		die "cannot locate $VSO_PKG's config/crd/bases in the module cache"
 	rm -rf "$VSO_DIR/.crds.tmp"
 	mkdir -p "$VSO_DIR/.crds.tmp"
 	cp "$vso_src"/config/crd/bases/*.yaml "$VSO_DIR/.crds.tmp/"
