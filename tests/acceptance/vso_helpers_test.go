@@ -391,14 +391,38 @@ func waitRoleLeases(t *testing.T, role string, n int, timeout time.Duration) {
 }
 
 // vdsEvents returns the reasons and messages of the events VSO recorded
-// for a VaultDynamicSecret.
+// for a VaultDynamicSecret in vso-test.
 func vdsEvents(t *testing.T, name string) []string {
+	t.Helper()
+	return vdsEventsIn(t, vsoNamespace, name)
+}
+
+// waitVDSEvent polls the events of a VaultDynamicSecret until one starts
+// with prefix and contains substr.
+func waitVDSEvent(t *testing.T, namespace, name, prefix, substr string) {
+	t.Helper()
+	var events []string
+	_, err := stack.Poll(testCtx(t, time.Minute), 45*time.Second, time.Second, func() (bool, error) {
+		events = vdsEventsIn(t, namespace, name)
+		for _, e := range events {
+			if strings.HasPrefix(e, prefix) && strings.Contains(e, substr) {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		t.Fatalf("VaultDynamicSecret %s/%s: no event %q…%q; events: %q", namespace, name, prefix, substr, events)
+	}
+}
+
+func vdsEventsIn(t *testing.T, namespace, name string) []string {
 	t.Helper()
 	cs, err := st.Kube.AdminClient()
 	if err != nil {
 		t.Fatal(err)
 	}
-	list, err := cs.CoreV1().Events(vsoNamespace).List(testCtx(t, 30*time.Second), metav1.ListOptions{
+	list, err := cs.CoreV1().Events(namespace).List(testCtx(t, 30*time.Second), metav1.ListOptions{
 		FieldSelector: "involvedObject.kind=VaultDynamicSecret,involvedObject.name=" + name,
 	})
 	if err != nil {

@@ -1,6 +1,7 @@
 package acceptance
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -72,6 +73,7 @@ func TestVaultSecretsOperator(t *testing.T) {
 		t.Run("RenewedLoginKeepsCredential", testVSORenewedLoginKeepsCredential)
 		t.Run("PolicyBoundsWhatANamespaceGets", testVSOPolicyBounds)
 		t.Run("LoginCannotRevokeOthersLeases", testVSOLoginRevokeBounds)
+		t.Run("OtherNamespaceCannotBorrowTheLogin", testVSOOtherNamespace)
 	})
 
 	t.Run("NoTokenInOperatorLog", func(t *testing.T) {
@@ -213,19 +215,7 @@ func testVSODeleteRevokes(t *testing.T) {
 				t.Logf("token rejected %s after the delete, %s before its expires_at", secs(took), secs(sec.Expires.Sub(deleted.Add(took))))
 				waitRoleLeases(t, role, 1, 10*time.Second)
 			} else {
-				var events []string
-				_, err := stack.Poll(testCtx(t, time.Minute), 20*time.Second, time.Second, func() (bool, error) {
-					events = vdsEvents(t, tc.name)
-					for _, e := range events {
-						if strings.HasPrefix(e, "SecretLeaseRevoke: Failed to revoke lease") && strings.Contains(e, "permission denied") {
-							return true, nil
-						}
-					}
-					return false, nil
-				})
-				if err != nil {
-					t.Fatalf("no failed-revoke event; events: %q", events)
-				}
+				waitVDSEvent(t, vsoNamespace, tc.name, "SecretLeaseRevoke: Failed to revoke lease", "permission denied")
 				// Past the API server's 10 s token cache: still valid.
 				time.Sleep(time.Until(deleted.Add(12 * time.Second)))
 				if code := tokenStatus(t, sec.Token); code != http.StatusOK {
@@ -328,19 +318,7 @@ func testVSOPolicyBounds(t *testing.T) {
 	const name = "vso-denied"
 	applyVDS(t, name, vdsManifest(name, stack.RoleName, vsoLoginLong))
 	done := step(t, "VaultDynamicSecret on creds/%s: sync error, no Secret", stack.RoleName)
-	var events []string
-	_, err := stack.Poll(testCtx(t, time.Minute), 45*time.Second, time.Second, func() (bool, error) {
-		events = vdsEvents(t, name)
-		for _, e := range events {
-			if strings.Contains(e, "permission denied") {
-				return true, nil
-			}
-		}
-		return false, nil
-	})
-	if err != nil {
-		t.Fatalf("no permission-denied sync error recorded; events: %q", events)
-	}
+	waitVDSEvent(t, vsoNamespace, name, "SecretSyncError:", "permission denied")
 	cs, err := st.Kube.AdminClient()
 	if err != nil {
 		t.Fatal(err)
@@ -394,5 +372,75 @@ func testVSOLoginRevokeBounds(t *testing.T) {
 	}
 	if code := tokenStatus(t, other.Token); code != http.StatusOK {
 		t.Errorf("the other role's token HTTP %d after refused revokes", code)
+	}
+}
+
+// A Kubernetes user who may write in another namespace (vso-other) tries
+// to use the login of vso-test: a VaultDynamicSecret naming vso-test's
+// VaultAuth is refused by VSO (the VaultAuth allows no other namespace),
+// and a VaultAuth of their own with the same Vault auth role and a
+// service account of the same name is refused by Vault (the role is bound
+// to vso-test). Neither writes a Secret or issues a lease.
+func testVSOOtherNamespace(t *testing.T) {
+	t.Parallel()
+	const ns, role = "vso-other", "vso-other"
+	writeRole(t, role, "ttl=30s", "max_ttl=30s")
+	kubectlAdminApply(t, fmt.Sprintf(`apiVersion: v1
+kind: Namespace
+metadata:
+  name: vso-other
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: vso-auth
+  namespace: vso-other
+---
+apiVersion: secrets.hashicorp.com/v1beta1
+kind: VaultConnection
+metadata:
+  name: vso-vault
+  namespace: vso-other
+spec:
+  address: %s
+---
+apiVersion: secrets.hashicorp.com/v1beta1
+kind: VaultAuth
+metadata:
+  name: vso-borrowed
+  namespace: vso-other
+spec:
+  vaultConnectionRef: vso-vault
+  method: kubernetes
+  mount: kubernetes-vso
+  kubernetes:
+    role: vso-login-long
+    serviceAccount: vso-auth
+`, st.Vault.Addr))
+	for _, tc := range []struct{ name, authRef, wantEvent string }{
+		{"vso-cross-ref", vsoNamespace + "/" + vsoLoginLong, "is not allowed"},
+		{"vso-borrowed", "vso-borrowed", "namespace not authorized"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			kubectlAdminApply(t, strings.ReplaceAll(vdsManifest(tc.name, role, tc.authRef), "namespace: vso-test", "namespace: "+ns))
+			t.Cleanup(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				defer cancel()
+				if res, err := st.KubectlAdmin(ctx, "delete", "vaultdynamicsecret", tc.name, "-n", ns, "--ignore-not-found", "--timeout=45s"); err != nil || res.ExitCode != 0 {
+					t.Logf("cleanup: delete VaultDynamicSecret %s/%s: %v %s", ns, tc.name, err, res)
+				}
+			})
+			waitVDSEvent(t, ns, tc.name, "VaultClientConfigError:", tc.wantEvent)
+			cs, err := st.Kube.AdminClient()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := cs.CoreV1().Secrets(ns).Get(testCtx(t, 30*time.Second), tc.name, metav1.GetOptions{}); err == nil {
+				t.Errorf("Secret %s/%s was written", ns, tc.name)
+			}
+		})
+	}
+	if leases := roleLeases(t, role); len(leases) != 0 {
+		t.Errorf("%d leases of %s issued for another namespace", len(leases), role)
 	}
 }
