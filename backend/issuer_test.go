@@ -187,8 +187,9 @@ func TestIssuerModeClientSendsVerifiableToken(t *testing.T) {
 	}
 }
 
-// The token source re-signs once half of a token's life has passed, and
-// asks for a fresh token after a 401.
+// The token source hands client-go's cache a token it keeps for half of
+// its life, so a fresh one is signed well before the API server would
+// reject the old one at exp.
 func TestIssuerTokenSourceRefreshes(t *testing.T) {
 	b, s, _ := newTestBackend(t)
 	configureIssuer(t, b, s, map[string]interface{}{"token_ttl": "10m"})
