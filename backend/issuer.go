@@ -430,12 +430,6 @@ func (b *backend) issuerSnapshot(ctx context.Context, s logical.Storage) (*issue
 	return st.snap, nil
 }
 
-// issuerClaims are the claims of a token the plugin signs for its own
-// calls to an API server.
-type issuerClaims struct {
-	jwt.Claims
-}
-
 // sign signs a token for audience and subject with the current key.
 func (snap *issuerSnapshot) sign(audience, subject string, now time.Time) (string, time.Time, error) {
 	if !snap.configured() {
