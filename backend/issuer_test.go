@@ -3,6 +3,7 @@ package backend
 import (
 	"context"
 	"encoding/json"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/hashicorp/vault/sdk/helper/consts"
 	"github.com/hashicorp/vault/sdk/logical"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 )
 
 const testIssuer = "https://vault.example.com:8200/v1/scanner"
@@ -310,5 +312,22 @@ func BenchmarkIssuerKeyGeneration(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// An API server that does not (yet) trust the issuer answers 401: a 502
+// that says where the fix is.
+func TestIssuerModeUntrustedIs502(t *testing.T) {
+	api := newAPIServer(t)
+	api.tokenStatus = apierrors.NewUnauthorized("invalid bearer token")
+	b, s, _ := newTestBackend(t)
+	b.newKubeAPI = newClientsetAPI
+	b.requestTimeout = 5 * time.Second
+	configureIssuer(t, b, s, nil)
+	configureIssuerCluster(t, b, s, api.URL, api.caPEM)
+	configureRole(t, b, s, nil)
+	code, msg := statusOf(request(t, b, s, logical.ReadOperation, "creds/"+testRole, nil))
+	if code != http.StatusBadGateway || !strings.Contains(msg, "clusters/"+testCluster+"/authentication-config") {
+		t.Errorf("status %d %q, want 502 pointing at authentication-config", code, msg)
 	}
 }
