@@ -177,7 +177,7 @@ ETCD_MOD="$ROOT/tools/etcd"
 if [[ ! -x "$ETCD_DIR/etcd" ]]; then
 	check_pin "$ETCD_MOD" go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
 fi
-build etcd "$ETCD_VERSION" "$ETCD_MOD" . "$ETCD_DIR/etcd" "2-3 min" "-s -w"
+build etcd "$ETCD_VERSION" "$ETCD_MOD" . "$ETCD_DIR/etcd" "1-4 min" "-s -w"
 
 # --- kubernetes: kube-apiserver + kubectl ----------------------------------
 KUBE_MOD="$ROOT/tools/kubernetes"
