@@ -36,7 +36,9 @@ rules:
 - level: Metadata
 `
 
-func startKubeAPIServer(ctx context.Context, bin, dir, etcdURL string) (*KubeAPIServer, error) {
+// startKubeAPIServer starts kube-apiserver under dir; extraArgs are appended
+// to the standard flags (a later flag wins).
+func startKubeAPIServer(ctx context.Context, bin, dir, etcdURL string, extraArgs ...string) (*KubeAPIServer, error) {
 	pki, err := newPKI(filepath.Join(dir, "pki"))
 	if err != nil {
 		return nil, fmt.Errorf("pki: %w", err)
@@ -65,29 +67,29 @@ func startKubeAPIServer(ctx context.Context, bin, dir, etcdURL string) (*KubeAPI
 	if err := os.WriteFile(policyFile, []byte(auditPolicy), 0o644); err != nil {
 		return nil, err
 	}
-	k.Proc, err = StartProcess("kube-apiserver", filepath.Join(dir, "kube-apiserver.log"), nil, bin,
-		"--etcd-servers="+etcdURL,
+	k.Proc, err = StartProcess("kube-apiserver", filepath.Join(dir, "kube-apiserver.log"), nil, bin, append([]string{
+		"--etcd-servers=" + etcdURL,
 		"--bind-address=127.0.0.1",
 		"--advertise-address=127.0.0.1",
 		// Loopback may not be advertised through the kubernetes Service's
 		// endpoints; nothing here needs them.
 		"--endpoint-reconciler-type=none",
-		"--secure-port="+strconv.Itoa(port),
-		"--tls-cert-file="+pki.CertFile,
-		"--tls-private-key-file="+pki.KeyFile,
-		"--cert-dir="+filepath.Join(dir, "certs"),
-		"--service-account-issuer="+Issuer,
-		"--service-account-key-file="+pki.SAKeyFile,
-		"--service-account-signing-key-file="+pki.SAKeyFile,
+		"--secure-port=" + strconv.Itoa(port),
+		"--tls-cert-file=" + pki.CertFile,
+		"--tls-private-key-file=" + pki.KeyFile,
+		"--cert-dir=" + filepath.Join(dir, "certs"),
+		"--service-account-issuer=" + Issuer,
+		"--service-account-key-file=" + pki.SAKeyFile,
+		"--service-account-signing-key-file=" + pki.SAKeyFile,
 		"--authorization-mode=RBAC",
-		"--token-auth-file="+tokenFile,
+		"--token-auth-file=" + tokenFile,
 		"--service-cluster-ip-range=10.0.0.0/24",
-		"--audit-policy-file="+policyFile,
-		"--audit-log-path="+k.AuditLogPath,
+		"--audit-policy-file=" + policyFile,
+		"--audit-log-path=" + k.AuditLogPath,
 		"--audit-log-format=json",
 		"--audit-log-mode=blocking",
 		"--v=1",
-	)
+	}, extraArgs...)...)
 	if err != nil {
 		return nil, err
 	}
