@@ -485,24 +485,14 @@ func issuerForgeries(t *testing.T, kc *stack.KubeCluster, rec *tokenRecorder, tr
 			t.Errorf("check of %s ok: the API server accepted another entry's audience", issuerProbe)
 		}
 	}
-	var probeToken, ownToken string
-	for _, tok := range rec.issuerTokens(t, issuerURL()) {
-		_, c := jwtSegments(t, tok)
-		aud, _ := json.Marshal(c["aud"])
-		exp, _ := c["exp"].(float64)
-		switch {
-		case strings.Contains(string(aud), `"`+probeAudience+`"`):
-			probeToken = tok
-			if c["sub"] != stack.Mount+":"+issuerProbe {
-				t.Errorf("%s's token has sub %v", issuerProbe, c["sub"])
-			}
-		case strings.Contains(string(aud), `"`+trust.Audience+`"`) && time.Until(time.Unix(int64(exp), 0)) > 15*time.Second:
-			ownToken = tok
-		}
+	probeToken := recordedFor(t, rec, probeAudience, 0)
+	if probeToken == "" {
+		t.Fatalf("the recorder holds no token signed for %s", issuerProbe)
 	}
-	if probeToken == "" || ownToken == "" {
-		t.Fatalf("the recorder holds no token signed for %s (%v) or no live one for %s (%v)", issuerProbe, probeToken != "", issuerCluster, ownToken != "")
+	if _, c := jwtSegments(t, probeToken); c["sub"] != stack.Mount+":"+issuerProbe {
+		t.Errorf("%s's token has sub %v", issuerProbe, c["sub"])
 	}
+	ownToken := liveIssuerToken(t, rec, trust.Audience)
 	forged["signed by the plugin for "+issuerProbe] = probeToken
 	_, ownClaims := jwtSegments(t, ownToken)
 	for what, change := range map[string]func(map[string]any){
@@ -536,6 +526,39 @@ func issuerForgeries(t *testing.T, kc *stack.KubeCluster, rec *tokenRecorder, tr
 		}
 	}
 	t.Logf("a token the plugin signed for %s is %s %v; %d forgeries and replays refused", issuerCluster, who.Username, who.Groups, len(forged))
+}
+
+// recordedFor is the newest token the recorder saw for audience with more
+// than left to live, or "".
+func recordedFor(t *testing.T, rec *tokenRecorder, audience string, left time.Duration) string {
+	t.Helper()
+	found := ""
+	for _, tok := range rec.issuerTokens(t, issuerURL()) {
+		_, c := jwtSegments(t, tok)
+		aud, _ := json.Marshal(c["aud"])
+		exp, _ := c["exp"].(float64)
+		if strings.Contains(string(aud), `"`+audience+`"`) && (left == 0 || time.Until(time.Unix(int64(exp), 0)) > left) {
+			found = tok
+		}
+	}
+	return found
+}
+
+// liveIssuerToken makes the plugin call the API server (check) until the
+// recorder holds a token for issuer-a's audience with 10 s or more to live.
+func liveIssuerToken(t *testing.T, rec *tokenRecorder, audience string) string {
+	t.Helper()
+	var tok string
+	if _, err := stack.Poll(testCtx(t, 2*time.Minute), 90*time.Second, 2*time.Second, func() (bool, error) {
+		if _, err := checkData(t, issuerCluster); err != nil {
+			return false, err
+		}
+		tok = recordedFor(t, rec, audience, 10*time.Second)
+		return tok != "", nil
+	}); err != nil {
+		t.Fatalf("no live token of %s recorded: %v", issuerCluster, err)
+	}
+	return tok
 }
 
 // issuerRotationUnderLoad rotates the signing key twice while workers issue,
