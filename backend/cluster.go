@@ -259,7 +259,7 @@ func (cfg *clusterConfig) validate(old *clusterConfig, jwtSent bool) error {
 	// The credential, stored or the pod's own, goes only where it was
 	// written for: whoever changes where or how the plugin connects must
 	// hold it.
-	if old != nil && old.UseIssuer && !cfg.UseIssuer && !jwtSent && !cfg.inCluster() {
+	if old != nil && old.UseIssuer && !cfg.UseIssuer && !jwtSent {
 		return errors.New("leaving issuer mode (use_issuer false) needs service_account_jwt in the same write")
 	}
 	// In issuer mode there is no credential to protect: every such change

@@ -274,3 +274,40 @@ func TestIssuerPeriodicRotationActiveNodeOnly(t *testing.T) {
 		t.Fatal("the active node did not rotate due keys")
 	}
 }
+
+// BenchmarkIssuerSign is the cost of one token the plugin signs for its own
+// calls (client-go caches it for half of token_ttl).
+func BenchmarkIssuerSign(b *testing.B) {
+	for _, alg := range []string{algRS256, algES256} {
+		b.Run(alg, func(b *testing.B) {
+			be, s, _ := newTestBackend(b)
+			configureIssuer(b, be, s, map[string]interface{}{"signing_algorithm": alg})
+			mustOK(b, be, s, logical.UpdateOperation, "issuer/rotate", nil) // the new algorithm signs
+			snap, err := be.issuerSnapshot(context.Background(), s)
+			if err != nil {
+				b.Fatal(err)
+			}
+			now := time.Now()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				if _, _, err := snap.sign("vault-plugin-scanner:0123456789abcdef", "scanner:cluster-a", now); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkIssuerKeyGeneration is what a rotation costs in key generation.
+func BenchmarkIssuerKeyGeneration(b *testing.B) {
+	for _, alg := range []string{algRS256, algES256} {
+		b.Run(alg, func(b *testing.B) {
+			for range b.N {
+				if _, err := newSigningKey(alg, keyNext, time.Now()); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
