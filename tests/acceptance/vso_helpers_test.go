@@ -88,17 +88,8 @@ const vsoRevokePolicyHCL = `path "sys/leases/revoke" {
 }
 `
 
-// vsoAuthManifest is the VaultConnection and the VaultAuths (one per Vault
-// auth role); %s is Vault's address.
+// vsoAuthManifest is the VaultAuths, one per Vault auth role.
 const vsoAuthManifest = `apiVersion: secrets.hashicorp.com/v1beta1
-kind: VaultConnection
-metadata:
-  name: vso-vault
-  namespace: vso-test
-spec:
-  address: %s
----
-apiVersion: secrets.hashicorp.com/v1beta1
 kind: VaultAuth
 metadata:
   name: vso-login-long
@@ -228,6 +219,33 @@ func setupVSOAuth(t *testing.T) {
 			t.Fatalf("vault write %s: %v", w.path, err)
 		}
 	}
+}
+
+// vaultConnectionManifest is a VaultConnection named vso-vault in
+// namespace to Vault's TLS listener, verified with Vault's CA (the Secret
+// vso-vault-ca, key ca.crt, where VSO reads it).
+func vaultConnectionManifest(namespace string) string {
+	var ca strings.Builder
+	for _, line := range strings.Split(strings.TrimSpace(string(st.Vault.TLS.CAPEM)), "\n") {
+		ca.WriteString("    " + line + "\n")
+	}
+	return fmt.Sprintf(`apiVersion: v1
+kind: Secret
+metadata:
+  name: vso-vault-ca
+  namespace: %[1]s
+stringData:
+  ca.crt: |
+%[2]s---
+apiVersion: secrets.hashicorp.com/v1beta1
+kind: VaultConnection
+metadata:
+  name: vso-vault
+  namespace: %[1]s
+spec:
+  address: %[3]s
+  caCertSecretRef: vso-vault-ca
+`, namespace, ca.String(), st.Vault.TLSAddr)
 }
 
 // kubectlAdminApply applies a manifest as the cluster admin.

@@ -47,7 +47,7 @@ func TestVaultSecretsOperator(t *testing.T) {
 			t.Logf("---- VSO log (%s) ----\n%s", vso.Proc.LogPath, vso.Proc.Tail(80))
 		}
 	})
-	kubectlAdminApply(t, fmt.Sprintf(vsoAuthManifest, st.Vault.Addr))
+	kubectlAdminApply(t, vaultConnectionManifest(vsoNamespace)+"---\n"+vsoAuthManifest)
 	done()
 
 	t.Run("ListensOnlyOnLoopback", func(t *testing.T) {
@@ -74,6 +74,7 @@ func TestVaultSecretsOperator(t *testing.T) {
 		t.Run("PolicyBoundsWhatANamespaceGets", testVSOPolicyBounds)
 		t.Run("LoginCannotRevokeOthersLeases", testVSOLoginRevokeBounds)
 		t.Run("OtherNamespaceCannotBorrowTheLogin", testVSOOtherNamespace)
+		t.Run("VaultCertificateIsVerified", testVSOVerifiesVault)
 	})
 
 	t.Run("NoTokenInOperatorLog", func(t *testing.T) {
@@ -385,7 +386,7 @@ func testVSOOtherNamespace(t *testing.T) {
 	t.Parallel()
 	const ns, role = "vso-other", "vso-other"
 	writeRole(t, role, "ttl=30s", "max_ttl=30s")
-	kubectlAdminApply(t, fmt.Sprintf(`apiVersion: v1
+	kubectlAdminApply(t, `apiVersion: v1
 kind: Namespace
 metadata:
   name: vso-other
@@ -395,14 +396,6 @@ kind: ServiceAccount
 metadata:
   name: vso-auth
   namespace: vso-other
----
-apiVersion: secrets.hashicorp.com/v1beta1
-kind: VaultConnection
-metadata:
-  name: vso-vault
-  namespace: vso-other
-spec:
-  address: %s
 ---
 apiVersion: secrets.hashicorp.com/v1beta1
 kind: VaultAuth
@@ -416,7 +409,7 @@ spec:
   kubernetes:
     role: vso-login-long
     serviceAccount: vso-auth
-`, st.Vault.Addr))
+`+"---\n"+vaultConnectionManifest(ns))
 	for _, tc := range []struct{ name, authRef, wantEvent string }{
 		{"vso-cross-ref", vsoNamespace + "/" + vsoLoginLong, "is not allowed"},
 		{"vso-borrowed", "vso-borrowed", "namespace not authorized"},
@@ -442,5 +435,44 @@ spec:
 	}
 	if leases := roleLeases(t, role); len(leases) != 0 {
 		t.Errorf("%d leases of %s issued for another namespace", len(leases), role)
+	}
+}
+
+// The network: VSO verifies Vault's certificate. A VaultConnection to the
+// same TLS listener without Vault's CA fails the handshake (VSO records the
+// x509 error), so no login, no read and no Secret.
+func testVSOVerifiesVault(t *testing.T) {
+	t.Parallel()
+	const name = "vso-noca"
+	kubectlAdminApply(t, fmt.Sprintf(`apiVersion: secrets.hashicorp.com/v1beta1
+kind: VaultConnection
+metadata:
+  name: vso-vault-noca
+  namespace: vso-test
+spec:
+  address: %s
+---
+apiVersion: secrets.hashicorp.com/v1beta1
+kind: VaultAuth
+metadata:
+  name: vso-login-noca
+  namespace: vso-test
+spec:
+  vaultConnectionRef: vso-vault-noca
+  method: kubernetes
+  mount: kubernetes-vso
+  kubernetes:
+    role: vso-login-long
+    serviceAccount: vso-auth
+`, st.Vault.TLSAddr))
+	writeRole(t, name, "ttl=30s", "max_ttl=30s")
+	applyVDS(t, name, vdsManifest(name, name, "vso-login-noca"))
+	waitVDSEvent(t, vsoNamespace, name, "VaultClientConfigError:", "certificate signed by unknown authority")
+	cs, err := st.Kube.AdminClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CoreV1().Secrets(vsoNamespace).Get(testCtx(t, 30*time.Second), name, metav1.GetOptions{}); err == nil {
+		t.Errorf("Secret %s was written over an unverified connection", name)
 	}
 }
