@@ -292,7 +292,7 @@ func TestKubeconfigPathBadInput(t *testing.T) {
 		{name: "garbage ttl", data: map[string]interface{}{"ttl": "abc"}, want: `field "ttl"`},
 		{name: "audiences are not for a kubeconfig", data: map[string]interface{}{"audiences": "vault"}, want: "unknown field(s) audiences"},
 		{name: "unknown field", data: map[string]interface{}{"tll": "5m"}, want: "unknown field(s) tll"},
-		{name: "namespace on a service-account role", data: map[string]interface{}{"kubernetes_namespace": "team-a"}, want: "do not apply"},
+		{name: "namespace on a service-account role", data: map[string]interface{}{"kubernetes_namespace": "team-a"}, want: `may only restate "scanner-namespace"`},
 		{
 			name: "role's cluster missing", want: `uses cluster "cluster-a", which is not configured`,
 			setup: func(t *testing.T, b *backend, s logical.Storage) {

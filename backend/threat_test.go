@@ -111,6 +111,70 @@ func TestThreatCredsCallerTargetsConfined(t *testing.T) {
 	}
 }
 
+// A creds/ caller of a role bound to an existing service account cannot use
+// the fields Terraform sends (kubernetes_namespace, cluster_role_binding,
+// kubernetes_namespaces) to change what is issued: every value other than
+// the role's own is refused on GET and POST, on creds/ and kubeconfig/,
+// before the API server is called; the values that restate the role issue
+// a token of exactly the role's service account, bound to one Secret.
+func TestThreatCredsCallerCannotWidenAnExistingAccount(t *testing.T) {
+	long := strings.Repeat("n", 10<<10)
+	refused := []struct {
+		name string
+		data map[string]interface{}
+		want string
+	}{
+		{"another namespace", map[string]interface{}{"kubernetes_namespace": "kube-system"}, "may only restate"},
+		{"the namespace with a suffix", map[string]interface{}{"kubernetes_namespace": testNamespace + "-x"}, "may only restate"},
+		{"a path in the namespace", map[string]interface{}{"kubernetes_namespace": testNamespace + "/../kube-system"}, "may only restate"},
+		{"10 KiB namespace", map[string]interface{}{"kubernetes_namespace": long}, "may only restate"},
+		{"cluster-wide binding", map[string]interface{}{"kubernetes_namespace": testNamespace, "cluster_role_binding": true}, "cluster_role_binding=true does not apply"},
+		{"cluster-wide binding as a string", map[string]interface{}{"cluster_role_binding": "true"}, "cluster_role_binding=true does not apply"},
+		{"the namespace as a list", map[string]interface{}{"kubernetes_namespaces": testNamespace}, "kubernetes_namespaces does not apply"},
+		{"several namespaces", map[string]interface{}{"kubernetes_namespaces": testNamespace + ",kube-system"}, "kubernetes_namespaces does not apply"},
+	}
+	for _, op := range []logical.Operation{logical.ReadOperation, logical.UpdateOperation} {
+		for _, tc := range refused {
+			t.Run(string(op)+" "+tc.name, func(t *testing.T) {
+				b, s, fk := newConfiguredBackend(t)
+				fk.clientset.ClearActions()
+				path := "creds/" + testRole
+				if _, list := tc.data["kubernetes_namespaces"]; op == logical.ReadOperation && !list && tc.data["cluster_role_binding"] == nil {
+					// kubeconfig/ takes kubernetes_namespace, not cluster_role_binding.
+					path = "kubeconfig/" + testRole
+				}
+				resp, err := b.HandleRequest(context.Background(), &logical.Request{Operation: op, Path: path, Storage: s, Data: tc.data, MountPoint: "scanner/"})
+				if err != nil || resp == nil || !resp.IsError() || !containsFold(resp.Error().Error(), tc.want) {
+					t.Fatalf("%s %s: want a 400 mentioning %q, got %v %v", op, path, tc.want, resp, err)
+				}
+				if msg := resp.Error().Error(); strings.Contains(msg, long[:300]) {
+					t.Errorf("the error echoes the whole input (%d bytes)", len(msg))
+				}
+				if acts := fk.clientset.Actions(); len(acts) != 0 {
+					t.Errorf("a refused request called the API server: %v", acts)
+				}
+				if len(walEntries(t, s)) != 0 {
+					t.Error("a refused request left a WAL entry")
+				}
+			})
+		}
+	}
+	t.Run("restating the role issues exactly its account", func(t *testing.T) {
+		b, s, fk := newConfiguredBackend(t)
+		resp := mustOK(t, b, s, logical.UpdateOperation, "creds/"+testRole, map[string]interface{}{"kubernetes_namespace": testNamespace, "cluster_role_binding": false, "ttl": ""})
+		claims, err := parseTokenClaims(resp.Data["service_account_token"].(string))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := "system:serviceaccount:" + testNamespace + ":" + testSA; claims.Sub != want {
+			t.Errorf("token subject %q, want %q", claims.Sub, want)
+		}
+		if left := leaseKubeObjects(t, fk); len(left) != 1 || left[kindSecret] != 1 {
+			t.Errorf("objects %v, want one bound Secret", left)
+		}
+	})
+}
+
 // ---- (b) a roles/ writer ----
 
 // A role never yields the plugin's own identity: not the current
