@@ -2,6 +2,7 @@ package backend
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -162,5 +163,79 @@ func BenchmarkBuildKubeconfig(b *testing.B) {
 		if _, _, err := buildKubeconfig(params); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func TestValidateExecCommand(t *testing.T) {
+	cases := []struct {
+		command   string
+		allowPath bool
+		want      string // "" means accepted
+	}{
+		{"vault", false, ""},
+		{"bao", false, ""},
+		{"vault", true, ""},
+		{"/usr/local/bin/bao", true, ""},
+		{"/opt/openbao-2.6/bin/bao", true, ""},
+		{"/usr/bin/vault", false, "an absolute path can only be set by the cluster entry"},
+		{"sh", false, `must be "vault" or "bao"`},
+		{"sh", true, "clean absolute path"},
+		{"/bin/sh", true, "clean absolute path"},
+		{"Vault", true, "clean absolute path"},
+		{"vault ", true, "clean absolute path"},
+		{"bin/vault", true, "clean absolute path"},
+		{"./vault", true, "clean absolute path"},
+		{"/usr/bin/../../tmp/vault", true, "clean absolute path"},
+		{"/usr/bin//vault", true, "clean absolute path"},
+		{"/usr/bin/vault-wrapper", true, "clean absolute path"},
+		{"/usr/bin/vault/", true, "clean absolute path"},
+		{"/usr/bin/vault;rm", true, "clean absolute path"},
+		{"/usr/bin/va ult", true, "clean absolute path"},
+		{"/usr/bin/vault\n", true, "clean absolute path"},
+		{"/tmp/vault", true, "must not point under /tmp/"},
+		{"/var/tmp/x/bao", true, "must not point under /var/tmp/"},
+		{"/dev/shm/vault", true, "must not point under /dev/shm/"},
+		{"/" + strings.Repeat("a/", 200) + "vault", true, "at most 256"},
+	}
+	for _, tc := range cases {
+		t.Run(fmt.Sprintf("%q path=%v", tc.command, tc.allowPath), func(t *testing.T) {
+			err := validateExecCommand("exec_command", tc.command, tc.allowPath)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("error %v, want one saying %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestExecCLIEnvFor(t *testing.T) {
+	cases := []struct {
+		command string
+		want    execCLIEnv
+	}{
+		{"vault", execCLIEnv{cli: "vault", addr: "VAULT_ADDR", token: "VAULT_TOKEN", namespace: "VAULT_NAMESPACE"}},
+		{"/usr/local/bin/vault", execCLIEnv{cli: "vault", addr: "VAULT_ADDR", token: "VAULT_TOKEN", namespace: "VAULT_NAMESPACE"}},
+		{"bao", execCLIEnv{cli: "bao", addr: "BAO_ADDR", token: "BAO_TOKEN", namespace: "BAO_NAMESPACE"}},
+		{"/opt/openbao/bin/bao", execCLIEnv{cli: "bao", addr: "BAO_ADDR", token: "BAO_TOKEN", namespace: "BAO_NAMESPACE"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.command, func(t *testing.T) {
+			if got := execCLIEnvFor(tc.command); got != tc.want {
+				t.Errorf("got %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+// An exec user's environment is checked like its command and arguments.
+func TestBuildKubeconfigRefusesControlCharactersInExecEnv(t *testing.T) {
+	_, _, err := buildKubeconfig(kubeconfigParams{
+		ClusterName: "c", Server: "https://k8s.example.com", UserName: "u",
+		Exec: &clientcmdapiv1.ExecConfig{Command: "vault", Env: []clientcmdapiv1.ExecEnvVar{{Name: "VAULT_NAMESPACE", Value: "a\nb"}}},
+	})
+	if err == nil || !strings.Contains(err.Error(), "control characters") {
+		t.Fatalf("err = %v, want a refusal of control characters", err)
 	}
 }

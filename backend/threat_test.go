@@ -175,6 +175,61 @@ func TestThreatCredsCallerCannotWidenAnExistingAccount(t *testing.T) {
 	})
 }
 
+// A kubeconfig/ answer is often read, and its command run, by someone
+// else: a caller cannot make it name any program but vault or bao on the
+// reader's PATH, nor slip a second command or variable in through the
+// namespace, and what it does pass on stays separate arguments.
+func TestThreatKubeconfigCallerCannotChooseAProgram(t *testing.T) {
+	refused := []map[string]interface{}{
+		{"exec_command": "sh"},
+		{"exec_command": "/bin/sh"},
+		{"exec_command": "/tmp/vault"},
+		{"exec_command": "./vault"},
+		{"exec_command": "vault; id"},
+		{"exec_command": "vault\nid"},
+		{"exec_command": "VAULT"},
+		{"exec_command": "python3"},
+		{"vault_namespace": "scanner\nBAO_ADDR=http://evil"},
+		{"vault_namespace": "x y"},
+		{"vault_namespace": "../.."},
+	}
+	for _, data := range refused {
+		t.Run(fmt.Sprint(data), func(t *testing.T) {
+			b, s, fk := newConfiguredBackend(t)
+			fk.clientset.ClearActions()
+			resp, err := kubeconfigRequest(t, b, s, "team/scanner/", testRole, data)
+			if err != nil || resp == nil || !resp.IsError() {
+				t.Fatalf("want a 400, got %v %v", resp, err)
+			}
+			if acts := fk.clientset.Actions(); len(acts) != 0 {
+				t.Errorf("a refused request called the API server: %v", acts)
+			}
+		})
+	}
+	t.Run("accepted answers run vault or bao with separate arguments", func(t *testing.T) {
+		b, s, _ := ephemeralBackend(t, map[string]interface{}{"kubernetes_role_name": "pod-reader", "allowed_kubernetes_namespaces": "*"})
+		for _, data := range []map[string]interface{}{
+			{"exec_command": "bao", "vault_namespace": "team", "kubernetes_namespace": "team-a"},
+			{"exec_command": "vault", "ttl": "5m", "kubernetes_namespace": "team-b"},
+		} {
+			_, _, user, _ := loadExecKubeconfig(t, mustKubeconfig(t, b, s, "team/scanner/", "eph", data).Data["kubeconfig"].(string))
+			if c := user.Exec.Command; c != "vault" && c != "bao" {
+				t.Errorf("command %q", c)
+			}
+			for _, env := range user.Exec.Env {
+				if env.Name != "VAULT_NAMESPACE" && env.Name != "BAO_NAMESPACE" {
+					t.Errorf("exec env sets %s", env.Name)
+				}
+			}
+			for _, a := range user.Exec.Args {
+				if strings.ContainsAny(a, " ;|&$`\n") {
+					t.Errorf("argument %q holds shell syntax", a)
+				}
+			}
+		}
+	})
+}
+
 // ---- (b) a roles/ writer ----
 
 // A role never yields the plugin's own identity: not the current
@@ -637,6 +692,24 @@ func TestThreatClusterWriterMistypedSecretsNotEchoed(t *testing.T) {
 			}
 			if cfg, _ := getCluster(context.Background(), s, testCluster); cfg != nil {
 				t.Errorf("a refused write stored the cluster")
+			}
+		})
+	}
+}
+
+// A clusters/ writer chooses the command of every kubeconfig/ answer for
+// the cluster, which other people run: only vault or bao, by name or by a
+// clean absolute path outside world-writable directories; a refused write
+// leaves the entry as it was, and the credential is not needed for it.
+func TestThreatClusterWriterExecCommandConfined(t *testing.T) {
+	for _, command := range []string{"/bin/sh", "sh", "/usr/bin/env", "/tmp/vault", "/dev/shm/bao", "/var/tmp/vault", "/usr/bin/vault/../../bin/sh", "bin/vault", "/usr/bin/vault\n/bin/sh", "/usr/bin/vault-helper"} {
+		t.Run(command, func(t *testing.T) {
+			b, s, _ := newConfiguredBackend(t)
+			mustOK(t, b, s, logical.UpdateOperation, "clusters/"+testCluster, map[string]interface{}{"kubeconfig_exec_command": "bao"})
+			mustBadRequest(t, b, s, logical.UpdateOperation, "clusters/"+testCluster, map[string]interface{}{"kubeconfig_exec_command": command}, "kubeconfig_exec_command must")
+			_, _, user, _ := loadExecKubeconfig(t, mustKubeconfig(t, b, s, "scanner/", testRole, nil).Data["kubeconfig"].(string))
+			if user.Exec.Command != "bao" {
+				t.Errorf("after a refused write the command is %q, want the stored bao", user.Exec.Command)
 			}
 		})
 	}
