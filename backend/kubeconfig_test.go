@@ -239,3 +239,32 @@ func TestBuildKubeconfigRefusesControlCharactersInExecEnv(t *testing.T) {
 		t.Fatalf("err = %v, want a refusal of control characters", err)
 	}
 }
+
+// Whatever a caller or a clusters/ writer sends, an accepted command is
+// vault or bao: bare, or (from a cluster entry) a clean absolute path
+// ending in one of them, outside the world-writable directories.
+func FuzzValidateExecCommand(f *testing.F) {
+	for _, seed := range []string{"vault", "bao", "/usr/local/bin/bao", "/tmp/vault", "/bin/sh", "/a/../vault", "vault\x00", "/usr/bin/vault/"} {
+		f.Add(seed, true)
+		f.Add(seed, false)
+	}
+	f.Fuzz(func(t *testing.T, command string, allowPath bool) {
+		if validateExecCommand("exec_command", command, allowPath) != nil {
+			return
+		}
+		if command == "vault" || command == "bao" {
+			return
+		}
+		base := command[strings.LastIndex(command, "/")+1:]
+		switch {
+		case !allowPath:
+			t.Fatalf("a request's %q was accepted", command)
+		case base != "vault" && base != "bao", !strings.HasPrefix(command, "/"), strings.Contains(command, "/../"), strings.Contains(command, "//"), strings.HasSuffix(command, "/."):
+			t.Fatalf("%q was accepted", command)
+		case strings.HasPrefix(command, "/tmp/"), strings.HasPrefix(command, "/var/tmp/"), strings.HasPrefix(command, "/dev/shm/"):
+			t.Fatalf("%q under a world-writable directory was accepted", command)
+		case strings.ContainsFunc(command, func(r rune) bool { return r <= ' ' || r > '~' }):
+			t.Fatalf("%q with a control or non-ASCII character was accepted", command)
+		}
+	})
+}
