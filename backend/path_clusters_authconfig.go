@@ -3,6 +3,8 @@ package backend
 import (
 	"context"
 	"fmt"
+	"slices"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
@@ -28,6 +30,13 @@ the username "<issuer>#<sub>". Give it to the API server with
 --authentication-config (or merge its jwt entry into the file already there;
 the file is reloaded without a restart). username and rbac_subject are what
 RBAC must name; clusters/<name>/rbac binds the plugin's rights to it.
+
+retired_audiences lists the audiences of this cluster's retired endpoints in
+issuer mode, which still revoke the leases they issued. They are never part of
+authentication_config: a retired endpoint may have been written by someone
+pointing the entry elsewhere, so only an operator who knows it was this same
+API server adds its audience, until its keep_until (retired_endpoints in the
+cluster read).
 `
 )
 
@@ -104,8 +113,13 @@ func (b *backend) clusterAuthConfig(ctx context.Context, req *logical.Request, _
 	if err != nil {
 		return nil, err
 	}
+	retired, err := retiredIssuerAudiences(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
 	username := issuerUsername(issuer.Issuer, cfg.IssuerSubject)
 	return &logical.Response{Data: map[string]interface{}{
+		"retired_audiences":     retired,
 		"authentication_config": doc,
 		"issuer":                issuer.Issuer,
 		"audience":              cfg.issuerAudience(),
@@ -113,6 +127,29 @@ func (b *backend) clusterAuthConfig(ctx context.Context, req *logical.Request, _
 		"username":              username,
 		"rbac_subject":          map[string]interface{}{"kind": rbacv1.UserKind, "apiGroup": rbacv1.GroupName, "name": username},
 	}}, nil
+}
+
+// retiredIssuerAudiences describes the retired issuer-mode endpoints of a
+// cluster, oldest first, for the operator to judge; none is trusted here.
+func retiredIssuerAudiences(ctx context.Context, s logical.Storage, cluster string) ([]map[string]interface{}, error) {
+	retired, err := listRetiredEndpoints(ctx, s, cluster)
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(retired, func(a, b *retiredEndpoint) int { return a.RetiredAt.Compare(b.RetiredAt) })
+	out := []map[string]interface{}{}
+	for _, r := range retired {
+		if !r.Config.UseIssuer {
+			continue
+		}
+		out = append(out, map[string]interface{}{
+			"audience":        r.Config.issuerAudience(),
+			"endpoint_id":     r.Config.endpointID(),
+			"kubernetes_host": r.Config.Host,
+			"retired_at":      r.RetiredAt.Format(time.RFC3339),
+		})
+	}
+	return out, nil
 }
 
 // authenticationConfigYAML is the whole AuthenticationConfiguration for

@@ -65,3 +65,41 @@ func TestClusterAuthenticationConfigRefused(t *testing.T) {
 	mustBadRequest(t, b, s, logical.ReadOperation, "clusters/"+testCluster+"/authentication-config", nil, "not in issuer mode")
 	mustBadRequest(t, b, s, logical.ReadOperation, "clusters/nope/authentication-config", nil, "not configured")
 }
+
+// A re-pointed entry's old audience is listed for the operator to judge but
+// never written into the configuration: whoever re-pointed the entry may have
+// pointed it at a server that is not this one.
+func TestClusterAuthenticationConfigRetiredAudiences(t *testing.T) {
+	b, s, _ := newTestBackend(t)
+	configureIssuer(t, b, s, nil)
+	configureIssuerCluster(t, b, s, testHost, testCAPEM(t))
+	before := mustOK(t, b, s, logical.ReadOperation, "clusters/"+testCluster+"/authentication-config", nil).Data
+	if got := before["retired_audiences"].([]map[string]interface{}); len(got) != 0 {
+		t.Fatalf("retired_audiences before any re-point = %v", got)
+	}
+	oldAudience := before["audience"].(string)
+
+	mustOK(t, b, s, logical.UpdateOperation, "clusters/"+testCluster, map[string]interface{}{"kubernetes_ca_cert": otherCAPEM(t)})
+	after := mustOK(t, b, s, logical.ReadOperation, "clusters/"+testCluster+"/authentication-config", nil).Data
+	newAudience := after["audience"].(string)
+	if newAudience == oldAudience {
+		t.Fatalf("a re-pointed entry kept its audience %q", oldAudience)
+	}
+	retired := after["retired_audiences"].([]map[string]interface{})
+	if len(retired) != 1 || retired[0]["audience"] != oldAudience || retired[0]["kubernetes_host"] != testHost {
+		t.Errorf("retired_audiences = %v, want the one old audience %q", retired, oldAudience)
+	}
+	var doc struct {
+		JWT []struct {
+			Issuer struct {
+				Audiences []string `json:"audiences"`
+			} `json:"issuer"`
+		} `json:"jwt"`
+	}
+	if err := yaml.Unmarshal([]byte(after["authentication_config"].(string)), &doc); err != nil {
+		t.Fatal(err)
+	}
+	if len(doc.JWT) != 1 || len(doc.JWT[0].Issuer.Audiences) != 1 || doc.JWT[0].Issuer.Audiences[0] != newAudience {
+		t.Errorf("authentication_config trusts %+v, want only the new audience %q", doc.JWT, newAudience)
+	}
+}
