@@ -132,15 +132,29 @@ func validateExecCommand(field, command string, allowPath bool) error {
 	return nil
 }
 
-// execCLIEnv names the environment variables the command's CLI reads: bao
-// reads BAO_* first (and VAULT_* only where BAO_* is unset).
+// execCLIEnv names the environment variables the command's CLI reads.
 type execCLIEnv struct {
-	cli, addr, token, namespace string
+	cli, addr, token string
+	// namespace are the variables pinned to the mount's namespace. bao
+	// reads BAO_* first and falls back to VAULT_* when BAO_* is unset,
+	// and in some releases also when it is empty: both are pinned, so an
+	// empty (root) value never lets a VAULT_NAMESPACE set for other work
+	// through.
+	namespace []string
 }
 
 func execCLIEnvFor(command string) execCLIEnv {
 	if path.Base(command) == baoCommand {
-		return execCLIEnv{cli: baoCommand, addr: "BAO_ADDR", token: "BAO_TOKEN", namespace: "BAO_NAMESPACE"}
+		return execCLIEnv{cli: baoCommand, addr: "BAO_ADDR", token: "BAO_TOKEN", namespace: []string{"BAO_NAMESPACE", "VAULT_NAMESPACE"}}
 	}
-	return execCLIEnv{cli: vaultCommand, addr: "VAULT_ADDR", token: "VAULT_TOKEN", namespace: "VAULT_NAMESPACE"}
+	return execCLIEnv{cli: vaultCommand, addr: "VAULT_ADDR", token: "VAULT_TOKEN", namespace: []string{"VAULT_NAMESPACE"}}
+}
+
+// namespaceEnv pins every namespace variable of the CLI to namespace.
+func (e execCLIEnv) namespaceEnv(namespace string) []clientcmdapiv1.ExecEnvVar {
+	env := make([]clientcmdapiv1.ExecEnvVar, 0, len(e.namespace))
+	for _, name := range e.namespace {
+		env = append(env, clientcmdapiv1.ExecEnvVar{Name: name, Value: namespace})
+	}
+	return env
 }

@@ -3,6 +3,7 @@ package backend
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -211,19 +212,31 @@ func TestValidateExecCommand(t *testing.T) {
 }
 
 func TestExecCLIEnvFor(t *testing.T) {
+	vaultEnv := execCLIEnv{cli: "vault", addr: "VAULT_ADDR", token: "VAULT_TOKEN", namespace: []string{"VAULT_NAMESPACE"}}
+	baoEnv := execCLIEnv{cli: "bao", addr: "BAO_ADDR", token: "BAO_TOKEN", namespace: []string{"BAO_NAMESPACE", "VAULT_NAMESPACE"}}
 	cases := []struct {
 		command string
 		want    execCLIEnv
 	}{
-		{"vault", execCLIEnv{cli: "vault", addr: "VAULT_ADDR", token: "VAULT_TOKEN", namespace: "VAULT_NAMESPACE"}},
-		{"/usr/local/bin/vault", execCLIEnv{cli: "vault", addr: "VAULT_ADDR", token: "VAULT_TOKEN", namespace: "VAULT_NAMESPACE"}},
-		{"bao", execCLIEnv{cli: "bao", addr: "BAO_ADDR", token: "BAO_TOKEN", namespace: "BAO_NAMESPACE"}},
-		{"/opt/openbao/bin/bao", execCLIEnv{cli: "bao", addr: "BAO_ADDR", token: "BAO_TOKEN", namespace: "BAO_NAMESPACE"}},
+		{"vault", vaultEnv},
+		{"/usr/local/bin/vault", vaultEnv},
+		{"bao", baoEnv},
+		{"/opt/openbao/bin/bao", baoEnv},
 	}
 	for _, tc := range cases {
 		t.Run(tc.command, func(t *testing.T) {
-			if got := execCLIEnvFor(tc.command); got != tc.want {
+			got := execCLIEnvFor(tc.command)
+			if got.cli != tc.want.cli || got.addr != tc.want.addr || got.token != tc.want.token || !slices.Equal(got.namespace, tc.want.namespace) {
 				t.Errorf("got %+v, want %+v", got, tc.want)
+			}
+			env := got.namespaceEnv("team")
+			if len(env) != len(tc.want.namespace) {
+				t.Fatalf("namespaceEnv = %+v", env)
+			}
+			for i, v := range env {
+				if v.Name != tc.want.namespace[i] || v.Value != "team" {
+					t.Errorf("namespaceEnv[%d] = %+v", i, v)
+				}
 			}
 		})
 	}

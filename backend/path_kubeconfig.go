@@ -35,7 +35,7 @@ target_selector (roles scoped to targets; resolved again at every fetch).
 exec_command picks the CLI: vault or bao (OpenBao), found on the reader's
 PATH; the cluster's kubeconfig_exec_command may name either, or an absolute
 path to either, as the default. The exec environment sets VAULT_NAMESPACE
-(BAO_NAMESPACE for bao): to vault_namespace, the namespace the mount lives
+(for bao BAO_NAMESPACE and VAULT_NAMESPACE): to vault_namespace, the namespace the mount lives
 in, with the creds/ path relative to it; without it, empty, with the path
 from the root namespace (namespaces included), so a namespace the reader
 set for other work is never prefixed twice.
@@ -77,7 +77,7 @@ func pathKubeconfig(b *backend) []*framework.Path {
 			},
 			"vault_namespace": {
 				Type:        framework.TypeString,
-				Description: "The Vault or OpenBao namespace this mount lives in (as in X-Vault-Namespace), which the kubeconfig sets as VAULT_NAMESPACE (BAO_NAMESPACE for bao) with the creds/ path relative to it. Default: the namespace variable set empty and the path from the root namespace, which the server resolves alike.",
+				Description: "The Vault or OpenBao namespace this mount lives in (as in X-Vault-Namespace), which the kubeconfig sets as VAULT_NAMESPACE (for bao also BAO_NAMESPACE) with the creds/ path relative to it. Default: the namespace variable set empty and the path from the root namespace, which the server resolves alike.",
 			},
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
@@ -171,7 +171,7 @@ func (b *backend) execKubeconfig(ctx context.Context, req *logical.Request, d *f
 		Args:       args,
 		// Always set, empty for the root namespace: a namespace the reader
 		// set for other work would otherwise be prefixed to the path.
-		Env:             []clientcmdapiv1.ExecEnvVar{{Name: cliEnv.namespace, Value: namespace}},
+		Env:             cliEnv.namespaceEnv(namespace),
 		InstallHint:     fmt.Sprintf("The %s CLI must be installed (%s), with %s and %s (or the token `%s login` stored) allowed to read %s.", cliEnv.cli, command, cliEnv.addr, cliEnv.token, cliEnv.cli, credsPath),
 		InteractiveMode: clientcmdapiv1.NeverExecInteractiveMode,
 	}
