@@ -12,6 +12,8 @@
 #   KUBE_APISERVER_BIN=.../kubernetes-<v>/kube-apiserver
 #   KUBECTL_BIN=.../kubernetes-<v>/kubectl
 #   ETCD_BIN=.../etcd-<v>/etcd
+#   EXTERNAL_SECRETS_BIN=.../external-secrets-<v>/external-secrets
+#   EXTERNAL_SECRETS_CRDS=.../external-secrets-<v>/crds   (its CRD manifests)
 #
 # Each tool is built from its own Go module under tools/<name>/ (committed
 # go.mod + go.sum), so builds are reproducible. To bump a version: change it
@@ -23,6 +25,7 @@ set -euo pipefail
 VAULT_VERSION=v1.21.0       # github.com/hashicorp/vault (v1.21.3/.4 don't build)
 KUBERNETES_VERSION=v1.37.2  # k8s.io/kubernetes; staging modules at v0.37.2
 ETCD_VERSION=v3.6.16        # go.etcd.io/etcd/server/v3
+EXTERNAL_SECRETS_VERSION=v0.16.2 # github.com/external-secrets/external-secrets (later ones don't build)
 # -----------------------------------------------------------------------------
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,6 +36,7 @@ CACHE_ROOT="$(cd "$CACHE_ROOT" && pwd)"
 VAULT_DIR="$CACHE_ROOT/vault-$VAULT_VERSION"
 KUBERNETES_DIR="$CACHE_ROOT/kubernetes-$KUBERNETES_VERSION"
 ETCD_DIR="$CACHE_ROOT/etcd-$ETCD_VERSION"
+EXTERNAL_SECRETS_DIR="$CACHE_ROOT/external-secrets-$EXTERNAL_SECRETS_VERSION"
 
 log() { printf '%s\n' "$*" >&2; }
 die() { log "build-tools: $*"; exit 1; }
@@ -160,7 +164,35 @@ if [[ ! -x "$VAULT_DIR/vault" ]]; then
 fi
 build vault "$VAULT_VERSION" "$VAULT_MOD" github.com/hashicorp/vault "$VAULT_DIR/vault" "6 min" "${vault_ldflags:-}"
 
+# --- external-secrets: the operator, unmodified, and its CRDs -----------------
+# Its main package is the module root; every provider SDK is compiled in
+# (v0.16.2 has no build tags to leave them out). The CRDs the controller
+# watches are copied from the module next to the binary.
+ESO_MOD="$ROOT/tools/external-secrets"
+ESO_MODULE=github.com/external-secrets/external-secrets
+if [[ ! -x "$EXTERNAL_SECRETS_DIR/external-secrets" || ! -d "$EXTERNAL_SECRETS_DIR/crds" ]]; then
+	check_pin "$ESO_MOD" "$ESO_MODULE" "$EXTERNAL_SECRETS_VERSION"
+fi
+build external-secrets "$EXTERNAL_SECRETS_VERSION" "$ESO_MOD" "$ESO_MODULE" \
+	"$EXTERNAL_SECRETS_DIR/external-secrets" "25 min" "-s -w"
+if [[ ! -d "$EXTERNAL_SECRETS_DIR/crds" ]]; then
+	lock_cache
+	eso_src="$(cd "$ESO_MOD" && go_env go mod download "$ESO_MODULE" &&
+		go_env go list -m -f '{{.Dir}}' "$ESO_MODULE")" ||
+		die "cannot locate the $ESO_MODULE module"
+	rm -rf "$EXTERNAL_SECRETS_DIR"/.crds.*
+	eso_tmp="$(mktemp -d "$EXTERNAL_SECRETS_DIR/.crds.XXXXXX")"
+	cp "$eso_src"/config/crds/bases/*external-secrets.io_*.yaml "$eso_tmp"/ ||
+		die "copying the external-secrets CRDs failed"
+	chmod 0644 "$eso_tmp"/*.yaml
+	chmod 0755 "$eso_tmp"
+	mv "$eso_tmp" "$EXTERNAL_SECRETS_DIR/crds"
+	log "external-secrets $EXTERNAL_SECRETS_VERSION: CRDs in $EXTERNAL_SECRETS_DIR/crds"
+fi
+
 printf 'VAULT_BIN=%s\n' "$VAULT_DIR/vault"
 printf 'KUBE_APISERVER_BIN=%s\n' "$KUBERNETES_DIR/kube-apiserver"
 printf 'KUBECTL_BIN=%s\n' "$KUBERNETES_DIR/kubectl"
 printf 'ETCD_BIN=%s\n' "$ETCD_DIR/etcd"
+printf 'EXTERNAL_SECRETS_BIN=%s\n' "$EXTERNAL_SECRETS_DIR/external-secrets"
+printf 'EXTERNAL_SECRETS_CRDS=%s\n' "$EXTERNAL_SECRETS_DIR/crds"
