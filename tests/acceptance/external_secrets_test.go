@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -143,8 +144,23 @@ func esoGet(t *testing.T, seen *tokenSet) {
 	if r := kubectl(t, writeKubeconfigFile(t, s), "get", "pods"); r.ExitCode != 0 {
 		t.Fatalf("kubectl get pods with the synced kubeconfig: %s", r)
 	}
-	if n := len(roleLeases(t, "eso-get")); n < 1 {
-		t.Errorf("%d leases of eso-get after the sync", n)
+	leases := roleLeases(t, "eso-get")
+	if len(leases) < 1 {
+		t.Errorf("%d leases of eso-get after the sync", len(leases))
+	}
+	done()
+
+	done = step(t, "deleting the ExternalSecret and its generator revokes nothing")
+	if res, err := st.KubectlAdmin(testCtx(t, time.Minute), "delete", "externalsecret,vaultdynamicsecret", "scan-get", "-n", esoNamespace, "--wait"); err != nil || res.ExitCode != 0 {
+		t.Fatalf("kubectl delete: %v %s", err, res)
+	}
+	// A revoked token dies within about 10 s (the API server's token cache).
+	time.Sleep(15 * time.Second)
+	if code := tokenStatus(t, s.token); code != http.StatusOK {
+		t.Errorf("15s after the ExternalSecret was deleted: HTTP %d, want 200", code)
+	}
+	if after := roleLeases(t, "eso-get"); !slices.Equal(after, leases) {
+		t.Errorf("leases of eso-get changed after the delete: %d before, %d after", len(leases), len(after))
 	}
 	done()
 }
@@ -292,6 +308,15 @@ func esoLongLoginKeeps(t *testing.T, seen *tokenSet) {
 	t.Logf("token rejected %s after its expires_at (%s after the sync)", secs(took), secs(time.Since(s.at)))
 	if took < -2*time.Second {
 		t.Errorf("the token was rejected %s before its expires_at", secs(-took))
+	}
+	done()
+
+	done = step(t, "external-secrets does not refetch at the lease's end: the Secret keeps the expired token")
+	cond := esoReadyCondition(t, esoNamespace, "scan-long-login")
+	data, ok, err := esoSecret(testCtx(t, time.Minute), "scan-long-login")
+	if err != nil || !ok || data["service_account_token"] != s.token || cond.Status != "True" {
+		t.Errorf("Ready=%s, Secret found %v (%v), still the expired token: %v; want Ready=True over the expired token until the next refreshInterval",
+			cond.Status, ok, err, data["service_account_token"] == s.token)
 	}
 	done()
 }
