@@ -174,7 +174,7 @@ if [[ ! -x "$EXTERNAL_SECRETS_DIR/external-secrets" || ! -d "$EXTERNAL_SECRETS_D
 	check_pin "$ESO_MOD" "$ESO_MODULE" "$EXTERNAL_SECRETS_VERSION"
 fi
 build external-secrets "$EXTERNAL_SECRETS_VERSION" "$ESO_MOD" "$ESO_MODULE" \
-	"$EXTERNAL_SECRETS_DIR/external-secrets" "25 min" "-s -w"
+	"$EXTERNAL_SECRETS_DIR/external-secrets" "15 min" "-s -w"
 if [[ ! -d "$EXTERNAL_SECRETS_DIR/crds" ]]; then
 	lock_cache
 	eso_src="$(cd "$ESO_MOD" && go_env go mod download "$ESO_MODULE" &&

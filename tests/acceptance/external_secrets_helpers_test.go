@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,10 +27,13 @@ const (
 	esoNamespace         = "eso-scans"
 	esoIntruderNamespace = "eso-intruder"
 	esoServiceAccount    = "eso-vault-auth"
-	esoReviewer          = "eso-token-reviewer"
-	esoReviewerBinding   = "eso-acceptance-token-reviewer"
-	esoAuthMount         = "eso-kubernetes"
-	esoPolicy            = "eso-scanner-creds"
+	// esoRefreshAccount is the refresh test's own, so the API server's
+	// audit log counts its logins apart.
+	esoRefreshAccount  = "eso-vault-auth-refresh"
+	esoReviewer        = "eso-token-reviewer"
+	esoReviewerBinding = "eso-acceptance-token-reviewer"
+	esoAuthMount       = "eso-kubernetes"
+	esoPolicy          = "eso-scanner-creds"
 	// esoAudience is the audience of the service-account tokens
 	// external-secrets logs in with: a token for Vault is useless against
 	// the API server, and the API server's own tokens are refused by Vault.
@@ -48,7 +52,7 @@ type esoSync struct {
 	Refresh         string // the ExternalSecret's refreshInterval
 	Server          string
 	AuthMount       string
-	ServiceAccount  string
+	ServiceAccount  string // default esoServiceAccount
 	Audience        string
 }
 
@@ -101,7 +105,10 @@ func applyESOSync(t *testing.T, s esoSync) {
 	if s.Namespace == "" {
 		s.Namespace = esoNamespace
 	}
-	s.Server, s.AuthMount, s.ServiceAccount, s.Audience = st.Vault.Addr, esoAuthMount, esoServiceAccount, esoAudience
+	if s.ServiceAccount == "" {
+		s.ServiceAccount = esoServiceAccount
+	}
+	s.Server, s.AuthMount, s.Audience = st.Vault.Addr, esoAuthMount, esoAudience
 	var b bytes.Buffer
 	if err := esoManifest.Execute(&b, s); err != nil {
 		t.Fatal(err)
@@ -263,6 +270,12 @@ func (s *tokenSet) add(tok string) {
 	s.tokens = append(s.tokens, tok)
 }
 
+func (s *tokenSet) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.tokens)
+}
+
 func (s *tokenSet) leakedInto(text string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -298,6 +311,12 @@ metadata:
 apiVersion: v1
 kind: ServiceAccount
 metadata:
+  name: ` + esoRefreshAccount + `
+  namespace: ` + esoNamespace + `
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata:
   name: ` + esoServiceAccount + `
   namespace: ` + esoIntruderNamespace + `
 ---
@@ -321,13 +340,13 @@ subjects:
   namespace: ` + esoNamespace + `
 `
 
-// esoLoginRole is a role of the kubernetes auth mount: the service account
-// eso-vault-auth of eso-scans, tokens for audience vault, the policy, and
+// esoLoginRole is a role of the kubernetes auth mount: the service
+// accounts of eso-scans, tokens for audience vault, the policy, and
 // the login token's TTL (which bounds every lease the login creates).
 func esoLoginRole(t *testing.T, name string, ttl time.Duration) {
 	t.Helper()
 	mustVault(t, "write", "auth/"+esoAuthMount+"/role/"+name,
-		"bound_service_account_names="+esoServiceAccount,
+		"bound_service_account_names="+esoServiceAccount+","+esoRefreshAccount,
 		"bound_service_account_namespaces="+esoNamespace,
 		"audience="+esoAudience,
 		"token_policies="+esoPolicy,
@@ -376,4 +395,19 @@ func setupESOVaultAuth(t *testing.T, policyRoles []string) {
 	if err := vaultClient(t).Sys().PutPolicyWithContext(testCtx(t, time.Minute), esoPolicy, policy.String()); err != nil {
 		t.Fatalf("write policy %s: %v", esoPolicy, err)
 	}
+}
+
+// tokenRequestsFor counts the successful TokenRequests for namespace/sa in
+// the API server's audit log: external-secrets makes one for each Vault
+// login.
+func tokenRequestsFor(t *testing.T, namespace, sa string) int {
+	t.Helper()
+	n := 0
+	for _, ev := range readJSONLines[kubeAuditEvent](t, st.Kube.AuditLogPath) {
+		if ev.Verb == "create" && ev.ObjectRef.Resource == "serviceaccounts" && ev.ObjectRef.Subresource == "token" &&
+			ev.ObjectRef.Namespace == namespace && ev.ObjectRef.Name == sa && ev.ResponseStatus.Code == http.StatusCreated {
+			n++
+		}
+	}
+	return n
 }

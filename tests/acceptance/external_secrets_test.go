@@ -115,9 +115,12 @@ func TestExternalSecretsVaultDynamicSecret(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := seen.leakedInto(string(b)); n > 0 {
-		t.Errorf("%d issued tokens appear in the external-secrets log %s", n, eso.LogPath)
+	checked := seen.count()
+	if n := seen.leakedInto(string(b)); n > 0 || checked == 0 || !strings.Contains(string(b), "scan-forbidden") {
+		t.Errorf("%d of %d issued tokens appear in the external-secrets log %s (%d bytes, reconciles logged: %v)",
+			n, checked, eso.LogPath, len(b), strings.Contains(string(b), "scan-forbidden"))
 	}
+	t.Logf("%d tokens checked against %d bytes of external-secrets log", checked, len(b))
 	done()
 }
 
@@ -187,7 +190,8 @@ func esoPost(t *testing.T, seen *tokenSet) {
 // stay bounded by TTL / refresh interval (each sync may issue two).
 func esoRefresh(t *testing.T, seen *tokenSet) {
 	const role = "eso-refresh"
-	applyESOSync(t, esoSync{Name: "scan-refresh", Path: stack.Mount + "/creds/" + role, Method: "GET", LoginRole: "eso-scans", Refresh: esoRefreshInterval.String()})
+	applyESOSync(t, esoSync{Name: "scan-refresh", Path: stack.Mount + "/creds/" + role, Method: "GET", LoginRole: "eso-scans",
+		Refresh: esoRefreshInterval.String(), ServiceAccount: esoRefreshAccount})
 	done := step(t, "ExternalSecret scan-refresh (refreshInterval %s, role TTL %s): first sync", esoRefreshInterval, esoRefreshTTL)
 	first := waitESOSecret(t, "scan-refresh", "", 90*time.Second)
 	seen.add(first.token)
@@ -233,8 +237,14 @@ func esoRefresh(t *testing.T, seen *tokenSet) {
 	done()
 
 	syncsAlive := int(esoRefreshTTL/esoRefreshInterval) + 1
-	t.Logf("%d tokens synced into the Secret, %d leases seen, at most %d live at once (TTL/refresh+1 = %d syncs); first token rejected %s after its expires_at",
-		len(synced), len(leaseIDs), maxLive, syncsAlive, secs(took))
+	logins := tokenRequestsFor(t, esoNamespace, esoRefreshAccount)
+	t.Logf("%d tokens synced into the Secret, %d leases seen, at most %d live at once (TTL/refresh+1 = %d syncs), %d logins; first token rejected %s after its expires_at",
+		len(synced), len(leaseIDs), maxLive, syncsAlive, logins, secs(took))
+	// A login per lease: none is reused, so each lease's login is as old as
+	// the lease.
+	if logins < len(leaseIDs) {
+		t.Errorf("%d logins (TokenRequests for %s) for %d leases, want one login per lease", logins, esoRefreshAccount, len(leaseIDs))
+	}
 	if len(synced) < 3 {
 		t.Errorf("%d tokens synced in %s with refreshInterval %s, want at least 3", len(synced), esoRefreshTTL, esoRefreshInterval)
 	}
@@ -327,9 +337,11 @@ func esoLongLoginKeeps(t *testing.T, seen *tokenSet) {
 func esoRefusals(t *testing.T) {
 	applyESOSync(t, esoSync{Name: "scan-forbidden", Path: stack.Mount + "/creds/eso-forbidden", Method: "GET", LoginRole: "eso-scans", Refresh: "1h"})
 	applyESOSync(t, esoSync{Name: "scan-intruder", Namespace: esoIntruderNamespace, Path: stack.Mount + "/creds/eso-intruder", Method: "GET", LoginRole: "eso-scans", Refresh: "1h"})
-	for _, c := range []struct{ ns, name, role string }{
-		{esoNamespace, "scan-forbidden", "eso-forbidden"},
-		{esoIntruderNamespace, "scan-intruder", "eso-intruder"},
+	for _, c := range []struct{ ns, name, role, refusedAt string }{
+		// The login works; the read is refused by the policy.
+		{esoNamespace, "scan-forbidden", "eso-forbidden", stack.Mount + "/creds/eso-forbidden"},
+		// The login itself is refused by the auth role's namespace binding.
+		{esoIntruderNamespace, "scan-intruder", "eso-intruder", "auth/" + esoAuthMount + "/login"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			done := step(t, "ExternalSecret %s/%s fails with 403 and no lease", c.ns, c.name)
@@ -344,8 +356,8 @@ func esoRefusals(t *testing.T) {
 			if cond := esoReadyCondition(t, c.ns, c.name); cond.Status != "False" {
 				t.Errorf("Ready=%s %s, want False", cond.Status, cond.Reason)
 			}
-			if !strings.Contains(strings.Join(warnings, "\n"), "403") {
-				t.Errorf("warnings do not report Vault's 403: %q", warnings)
+			if all := strings.Join(warnings, "\n"); !strings.Contains(all, "403") || !strings.Contains(all, c.refusedAt) {
+				t.Errorf("warnings do not report Vault's 403 at %s: %q", c.refusedAt, warnings)
 			}
 			if n := len(roleLeases(t, c.role)); n != 0 {
 				t.Errorf("%d leases of %s, want 0", n, c.role)
