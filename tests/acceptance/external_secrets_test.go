@@ -32,7 +32,7 @@ const (
 // stopped before their leases are revoked.
 func TestExternalSecretsVaultDynamicSecret(t *testing.T) {
 	t.Parallel()
-	bin, crds, err := stack.ResolveExternalSecrets()
+	bin, crds, err := stack.ResolveExternalSecrets(testCtx(t, 30*time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -31,11 +32,16 @@ func (s *Stack) externalSecretsLog() string {
 }
 
 // ResolveExternalSecrets reads EXTERNAL_SECRETS_BIN and
-// EXTERNAL_SECRETS_CRDS (printed by scripts/build-tools.sh).
-func ResolveExternalSecrets() (bin, crdDir string, err error) {
+// EXTERNAL_SECRETS_CRDS; when either is unset it takes both from what
+// scripts/build-tools.sh prints (building them on first use).
+func ResolveExternalSecrets(ctx context.Context) (bin, crdDir string, err error) {
 	bin, crdDir = os.Getenv("EXTERNAL_SECRETS_BIN"), os.Getenv("EXTERNAL_SECRETS_CRDS")
 	if bin == "" || crdDir == "" {
-		return "", "", fmt.Errorf("EXTERNAL_SECRETS_BIN and EXTERNAL_SECRETS_CRDS are not set: set -a; eval \"$(scripts/build-tools.sh)\"; set +a")
+		vals, err := buildToolsOutput(ctx)
+		if err != nil {
+			return "", "", fmt.Errorf("EXTERNAL_SECRETS_BIN or EXTERNAL_SECRETS_CRDS unset, and %w", err)
+		}
+		bin, crdDir = vals["EXTERNAL_SECRETS_BIN"], vals["EXTERNAL_SECRETS_CRDS"]
 	}
 	if fi, err := os.Stat(bin); err != nil || fi.Mode()&0o111 == 0 {
 		return "", "", fmt.Errorf("EXTERNAL_SECRETS_BIN=%s: not an executable file (%v)", bin, err)
@@ -44,6 +50,29 @@ func ResolveExternalSecrets() (bin, crdDir string, err error) {
 		return "", "", fmt.Errorf("EXTERNAL_SECRETS_CRDS=%s: not a directory (%v)", crdDir, err)
 	}
 	return bin, crdDir, nil
+}
+
+// buildToolsOutput runs scripts/build-tools.sh and returns its KEY=VALUE
+// lines.
+func buildToolsOutput(ctx context.Context) (map[string]string, error) {
+	root, err := RepoRoot()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, "bash", filepath.Join(root, "scripts", "build-tools.sh"))
+	cmd.Dir = root
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("scripts/build-tools.sh: %w", err)
+	}
+	vals := map[string]string{}
+	for _, line := range strings.Split(string(out), "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), "="); ok {
+			vals[k] = v
+		}
+	}
+	return vals, nil
 }
 
 // StartExternalSecrets installs the CRDs in the first cluster (server-side:
