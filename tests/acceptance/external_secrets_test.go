@@ -12,8 +12,9 @@ import (
 	"github.com/vault-plugin-scanner/vault-plugin-scanner/tests/acceptance/stack"
 )
 
-// Role TTLs of the external-secrets tests: short, so the whole test waits
-// about a minute and a half, and far enough apart that a token killed by
+// Role TTLs of the external-secrets tests: short, so the whole test takes
+// about a minute (the refresh subtest, the longest, about 53 s), and far
+// enough apart that a token killed by
 // its login's expiry (20 s) cannot be mistaken for one that lived to its
 // lease (90 s).
 const (
