@@ -73,6 +73,9 @@ type backend struct {
 	// read or created; nil until then.
 	ownershipLock sync.Mutex
 	ownership     ownershipKey
+
+	// issuer is the mount as a token issuer (issuer.go).
+	issuer issuerState
 }
 
 // clusterClient is a cached client together with what it was built from.
@@ -119,7 +122,10 @@ func newBackend(version string) *backend {
 		BackendType:    logical.TypeLogical,
 		RunningVersion: version,
 		PathsSpecial: &logical.Paths{
-			SealWrapStorage: []string{clusterStoragePrefix, retiredEndpointPrefix, ownershipKeyStorageKey},
+			SealWrapStorage: []string{clusterStoragePrefix, retiredEndpointPrefix, ownershipKeyStorageKey, issuerKeysStorageKey},
+			// API servers fetch the issuer's discovery document and keys
+			// without a Vault token, as from Vault's own OIDC provider.
+			Unauthenticated: []string{wellKnownDiscoveryPath, wellKnownKeysPath},
 			// An unfinished issue is this cluster's own business: a
 			// performance secondary must not roll back the primary's.
 			LocalStorage: []string{framework.WALPrefix},
@@ -130,6 +136,7 @@ func newBackend(version string) *backend {
 			pathCreds(b),
 			pathKubeconfig(b),
 			pathTidy(b),
+			pathIssuer(b),
 		),
 		Secrets:           []*framework.Secret{secretToken(b)},
 		WALRollback:       b.walRollback,
@@ -161,6 +168,9 @@ func (b *backend) invalidate(_ context.Context, key string) {
 	}
 	if key == ownershipKeyStorageKey {
 		b.dropOwnershipKey()
+	}
+	if key == issuerConfigStorageKey || key == issuerKeysStorageKey {
+		b.issuer.drop()
 	}
 }
 
@@ -207,7 +217,7 @@ func (b *backend) writesHere() bool {
 // client returns the cached client for a cluster's current endpoint,
 // building it on first use.
 func (b *backend) client(ctx context.Context, s logical.Storage, name string) (*clusterClient, error) {
-	return b.cachedClient(name, func() (string, *clusterConfig, error) {
+	return b.cachedClient(ctx, s, name, func() (string, *clusterConfig, error) {
 		cfg, err := getCluster(ctx, s, name)
 		if err == nil && cfg == nil {
 			err = errClusterNotFound(name)
@@ -237,7 +247,7 @@ func (b *backend) endpointClient(ctx context.Context, s logical.Storage, cluster
 	if cfg != nil && cfg.endpointID() == id {
 		return b.client(ctx, s, cluster)
 	}
-	return b.cachedClient(retiredClientKey(cluster, id), func() (string, *clusterConfig, error) {
+	return b.cachedClient(ctx, s, retiredClientKey(cluster, id), func() (string, *clusterConfig, error) {
 		rec, err := getRetiredEndpoint(ctx, s, cluster, id)
 		if err == nil && rec == nil {
 			err = fmt.Errorf("cluster %q no longer has endpoint %s, which issued this credential, and does not know it as retired: cannot reach the API server that holds its objects", cluster, id)
@@ -251,7 +261,7 @@ func (b *backend) endpointClient(ctx context.Context, s logical.Storage, cluster
 
 // cachedClient returns the client cached under key, or builds one from the
 // configuration load returns (re-checked under the write lock).
-func (b *backend) cachedClient(key string, load func() (string, *clusterConfig, error)) (*clusterClient, error) {
+func (b *backend) cachedClient(ctx context.Context, s logical.Storage, key string, load func() (string, *clusterConfig, error)) (*clusterClient, error) {
 	b.clientsLock.RLock()
 	c, ok := b.clients[key]
 	b.clientsLock.RUnlock()
@@ -272,6 +282,11 @@ func (b *backend) cachedClient(key string, load func() (string, *clusterConfig, 
 	if err != nil {
 		return nil, userError{fmt.Errorf("cluster %q: %w", name, err)}
 	}
+	if cfg.UseIssuer {
+		if err := b.useIssuerTokens(ctx, s, ep, cfg); err != nil {
+			return nil, fmt.Errorf("cluster %q: %w", name, err)
+		}
+	}
 	api, err := b.newKubeAPI(ep.restConfig)
 	if err != nil {
 		return nil, fmt.Errorf("cluster %q: %w", name, err)
@@ -289,8 +304,8 @@ func (b *backend) cleanupContext(ctx context.Context) (context.Context, context.
 
 // periodic runs on the active node about once a minute: it forgets retired
 // endpoints no lease can need, rotates the plugin's own credentials that are
-// due (and deletes those they replaced), and runs automatic tidy when it is
-// due.
+// due (and deletes those they replaced), rotates the issuer's signing keys
+// when due, and runs automatic tidy when it is due.
 func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
 	if !b.writesHere() {
 		return nil
@@ -300,6 +315,9 @@ func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
 		b.Logger().Warn("pruning retired endpoints", "error", err)
 	}
 	b.periodicRotation(ctx, req.Storage, now)
+	if err := b.periodicIssuerRotation(ctx, req.Storage, now); err != nil {
+		b.Logger().Warn("rotating the issuer's signing keys; retrying at the next periodic run", "error", err)
+	}
 	cfg, err := getTidyConfig(ctx, req.Storage)
 	if err != nil {
 		return err

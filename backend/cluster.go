@@ -53,6 +53,14 @@ type clusterConfig struct {
 	RotationPeriod time.Duration `json:"rotation_period,omitempty"`
 	JWTTTL         time.Duration `json:"service_account_jwt_ttl,omitempty"`
 
+	// UseIssuer: the plugin authenticates with JWTs it signs itself
+	// (issuer.go) and no Kubernetes credential is stored. IssuerSubject is
+	// their sub, "<mount path>:<cluster name>", captured when the entry
+	// entered issuer mode so that a remount does not change the identity
+	// the API server's RBAC names.
+	UseIssuer     bool   `json:"use_issuer,omitempty"`
+	IssuerSubject string `json:"issuer_subject,omitempty"`
+
 	// What the plugin learned or did, apart from what the operator wrote
 	// (stored inline, in the same JSON object).
 	credentialState
@@ -89,16 +97,29 @@ func (c *clusterConfig) endpointID() string {
 }
 
 // inCluster reports whether the plugin uses the pod's own credentials.
-func (c *clusterConfig) inCluster() bool { return c.JWT == "" }
+func (c *clusterConfig) inCluster() bool { return c.JWT == "" && !c.UseIssuer }
+
+// issuerAudience is the audience of the tokens the plugin signs for this
+// endpoint. It is generated, never written: a clusters/ writer must not be
+// able to have the plugin sign a token another API server accepts, and a
+// re-pointed entry (a new endpoint) never carries a token the old API
+// server accepts.
+func (c *clusterConfig) issuerAudience() string {
+	if !c.UseIssuer {
+		return ""
+	}
+	return issuerAudiencePrefix + c.endpointID()
+}
 
 // connection is everything that decides where, and through what, the
 // plugin's credential is sent.
 type connection struct {
 	host, caCert, tlsServerName, proxyURL string
+	useIssuer                             bool
 }
 
 func (c *clusterConfig) connection() connection {
-	return connection{host: normalizeHost(c.Host), caCert: c.CACert, tlsServerName: c.TLSServerName, proxyURL: c.ProxyURL}
+	return connection{host: normalizeHost(c.Host), caCert: c.CACert, tlsServerName: c.TLSServerName, proxyURL: c.ProxyURL, useIssuer: c.UseIssuer}
 }
 
 // errInClusterConnection: the pod's own token goes only to the in-cluster
@@ -203,6 +224,9 @@ func validateRotation(c *clusterConfig) error {
 	if c.RotationPeriod > 0 && c.effectiveJWTTTL() < c.RotationPeriod+rotationMargin {
 		return fmt.Errorf("service_account_jwt_ttl (%s) must be at least rotation_period (%s) plus %s, so that a failed rotation can be retried before the credential expires", c.effectiveJWTTTL(), c.RotationPeriod, rotationMargin)
 	}
+	if c.UseIssuer && (c.RotationPeriod > 0 || c.JWTTTL > 0) {
+		return errors.New("rotation_period and service_account_jwt_ttl rotate a stored service_account_jwt: with use_issuer there is none (the issuer's keys rotate per issuer/config)")
+	}
 	if c.inCluster() && (c.RotationPeriod > 0 || c.JWTTTL > 0) {
 		return errors.New("rotation_period and service_account_jwt_ttl need a stored service_account_jwt: without one the plugin uses the pod's own token, which the kubelet rotates")
 	}
@@ -235,14 +259,24 @@ func (cfg *clusterConfig) validate(old *clusterConfig, jwtSent bool) error {
 	// The credential, stored or the pod's own, goes only where it was
 	// written for: whoever changes where or how the plugin connects must
 	// hold it.
-	if old != nil && !jwtSent && old.connection() != cfg.connection() {
+	if old != nil && old.UseIssuer && !cfg.UseIssuer && !jwtSent {
+		return errors.New("leaving issuer mode (use_issuer false) needs service_account_jwt in the same write")
+	}
+	// In issuer mode there is no credential to protect: every such change
+	// makes a new endpoint, and with it a new audience.
+	if old != nil && !jwtSent && !cfg.UseIssuer && old.connection() != cfg.connection() {
 		return errors.New("kubernetes_host, kubernetes_ca_cert, tls_server_name or proxy_url changed: send service_account_jwt in the same write, so the stored credential never goes to an endpoint it was not written for")
+	}
+	if cfg.UseIssuer {
+		if err := validateIssuerMode(cfg, jwtSent); err != nil {
+			return err
+		}
 	}
 	if cfg.Host != "" {
 		if err := validateHTTPSURL("kubernetes_host", cfg.Host); err != nil {
 			return err
 		}
-		if cfg.JWT == "" {
+		if cfg.JWT == "" && !cfg.UseIssuer {
 			return errors.New("service_account_jwt is required when kubernetes_host is set; leave both unset to use the pod's own credentials")
 		}
 	}
@@ -293,4 +327,17 @@ func (cfg *clusterConfig) validate(old *clusterConfig, jwtSent bool) error {
 		return fmt.Errorf("burst must be between 0 (default %d) and %d", defaultBurst, maxBurst)
 	}
 	return validateRotation(cfg)
+}
+
+// validateIssuerMode: in issuer mode the plugin holds no credential, so
+// none may be written, and the API server must be named (the in-cluster
+// default exists for the pod's own token).
+func validateIssuerMode(cfg *clusterConfig, jwtSent bool) error {
+	if jwtSent || cfg.JWT != "" {
+		return errors.New("service_account_jwt must not be set with use_issuer: in issuer mode the plugin authenticates with tokens it signs and stores no Kubernetes credential")
+	}
+	if cfg.Host == "" {
+		return errors.New("use_issuer needs kubernetes_host: the API server that trusts this mount as an issuer")
+	}
+	return nil
 }

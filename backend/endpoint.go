@@ -366,9 +366,12 @@ func (c *clusterConfig) resolve(env inClusterEnv, userAgent string, timeout time
 		}
 		caCert = string(ca)
 	}
-	if c.JWT != "" {
+	switch {
+	case c.UseIssuer:
+		// The backend adds the token source (useIssuerTokens).
+	case c.JWT != "":
 		rc.BearerToken = c.JWT
-	} else {
+	default:
 		// client-go re-reads this file periodically, so the pod's projected
 		// token is picked up after kubelet rotates it.
 		rc.BearerTokenFile = env.TokenPath

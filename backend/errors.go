@@ -113,7 +113,7 @@ func isTLSVerificationError(err error) bool {
 func kubeErrorMessage(status int, cluster string, err error) string {
 	switch {
 	case apierrors.IsUnauthorized(err):
-		return fmt.Sprintf("the API server of cluster %q rejected the plugin's own credential (401): write clusters/%s with a valid service_account_jwt and verify with clusters/%s/check: %v", cluster, cluster, cluster, err)
+		return fmt.Sprintf("the API server of cluster %q rejected the plugin's own credential (401): write clusters/%s with a valid service_account_jwt (in issuer mode: make the API server trust clusters/%s/authentication-config) and verify with clusters/%s/check: %v", cluster, cluster, cluster, cluster, err)
 	case apierrors.IsForbidden(err):
 		return fmt.Sprintf("the API server of cluster %q refused the plugin's RBAC: %v; grant it (see deploy/) and verify with clusters/%s/check", cluster, err, cluster)
 	case status == http.StatusBadGateway && isTLSVerificationError(err):

@@ -44,6 +44,7 @@ type apiServer struct {
 	mu             sync.Mutex
 	seen           []string          // Authorization of every request
 	secrets        map[string]string // name -> uid
+	created        []corev1.Secret   // every Secret created, as received
 	deletes        int
 	secretStatus   *apierrors.StatusError // answer to Secret create when set
 	tokenStatus    *apierrors.StatusError // answer to TokenRequest when set
@@ -203,6 +204,7 @@ func (a *apiServer) createSecret(w http.ResponseWriter, r *http.Request) {
 	s.UID = types.UID("uid-" + s.Name)
 	s.Kind, s.APIVersion = "Secret", "v1"
 	a.secrets[s.Name] = string(s.UID)
+	a.created = append(a.created, s)
 	writeJSON(w, http.StatusCreated, s)
 }
 
@@ -269,6 +271,13 @@ func decodeBody(r *http.Request, into runtime.Object) error {
 	}
 	_, _, err = scheme.Codecs.UniversalDeserializer().Decode(body, nil, into)
 	return err
+}
+
+// createdSecrets are the Secrets created so far, as the plugin sent them.
+func (a *apiServer) createdSecrets() []corev1.Secret {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]corev1.Secret(nil), a.created...)
 }
 
 func (a *apiServer) state() (secrets, deletes int) {

@@ -9,10 +9,13 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
+// testMountPoint is where the tests' requests say the plugin is mounted.
+const testMountPoint = "scanner/"
+
 // request runs one request through the framework like Vault would.
 func request(t testing.TB, b *backend, s logical.Storage, op logical.Operation, path string, data map[string]interface{}) (*logical.Response, error) {
 	t.Helper()
-	req := &logical.Request{Operation: op, Path: path, Storage: s, Data: data, ID: uuid.NewString()}
+	req := &logical.Request{Operation: op, Path: path, Storage: s, Data: data, ID: uuid.NewString(), MountPoint: testMountPoint}
 	return b.HandleRequest(context.Background(), req)
 }
 

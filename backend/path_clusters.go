@@ -2,6 +2,7 @@ package backend
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -22,6 +23,14 @@ tls_server_name or proxy_url requires sending service_account_jwt in the same
 write, so a stored credential never travels to an endpoint it was not written
 for. With rotation_period the plugin rotates its own credential
 (clusters/<name>/rotate-root does it on demand).
+
+With use_issuer the plugin stores no Kubernetes credential: it signs, as the
+issuer configured at issuer/config, short-lived JWTs whose audience
+(issuer_audience, vault-plugin-scanner:<endpoint_id>) is generated for the
+endpoint and whose subject (issuer_subject, <mount>:<name>) is fixed when the
+entry enters issuer mode. Any change of where the plugin connects makes a
+new endpoint and a new audience, which the API server must be told to trust
+(read clusters/<name>/authentication-config again).
 `
 	clustersListHelpSynopsis = "List the configured clusters."
 )
@@ -87,6 +96,10 @@ func clusterFields() map[string]*framework.FieldSchema {
 			Type:        framework.TypeDurationSecond,
 			Description: "Lifetime of a credential the plugin rotates to. Default twice rotation_period, at least 10m; at least rotation_period plus 5m.",
 		},
+		"use_issuer": {
+			Type:        framework.TypeBool,
+			Description: "Authenticate with JWTs the plugin signs as the issuer of issuer/config, which the API server trusts (clusters/<name>/authentication-config); no Kubernetes credential is stored. Excludes service_account_jwt; needs kubernetes_host.",
+		},
 	}
 }
 
@@ -150,6 +163,7 @@ func pathClusters(b *backend) []*framework.Path {
 		pathClusterCheck(b),
 		pathClusterRBAC(b),
 		pathRotateRoot(b),
+		pathClusterAuthConfig(b),
 	}
 }
 
@@ -176,6 +190,9 @@ func (b *backend) clusterWrite(ctx context.Context, req *logical.Request, d *fra
 	if err := applyClusterFields(cfg, old, d); err != nil {
 		return nil, userError{err}
 	}
+	if err := b.enterIssuerMode(ctx, req, cfg, name); err != nil {
+		return nil, err
+	}
 	if old == nil || old.connection() != cfg.connection() {
 		cfg.EndpointID = randomString(16)
 		cfg.LeaseHorizonRecorded = true
@@ -194,14 +211,49 @@ func (b *backend) clusterWrite(ctx context.Context, req *logical.Request, d *fra
 		return nil, err
 	}
 	b.dropCachedClient(name)
+	var warnings []string
+	if cfg.UseIssuer && (old == nil || old.endpointID() != cfg.endpointID()) {
+		warnings = append(warnings, fmt.Sprintf("the plugin now authenticates to this API server with audience %s: the API server must trust it before the cluster works; read clusters/%s/authentication-config and apply it (and clusters/%s/rbac)", cfg.issuerAudience(), name, name))
+	}
 	if old != nil && old.RotatedSecret != nil && old.JWT != cfg.JWT {
 		if old.endpointID() == cfg.endpointID() {
 			b.rotation.after(b.rotationGrace, func() { b.deletePendingAfterGrace(req.Storage, name) })
-			return &logical.Response{Warnings: []string{fmt.Sprintf("the credential the plugin had rotated to (%s) is deleted in %s", old.JWTCredentialID, b.rotationGrace)}}, nil
+			warnings = append(warnings, fmt.Sprintf("the credential the plugin had rotated to (%s) is deleted in %s", old.JWTCredentialID, b.rotationGrace))
+		} else {
+			warnings = append(warnings, fmt.Sprintf("the credential the plugin had rotated to (%s) stays with the retired endpoint, to revoke its leases; it is ended (its Secret deleted) when the endpoint is forgotten, after keep_until in retired_endpoints, or at its expiry at %s if that comes first", old.JWTCredentialID, old.JWTExpiresAt.Format(time.RFC3339)))
 		}
-		return &logical.Response{Warnings: []string{fmt.Sprintf("the credential the plugin had rotated to (%s) stays with the retired endpoint, to revoke its leases; it is ended (its Secret deleted) when the endpoint is forgotten, after keep_until in retired_endpoints, or at its expiry at %s if that comes first", old.JWTCredentialID, old.JWTExpiresAt.Format(time.RFC3339))}}, nil
 	}
-	return nil, nil
+	if len(warnings) == 0 {
+		return nil, nil
+	}
+	return &logical.Response{Warnings: warnings}, nil
+}
+
+// enterIssuerMode fixes what an entry in issuer mode signs as: the issuer
+// must be configured, and the subject is taken from the mount path the
+// first time the entry is in issuer mode, then kept. Leaving issuer mode
+// forgets it.
+func (b *backend) enterIssuerMode(ctx context.Context, req *logical.Request, cfg *clusterConfig, name string) error {
+	if !cfg.UseIssuer {
+		cfg.IssuerSubject = ""
+		return nil
+	}
+	issuer, err := getIssuerConfig(ctx, req.Storage)
+	if err != nil {
+		return err
+	}
+	if issuer == nil {
+		return userError{errors.New("use_issuer needs the issuer configured: write issuer/config first")}
+	}
+	if cfg.IssuerSubject != "" {
+		return nil
+	}
+	mount := strings.TrimSuffix(req.MountPoint, "/")
+	if mount == "" {
+		return errors.New("the request does not name the mount path, which the issuer's subject is made of")
+	}
+	cfg.IssuerSubject = mount + ":" + name
+	return nil
 }
 
 // applyClusterFields merges the request into cfg and validates the result.
@@ -224,6 +276,15 @@ func applyClusterFields(cfg, old *clusterConfig, d *framework.FieldData) error {
 	pemField("kubeconfig_ca_cert", &cfg.KubeconfigCACert)
 	_, jwtSent := d.GetOk("service_account_jwt")
 	str("service_account_jwt", &cfg.JWT)
+	if v, ok := d.GetOk("use_issuer"); ok {
+		entering := v.(bool) && !cfg.UseIssuer
+		cfg.UseIssuer = v.(bool)
+		if entering && !jwtSent {
+			// The stored credential stays with the retired endpoint, and
+			// rotating it no longer applies here.
+			cfg.JWT, cfg.RotationPeriod, cfg.JWTTTL = "", 0, 0
+		}
+	}
 	if v, ok := d.GetOk("qps"); ok {
 		cfg.QPS = float32(v.(float64))
 	}
@@ -260,6 +321,7 @@ func (b *backend) clusterRead(ctx context.Context, req *logical.Request, d *fram
 		retiredData = append(retiredData, map[string]interface{}{
 			"endpoint_id":     r.Config.endpointID(),
 			"kubernetes_host": r.Config.Host,
+			"issuer_audience": r.Config.issuerAudience(),
 			"retired_at":      r.RetiredAt.Format(time.RFC3339),
 			"lease_horizon":   formatTime(horizon),
 			"keep_until":      r.keepUntil(horizon, b.System().MaxLeaseTTL()).Format(time.RFC3339),
@@ -277,6 +339,10 @@ func (b *backend) clusterRead(ctx context.Context, req *logical.Request, d *fram
 		"kubeconfig_ca_cert":      cfg.KubeconfigCACert,
 		"qps":                     effectiveQPS(cfg.QPS),
 		"burst":                   effectiveBurst(cfg.Burst),
+
+		"use_issuer":      cfg.UseIssuer,
+		"issuer_audience": cfg.issuerAudience(),
+		"issuer_subject":  cfg.IssuerSubject,
 
 		"rotation_period":                   int64(cfg.RotationPeriod / time.Second),
 		"service_account_jwt_ttl":           int64(cfg.effectiveJWTTTL() / time.Second),

@@ -30,7 +30,8 @@ that is missing; role_errors names every role the plugin refuses to issue
 for (its own identity, an unrestricted token right, a bound role granting
 the plugin's own rights); ok is true when neither lists anything and every
 right was checked (at most 2048 reviews; unchecked_permissions counts the
-rest). namespaces maps each namespace a role names (or its selector matches
+rest). identity is the user the API server authenticates the plugin as
+(SelfSubjectReview). namespaces maps each namespace a role names (or its selector matches
 now) to the rights missing there: an empty list means every role on the
 cluster may issue in that namespace, alone or as one of
 kubernetes_namespaces. Rights checked cluster-wide (roles allowing "*")
@@ -218,12 +219,18 @@ func (b *backend) checkCluster(ctx context.Context, req *logical.Request, _ *fra
 	if err != nil {
 		return nil, err
 	}
+	notes := []string{}
+	// Whom the API server takes the plugin for (SelfSubjectReview): in
+	// issuer mode, the username its AuthenticationConfiguration maps.
+	identity, err := client.api.WhoAmI(ctx)
+	if err != nil {
+		notes = append(notes, fmt.Sprintf("the API server did not say whom it authenticates the plugin as (SelfSubjectReview): %v", err))
+	}
 	budget := &reviewBudget{left: maxCheckReviews}
 	checked := map[string]bool{}
 	seen := map[string]bool{}
 	selectors := newSelectorMatches(client.api)
 	missing := []string{}
-	notes := []string{}
 	unchecked := 0
 	// roleErrors: roles the plugin refuses to issue for, and why.
 	roleErrors := map[string]interface{}{}
@@ -318,6 +325,7 @@ func (b *backend) checkCluster(ctx context.Context, req *logical.Request, _ *fra
 	return &logical.Response{Data: map[string]interface{}{
 		"namespaces":                        namespaces,
 		"kubernetes_version":                version,
+		"identity":                          identity,
 		"ok":                                len(missing) == 0 && len(roleErrors) == 0 && unchecked == 0,
 		"checked_permissions":               sortedKeys(checked),
 		"missing_permissions":               missing,
@@ -334,6 +342,9 @@ func (b *backend) checkCluster(ctx context.Context, req *logical.Request, _ *fra
 // selfRotationPermissions lists what rotate-root needs in the plugin's own
 // namespace, or says why rotation does not apply to cfg.
 func selfRotationPermissions(cfg *clusterConfig) ([]requiredPermission, string) {
+	if cfg != nil && cfg.UseIssuer {
+		return nil, "issuer mode: the plugin stores no Kubernetes credential, rotate-root does not apply (the issuer's keys rotate with issuer/rotate)"
+	}
 	if cfg == nil || cfg.inCluster() {
 		return nil, "in-cluster credentials: the kubelet rotates the pod's token, rotate-root does not apply"
 	}

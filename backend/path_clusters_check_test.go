@@ -92,3 +92,17 @@ func TestClusterCheckGeneratedRulesPerRole(t *testing.T) {
 		t.Errorf("missing_permissions %q (ok=%v), want exactly %q", missing, resp.Data["ok"], want)
 	}
 }
+
+// check reports whom the API server takes the plugin for.
+func TestClusterCheckIdentity(t *testing.T) {
+	b, s, _ := newTestBackend(t)
+	configureIssuer(t, b, s, nil)
+	configureIssuerCluster(t, b, s, testHost, testCAPEM(t))
+	resp := mustOK(t, b, s, logical.ReadOperation, "clusters/"+testCluster+"/check", nil)
+	if resp.Data["identity"] != testRequesterUser {
+		t.Errorf("identity = %v, want what SelfSubjectReview answers (%s)", resp.Data["identity"], testRequesterUser)
+	}
+	if resp.Data["self_rotation_permitted"] != false {
+		t.Error("self-rotation reported possible in issuer mode")
+	}
+}

@@ -33,7 +33,9 @@ A comment above each rule names the roles that need it. For
 generated_role_rules the plugin is given the rules it generates (Kubernetes
 lets it create a Role whose rules it holds), never escalate. When the stored
 JWT names a service account, a separate Role in its namespace grants
-self-rotation (rotate-root, rotation_period). The objects are named after the
+self-rotation (rotate-root, rotation_period). In issuer mode (use_issuer) the
+subject is the User the API server maps the plugin's tokens to (see
+clusters/<name>/authentication-config) and there is no self-rotation. The objects are named after the
 subject: <service account>-token-requester and <service account>-self-rotation.
 
 A selector role covers the namespaces its selector matches now (a namespace
@@ -167,7 +169,7 @@ func (b *backend) clusterRBAC(ctx context.Context, req *logical.Request, _ *fram
 	if cfg == nil {
 		return nil, userError{fmt.Errorf("cluster %q is not configured", name)}
 	}
-	subject, err := b.rbacSubject(ctx, cfg, client)
+	subject, err := b.rbacSubject(ctx, req.Storage, cfg, client)
 	if err != nil {
 		return nil, err
 	}
@@ -279,9 +281,22 @@ func (b *backend) clusterRBAC(ctx context.Context, req *logical.Request, _ *fram
 	}}, nil
 }
 
-// rbacSubject is the plugin's identity on the cluster: the service account
-// its credential's claims name, or whom the API server says it is.
-func (b *backend) rbacSubject(ctx context.Context, cfg *clusterConfig, client *clusterClient) (rbacSubject, error) {
+// rbacSubject is the plugin's identity on the cluster: in issuer mode the
+// user clusters/<name>/authentication-config maps its tokens to (the API
+// server need not trust the issuer yet); otherwise the service account its
+// credential's claims name, or whom the API server says it is.
+func (b *backend) rbacSubject(ctx context.Context, s logical.Storage, cfg *clusterConfig, client *clusterClient) (rbacSubject, error) {
+	if cfg.UseIssuer {
+		issuer, err := getIssuerConfig(ctx, s)
+		if err != nil {
+			return rbacSubject{}, err
+		}
+		if issuer == nil {
+			return rbacSubject{}, errIssuerNotConfigured
+		}
+		user := issuerUsername(issuer.Issuer, cfg.IssuerSubject)
+		return rbacSubject{subject: rbacv1.Subject{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}, prefix: "vault-plugin-scanner"}, nil
+	}
 	user, ok := credentialUser(cfg, b.inCluster)
 	if !ok {
 		var err error

@@ -248,6 +248,9 @@ func wantedPermissions(t *testing.T, s logical.Storage, covered []string, select
 	if err != nil {
 		t.Fatal(err)
 	}
+	if cfg.UseIssuer {
+		return out // no stored credential, no self-rotation
+	}
 	perms, why := selfRotationPermissions(cfg)
 	if why != "" {
 		t.Fatalf("self-rotation: %s", why)
@@ -647,5 +650,32 @@ func TestClusterRBACDeployEphemeralModes(t *testing.T) {
 	}
 	if !strings.HasSuffix(string(shipped), "---\n"+manifests) {
 		t.Errorf("deploy/ephemeral-modes.yaml does not end with the output of clusters/%s/rbac:\n%s", testCluster, manifests)
+	}
+}
+
+// In issuer mode the manifests bind the User the API server maps the
+// plugin's tokens to, before the API server trusts the issuer, and grant
+// no self-rotation.
+func TestClusterRBACIssuerMode(t *testing.T) {
+	b, s, _ := newTestBackend(t)
+	configureIssuer(t, b, s, nil)
+	configureIssuerCluster(t, b, s, testHost, testCAPEM(t))
+	mustOK(t, b, s, logical.CreateOperation, "roles/scan", withFields(map[string]interface{}{"cluster": testCluster}, existingAccount))
+
+	resp := mustOK(t, b, s, logical.ReadOperation, "clusters/"+testCluster+"/rbac", nil)
+	user := issuerUsername(testIssuer, "scanner:"+testCluster)
+	subject := resp.Data["subject"].(map[string]interface{})
+	if subject["kind"] != rbacv1.UserKind || subject["name"] != user {
+		t.Errorf("subject = %v, want User %s", subject, user)
+	}
+	rules := parseRBAC(t, resp.Data["manifests"].(string), rbacv1.Subject{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user})
+	verifyRBAC(t, rules, wantedPermissions(t, s, []string{"scan"}, nil))
+	for _, r := range rules {
+		if slices.Contains(r.comment, "") || strings.Contains(r.doc, "self-rotation") {
+			t.Errorf("issuer mode grants self-rotation: %v", r)
+		}
+	}
+	if notes := strings.Join(resp.Data["notes"].([]string), "\n"); !strings.Contains(notes, "issuer mode") {
+		t.Errorf("notes do not say why self-rotation is left out: %q", notes)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
 )
@@ -452,4 +453,129 @@ func TestClusterWriteRefusesUnbuildableKubeconfig(t *testing.T) {
 		state.check(t)
 		mustOK(t, b, s, logical.ReadOperation, "creds/"+testRole, nil)
 	}
+}
+
+func TestClusterIssuerModeWrite(t *testing.T) {
+	refused := []struct {
+		name   string
+		issuer bool // issuer/config written first
+		data   map[string]interface{}
+		want   string
+	}{
+		{"issuer not configured", false, map[string]interface{}{"kubernetes_host": testHost, "use_issuer": true}, "write issuer/config first"},
+		{"with service_account_jwt", true, map[string]interface{}{"kubernetes_host": testHost, "use_issuer": true, "service_account_jwt": testRequesterJWT}, "service_account_jwt must not be set with use_issuer"},
+		{"without host", true, map[string]interface{}{"use_issuer": true}, "use_issuer needs kubernetes_host"},
+		{"with rotation_period", true, map[string]interface{}{"kubernetes_host": testHost, "use_issuer": true, "rotation_period": "1h"}, "rotation_period"},
+		{"choosing the audience", true, map[string]interface{}{"kubernetes_host": testHost, "use_issuer": true, "issuer_audience": "https://kubernetes.default.svc"}, "unknown field(s) issuer_audience"},
+		{"choosing the subject", true, map[string]interface{}{"kubernetes_host": testHost, "use_issuer": true, "issuer_subject": "admin"}, "unknown field(s) issuer_subject"},
+		{"choosing the issuer", true, map[string]interface{}{"kubernetes_host": testHost, "use_issuer": true, "issuer": "https://evil.example"}, "unknown field(s) issuer"},
+	}
+	for _, tc := range refused {
+		t.Run("refused/"+tc.name, func(t *testing.T) {
+			b, s, fk := newTestBackend(t)
+			if tc.issuer {
+				configureIssuer(t, b, s, nil)
+			}
+			state := recordState(t, b, s, fk, "clusters/"+testCluster)
+			mustBadRequest(t, b, s, logical.CreateOperation, "clusters/"+testCluster, tc.data, tc.want)
+			state.check(t)
+		})
+	}
+
+	t.Run("read", func(t *testing.T) {
+		b, s, _ := newTestBackend(t)
+		configureIssuer(t, b, s, nil)
+		resp := mustOK(t, b, s, logical.CreateOperation, "clusters/"+testCluster, map[string]interface{}{"kubernetes_host": testHost, "kubernetes_ca_cert": testCAPEM(t), "use_issuer": true})
+		if resp == nil || len(resp.Warnings) != 1 || !strings.Contains(resp.Warnings[0], "authentication-config") {
+			t.Errorf("the write does not warn that the API server must trust the audience: %v", resp)
+		}
+		got := readResponseData(t, b, s, "clusters/"+testCluster)
+		if got["use_issuer"] != true || got["issuer_audience"] != issuerAudiencePrefix+got["endpoint_id"].(string) || got["issuer_subject"] != "scanner:"+testCluster || got["service_account_jwt_set"] != false {
+			t.Errorf("read back %v", got)
+		}
+		if rc := lastRestConfig(t, b, s); rc.BearerToken != "" {
+			t.Error("a client in issuer mode carries a static bearer token")
+		}
+	})
+}
+
+// Every change of where the plugin connects makes a new endpoint and so a
+// new audience, without a credential in the write; the subject stays, even
+// after a remount; the retired endpoint keeps its audience and subject.
+func TestClusterIssuerModeRepoint(t *testing.T) {
+	changes := []struct {
+		name string
+		data map[string]interface{}
+	}{
+		{"host", map[string]interface{}{"kubernetes_host": "https://10.0.0.2:6443"}},
+		{"CA", map[string]interface{}{"kubernetes_ca_cert": otherCAPEM(t)}},
+		{"TLS server name", map[string]interface{}{"tls_server_name": "api.example"}},
+		{"proxy", map[string]interface{}{"proxy_url": "http://proxy.example:3128"}},
+	}
+	for _, tc := range changes {
+		t.Run(tc.name, func(t *testing.T) {
+			b, s, _ := newTestBackend(t)
+			configureIssuer(t, b, s, nil)
+			configureIssuerCluster(t, b, s, testHost, testCAPEM(t))
+			before := readResponseData(t, b, s, "clusters/"+testCluster)
+
+			req := &logical.Request{Operation: logical.UpdateOperation, Path: "clusters/" + testCluster, Storage: s, Data: tc.data, MountPoint: "remounted/"}
+			resp, err := b.HandleRequest(context.Background(), req)
+			if err != nil || resp == nil || resp.IsError() {
+				t.Fatalf("re-pointing in issuer mode: %v %v", resp, err)
+			}
+			after := readResponseData(t, b, s, "clusters/"+testCluster)
+			if after["issuer_audience"] == before["issuer_audience"] || after["endpoint_id"] == before["endpoint_id"] {
+				t.Errorf("audience %v kept after a change of %s", after["issuer_audience"], tc.name)
+			}
+			if !strings.Contains(strings.Join(resp.Warnings, " "), after["issuer_audience"].(string)) {
+				t.Errorf("warnings %q do not name the new audience", resp.Warnings)
+			}
+			if after["issuer_subject"] != before["issuer_subject"] {
+				t.Errorf("subject changed from %v to %v", before["issuer_subject"], after["issuer_subject"])
+			}
+			retired := after["retired_endpoints"].([]map[string]interface{})
+			if len(retired) != 1 || retired[0]["issuer_audience"] != before["issuer_audience"] {
+				t.Errorf("retired endpoints %v, want the old audience kept", retired)
+			}
+			rec, _ := getRetiredEndpoint(context.Background(), s, testCluster, before["endpoint_id"].(string))
+			if rec == nil || rec.Config.IssuerSubject != before["issuer_subject"] || !rec.Config.UseIssuer {
+				t.Errorf("retired endpoint %+v lost its issuer identity", rec)
+			}
+		})
+	}
+}
+
+func TestClusterIssuerModeSwitch(t *testing.T) {
+	t.Run("into issuer mode", func(t *testing.T) {
+		b, s, _ := newTestBackend(t)
+		configureIssuer(t, b, s, nil)
+		mustOK(t, b, s, logical.CreateOperation, "clusters/"+testCluster, map[string]interface{}{
+			"kubernetes_host": testHost, "kubernetes_ca_cert": testCAPEM(t), "service_account_jwt": bootstrapJWT("j1", time.Hour), "rotation_period": "1h",
+		})
+		old := readResponseData(t, b, s, "clusters/"+testCluster)
+		mustOK(t, b, s, logical.UpdateOperation, "clusters/"+testCluster, map[string]interface{}{"use_issuer": true})
+		got := readResponseData(t, b, s, "clusters/"+testCluster)
+		if got["service_account_jwt_set"] != false || got["rotation_period"] != int64(0) || got["endpoint_id"] == old["endpoint_id"] {
+			t.Errorf("after switching into issuer mode: %v", got)
+		}
+		// The stored credential stays with the retired endpoint, for revoke.
+		rec, _ := getRetiredEndpoint(context.Background(), s, testCluster, old["endpoint_id"].(string))
+		if rec == nil || rec.Config.JWT == "" {
+			t.Error("the retired endpoint lost its credential")
+		}
+	})
+	t.Run("out of issuer mode needs the JWT", func(t *testing.T) {
+		b, s, fk := newTestBackend(t)
+		configureIssuer(t, b, s, nil)
+		configureIssuerCluster(t, b, s, testHost, testCAPEM(t))
+		state := recordState(t, b, s, fk, "clusters/"+testCluster)
+		mustBadRequest(t, b, s, logical.UpdateOperation, "clusters/"+testCluster, map[string]interface{}{"use_issuer": false}, "needs service_account_jwt")
+		state.check(t)
+		mustOK(t, b, s, logical.UpdateOperation, "clusters/"+testCluster, map[string]interface{}{"use_issuer": false, "service_account_jwt": testRequesterJWT})
+		got := readResponseData(t, b, s, "clusters/"+testCluster)
+		if got["use_issuer"] != false || got["issuer_audience"] != "" || got["issuer_subject"] != "" {
+			t.Errorf("after leaving issuer mode: %v", got)
+		}
+	})
 }

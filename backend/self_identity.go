@@ -37,6 +37,14 @@ func serviceAccountUser(namespace, name string) string {
 // as, read from the token's claims: the stored JWT, or the pod's own token.
 // ok is false when the claims do not say (not a service-account token).
 func credentialUser(cfg *clusterConfig, env inClusterEnv) (string, bool) {
+	if cfg.UseIssuer {
+		// A user the API server's AuthenticationConfiguration maps the
+		// plugin's own tokens to, never a service account a role could
+		// name; the claims do not say which, so issue asks the API server
+		// (selfUsers), as it does for any credential whose claims are
+		// silent.
+		return "", false
+	}
 	jwt := cfg.JWT
 	if cfg.inCluster() {
 		raw, err := os.ReadFile(env.TokenPath)

@@ -6,16 +6,22 @@ package backend
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/rsa"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/go-jose/go-jose/v4"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/logical"
 	authenticationv1 "k8s.io/api/authentication/v1"
@@ -111,6 +117,124 @@ func TestThreatCredsCallerTargetsConfined(t *testing.T) {
 	}
 }
 
+// ---- issuer mode: helpers ----
+
+// issuerWire is a mount whose cluster-a is in issuer mode and is a TLS API
+// server on the wire, reached with the real client; logger nil: the SDK's.
+func issuerWire(t *testing.T, logger hclog.Logger) (*backend, logical.Storage, *apiServer) {
+	t.Helper()
+	api := newAPIServer(t)
+	b, s, _ := newTestBackendLogging(t, logger)
+	b.newKubeAPI = newClientsetAPI
+	b.requestTimeout = 5 * time.Second
+	configureIssuer(t, b, s, nil)
+	configureIssuerCluster(t, b, s, api.URL, api.caPEM)
+	configureRole(t, b, s, nil)
+	return b, s, api
+}
+
+var jwtLike = regexp.MustCompile(`[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}`)
+
+// issuerSecretsIn names what text holds of the issuer's secrets: a JWT
+// signed by any of its keys (current, next or previous), or a private
+// key in any encoding it is stored or published in.
+func issuerSecretsIn(t *testing.T, s logical.Storage, text string) []string {
+	t.Helper()
+	keys, err := getIssuerKeySet(context.Background(), s)
+	if err != nil || keys == nil {
+		t.Fatalf("key set: %v", err)
+	}
+	var found []string
+	set := jose.JSONWebKeySet{}
+	for _, k := range keys.Keys {
+		set.Keys = append(set.Keys, k.public())
+		encodings := []string{base64.StdEncoding.EncodeToString(k.PrivateKey), base64.RawURLEncoding.EncodeToString(k.PrivateKey)}
+		switch key := k.signer.(type) {
+		case *rsa.PrivateKey:
+			encodings = append(encodings, base64.RawURLEncoding.EncodeToString(key.D.Bytes()), key.D.String())
+		case *ecdsa.PrivateKey:
+			d, _ := key.Bytes()
+			encodings = append(encodings, base64.RawURLEncoding.EncodeToString(d))
+		}
+		for _, e := range encodings {
+			if strings.Contains(text, e) {
+				found = append(found, "private key "+k.ID)
+			}
+		}
+	}
+	if strings.Contains(text, "PRIVATE KEY") {
+		found = append(found, "a PEM private key")
+	}
+	for _, candidate := range jwtLike.FindAllString(text, -1) {
+		if _, _, err := verifyIssued(t, set, candidate); err == nil {
+			found = append(found, "a token the plugin signed")
+		}
+	}
+	return found
+}
+
+// responseText is everything a response carries, raw bodies as text.
+func responseText(resp *logical.Response, err error) string {
+	if resp == nil {
+		return fmt.Sprint(err)
+	}
+	var b strings.Builder
+	for k, v := range resp.Data {
+		if raw, ok := v.([]byte); ok {
+			v = string(raw)
+		}
+		fmt.Fprintf(&b, "%s=%v\n", k, v)
+	}
+	fmt.Fprintf(&b, "%v %v %v", resp.Warnings, resp.Secret, err)
+	return b.String()
+}
+
+// No read or write a caller can make returns a token the plugin signed or
+// its key material, and neither reaches the logs; the scan itself finds
+// the tokens the API server received.
+func TestThreatNoPathReturnsIssuerTokenOrKey(t *testing.T) {
+	logs := &syncBuffer{}
+	b, s, api := issuerWire(t, hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Trace}))
+	mustOK(t, b, s, logical.ReadOperation, "creds/"+testRole, nil)
+	mustOK(t, b, s, logical.UpdateOperation, "issuer/rotate", nil) // a previous key too
+	b.resetClients()
+	mustOK(t, b, s, logical.ReadOperation, "creds/"+testRole, nil)
+
+	sent := strings.Join(api.authorizations(), "\n")
+	if len(issuerSecretsIn(t, s, sent)) == 0 {
+		t.Fatal("the scan does not find the tokens the API server received")
+	}
+	calls := []struct {
+		op   logical.Operation
+		path string
+	}{
+		{logical.ReadOperation, "creds/" + testRole},
+		{logical.UpdateOperation, "creds/" + testRole},
+		{logical.ReadOperation, "kubeconfig/" + testRole},
+		{logical.ReadOperation, "roles/" + testRole},
+		{logical.ReadOperation, "issuer/config"},
+		{logical.UpdateOperation, "issuer/config"},
+		{logical.UpdateOperation, "issuer/rotate"},
+		{logical.ReadOperation, wellKnownDiscoveryPath},
+		{logical.ReadOperation, wellKnownKeysPath},
+		{logical.ReadOperation, "clusters/" + testCluster},
+		{logical.UpdateOperation, "clusters/" + testCluster},
+		{logical.ReadOperation, "clusters/" + testCluster + "/authentication-config"},
+		{logical.ReadOperation, "clusters/" + testCluster + "/rbac"},
+		{logical.ReadOperation, "clusters/" + testCluster + "/check"},
+		{logical.UpdateOperation, "clusters/" + testCluster + "/rotate-root"},
+	}
+	for _, c := range calls {
+		text := responseText(request(t, b, s, c.op, c.path, nil))
+		if found := issuerSecretsIn(t, s, text); len(found) > 0 {
+			t.Errorf("%s %s returns %v", c.op, c.path, found)
+		}
+	}
+	if found := issuerSecretsIn(t, s, logs.String()); len(found) > 0 {
+		t.Errorf("the logs hold %v", found)
+	}
+}
+
 // ---- (b) a roles/ writer ----
 
 // A role never yields the plugin's own identity: not the current
@@ -202,6 +326,29 @@ func TestThreatRoleWriterCannotObtainPluginIdentity(t *testing.T) {
 			}
 		})
 	}
+}
+
+// In issuer mode the plugin's identity is a User the claims do not name,
+// so issue asks the API server whom it is: were an API server to map the
+// plugin's tokens to the role's service account, the role is refused.
+func TestThreatRoleWriterIssuerIdentityAsked(t *testing.T) {
+	b, s, fk := newTestBackend(t)
+	api := fk.factory()
+	user := serviceAccountUser(testNamespace, testSA)
+	b.newKubeAPI = func(cfg *rest.Config) (kubeAPI, error) {
+		k, err := api(cfg)
+		return fixedWhoAmI{kubeAPI: k, user: user}, err
+	}
+	configureIssuer(t, b, s, nil)
+	configureIssuerCluster(t, b, s, testHost, testCAPEM(t))
+	configureRole(t, b, s, nil)
+	mustBadRequest(t, b, s, logical.ReadOperation, "creds/"+testRole, nil, "plugin's own credential")
+	if n := len(fk.tokenRequests()); n != 0 {
+		t.Errorf("a refused role sent %d TokenRequests", n)
+	}
+	user = issuerUsername(testIssuer, "scanner:"+testCluster)
+	b.resetClients()
+	mustOK(t, b, s, logical.ReadOperation, "creds/"+testRole, nil)
 }
 
 // Generated rules can only grant what the plugin holds, and the plugin
@@ -578,6 +725,46 @@ func TestThreatClusterWriterMistypedSecretsNotEchoed(t *testing.T) {
 	}
 }
 
+// A clusters/ writer needs no credential to re-point a cluster in issuer
+// mode, and gains nothing by it: their endpoint receives tokens for a new
+// audience, never one the real API server accepts.
+func TestThreatClusterWriterRepointsIssuerCluster(t *testing.T) {
+	b, s, legit := issuerWire(t, nil)
+	mustOK(t, b, s, logical.ReadOperation, "creds/"+testRole, nil)
+	trusted := readResponseData(t, b, s, "clusters/"+testCluster)["issuer_audience"].(string)
+
+	attacker := newAttacker(t)
+	resp := mustOK(t, b, s, logical.UpdateOperation, "clusters/"+testCluster, map[string]interface{}{"kubernetes_host": attacker.URL, "kubernetes_ca_cert": attacker.caPEM})
+	if resp == nil || len(resp.Warnings) == 0 {
+		t.Error("re-pointing does not warn that the API server must trust a new audience")
+	}
+	_, _ = request(t, b, s, logical.ReadOperation, "creds/"+testRole, nil)
+	set := publishedKeys(t, b, s)
+	audiences := func(api *apiServer) map[string]bool {
+		out := map[string]bool{}
+		for _, h := range api.authorizations() {
+			_, claims, err := verifyIssued(t, set, strings.TrimPrefix(h, "Bearer "))
+			if err != nil {
+				t.Fatalf("a request without a token the plugin signed: %v", err)
+			}
+			for _, a := range claims.Audience {
+				out[a] = true
+			}
+		}
+		return out
+	}
+	got := audiences(attacker)
+	if len(got) == 0 {
+		t.Fatal("the re-pointed cluster sent nothing (the test proves nothing)")
+	}
+	if got[trusted] || len(got) != 1 {
+		t.Errorf("the attacker's endpoint received audiences %v; the real API server trusts %s", sortedKeys(got), trusted)
+	}
+	if legitAuds := audiences(legit); len(legitAuds) != 1 || !legitAuds[trusted] {
+		t.Errorf("the real API server received audiences %v", sortedKeys(legitAuds))
+	}
+}
+
 // ---- (d) the network, or an API server that answers nonsense ----
 
 // A TokenRequest answer that is not a JWT is the API server's fault (502),
@@ -602,6 +789,47 @@ func TestThreatUnusableTokenAnswerIs502(t *testing.T) {
 	}
 }
 
+// In issuer mode TLS is verified as with a stored credential: an endpoint
+// whose certificate the CA does not sign gets no request at all.
+func TestThreatNetworkIssuerModeVerifiesTLS(t *testing.T) {
+	api := newAPIServer(t)
+	b, s, _ := newTestBackend(t)
+	b.newKubeAPI = newClientsetAPI
+	b.requestTimeout = 5 * time.Second
+	configureIssuer(t, b, s, nil)
+	configureIssuerCluster(t, b, s, api.URL, otherCAPEM(t))
+	configureRole(t, b, s, nil)
+	code, _ := statusOf(request(t, b, s, logical.ReadOperation, "creds/"+testRole, nil))
+	if code != http.StatusBadGateway {
+		t.Errorf("status %d, want 502", code)
+	}
+	if seen := api.authorizations(); len(seen) != 0 {
+		t.Errorf("an endpoint the CA does not vouch for received %d requests", len(seen))
+	}
+}
+
+// The published documents say where the keys are and what they are, and
+// nothing about the mount's clusters, audiences, subjects or key states.
+func TestThreatNetworkDocumentsRevealNothingElse(t *testing.T) {
+	b, s, _ := newTestBackend(t)
+	configureIssuer(t, b, s, nil)
+	_, _, _, discoveryBefore := rawDocument(t, b, s, wellKnownDiscoveryPath)
+	_, _, _, keysBefore := rawDocument(t, b, s, wellKnownKeysPath)
+	configureIssuerCluster(t, b, s, testHost, testCAPEM(t))
+	configureRole(t, b, s, nil)
+	cluster := readResponseData(t, b, s, "clusters/"+testCluster)
+	_, _, _, discoveryAfter := rawDocument(t, b, s, wellKnownDiscoveryPath)
+	_, _, _, keysAfter := rawDocument(t, b, s, wellKnownKeysPath)
+	if string(discoveryBefore) != string(discoveryAfter) || string(keysBefore) != string(keysAfter) {
+		t.Error("the documents change when clusters and roles are written")
+	}
+	for _, secret := range []string{testCluster, cluster["issuer_audience"].(string), cluster["endpoint_id"].(string), keyCurrent, keyNext, "created"} {
+		if strings.Contains(string(discoveryAfter)+string(keysAfter), secret) {
+			t.Errorf("the documents reveal %q", secret)
+		}
+	}
+}
+
 // ---- (e) a Kubernetes user who can write in a managed namespace ----
 
 // Deleting a namespace makes the API server answer creates with 403; that
@@ -616,6 +844,25 @@ func TestThreatTerminatingNamespaceIs400(t *testing.T) {
 	code, msg := statusOf(request(t, b, s, logical.ReadOperation, "creds/"+testRole, nil))
 	if code != http.StatusBadRequest || !strings.Contains(msg, "being deleted") || strings.Contains(msg, "grant it") {
 		t.Fatalf("status %d %q, want 400 saying the namespace is being deleted", code, msg)
+	}
+}
+
+// Nothing the plugin writes into a managed namespace carries a token it
+// signed: a user who can read Secrets there learns nothing that
+// authenticates as the plugin.
+func TestThreatKubeUserFindsNoIssuerToken(t *testing.T) {
+	b, s, api := issuerWire(t, nil)
+	mustOK(t, b, s, logical.ReadOperation, "creds/"+testRole, nil)
+	created := api.createdSecrets()
+	if len(created) == 0 {
+		t.Fatal("no Secret was created (the test proves nothing)")
+	}
+	text, err := json.Marshal(created)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if found := issuerSecretsIn(t, s, string(text)); len(found) > 0 {
+		t.Errorf("the Secrets the plugin created hold %v", found)
 	}
 }
 

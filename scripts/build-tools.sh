@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Build the pinned third-party binaries the acceptance tests need (vault,
-# kube-apiserver, kubectl, etcd) from the Go module proxy into a cache outside
-# the checkout, reusing binaries that are already there.
+# kube-apiserver, kubectl, etcd, and the clients the tests drive) from the Go
+# module proxy into a cache outside the checkout, reusing what is already
+# there. A first run builds everything from source: 30-40 minutes on 2 cores,
+# with progress every 30 s on stderr.
 #
 # Usage:
 #   scripts/build-tools.sh                  # progress on stderr, paths on stdout
@@ -14,6 +16,11 @@
 #   ETCD_BIN=.../etcd-<v>/etcd
 #   EXTERNAL_SECRETS_BIN=.../external-secrets-<v>/external-secrets
 #   EXTERNAL_SECRETS_CRDS=.../external-secrets-<v>/crds   (its CRD manifests)
+#   GITLAB_VAULT_SECRETS_BIN=.../gitlab-vault-secrets-<v>/gitlab-vault-secrets
+#   HVAC_PYTHON=.../hvac-<v>/python3         (Debian hosts: apt-get and dpkg)
+#   NODE_VAULT_NODE=.../node-vault-<v>/node  (hosts with node and npm)
+# The last two are left out, with a note on stderr, where their package
+# manager is missing; the tests that use them then skip (fail under CI).
 #
 # Each tool is built from its own Go module under tools/<name>/ (committed
 # go.mod + go.sum), so builds are reproducible. To bump a version: change it
@@ -46,10 +53,8 @@ command -v go >/dev/null 2>&1 || die "go is not on PATH"
 # Same settings for every go command run here: only the local toolchain, no
 # cgo, no go.work from a parent directory, and go.mod/go.sum used as committed
 # (-mod=readonly: a missing go.sum line is an error, never a silent update).
-go_env() {
-	env GOTOOLCHAIN=local CGO_ENABLED=0 GOWORK=off \
-		GOFLAGS="-mod=readonly -buildvcs=false" "$@"
-}
+GO_ENV=(env GOTOOLCHAIN=local CGO_ENABLED=0 GOWORK=off GOFLAGS="-mod=readonly -buildvcs=false")
+go_env() { "${GO_ENV[@]}" "$@"; }
 
 # module_version DIR MODULE -> the version DIR's go.mod selects (after replace).
 module_version() {
@@ -71,7 +76,11 @@ check_pin() { # DIR MODULE WANT
 # A build writes into a temp dir next to its output and only then mv's the
 # binary into place, so an interrupted build never leaves a half binary.
 BUILD_TMPDIR=
-cleanup() { if [[ -n "$BUILD_TMPDIR" ]]; then rm -rf "$BUILD_TMPDIR"; fi; }
+BUILD_PID=
+cleanup() {
+	if [[ -n "$BUILD_PID" ]]; then kill "$BUILD_PID" 2>/dev/null || true; fi
+	if [[ -n "$BUILD_TMPDIR" ]]; then rm -rf "$BUILD_TMPDIR"; fi
+}
 trap cleanup EXIT
 trap 'exit 129' HUP
 trap 'exit 130' INT
@@ -90,7 +99,54 @@ lock_cache() {
 	fi
 }
 
+# duration SECONDS -> "12m05s" (or "45s").
+duration() {
+	if (($1 >= 60)); then printf '%dm%02ds' $(($1 / 60)) $(($1 % 60)); else printf '%ds' "$1"; fi
+}
+
+# with_progress LABEL ESTIMATE CMD... runs CMD (output to stderr) and, while
+# it runs, says on stderr every BUILD_PROGRESS_INTERVAL seconds (default 30)
+# what is building and for how long, so a first build of many minutes never
+# looks hung. Returns CMD's exit status.
+with_progress() {
+	local label="$1" estimate="$2"
+	shift 2
+	local interval="${BUILD_PROGRESS_INTERVAL:-30}" start=$SECONDS next status=0
+	next=$((start + interval))
+	"$@" >&2 &
+	BUILD_PID=$!
+	while kill -0 "$BUILD_PID" 2>/dev/null; do
+		sleep 1
+		if ((SECONDS >= next)) && kill -0 "$BUILD_PID" 2>/dev/null; then
+			log "  ... $label: $(duration $((SECONDS - start))) so far (usually $estimate on 2 cores)"
+			next=$((next + interval))
+		fi
+	done
+	wait "$BUILD_PID" || status=$?
+	BUILD_PID=
+	return "$status"
+}
+
+# go_build_in DIR ARGS... becomes `go build ARGS...` in DIR at low priority.
+# It execs, so run it only in the background (with_progress does): the job's
+# pid is then go's own, which cleanup can stop.
+go_build_in() {
+	cd "$1" && shift && exec "${GO_ENV[@]}" nice -n 10 go build "$@"
+}
+
+# Printed once, before the first tool that is not cached is built.
+FIRST_BUILD_NOTED=
+note_first_build() {
+	[[ -n "$FIRST_BUILD_NOTED" ]] && return 0
+	FIRST_BUILD_NOTED=1
+	log "build-tools: building pinned tools from source into $CACHE_ROOT, once (later runs reuse them)."
+	if [[ ! -x "$VAULT_DIR/vault" || ! -x "$KUBERNETES_DIR/kube-apiserver" || ! -x "$ETCD_DIR/etcd" ]]; then
+		log "build-tools: a first build of Vault, Kubernetes and etcd takes 30-40 minutes on 2 cores (Vault alone 20-23)."
+	fi
+}
+
 # build NAME VERSION TOOL_MODULE_DIR PACKAGE OUTPUT ESTIMATE LDFLAGS
+# ESTIMATE is the cold build measured on 2 cores ("20-23 min").
 build() {
 	local name="$1" version="$2" moddir="$3" pkg="$4" out="$5" estimate="$6" ldflags="$7"
 	if [[ -x "$out" ]]; then
@@ -102,20 +158,22 @@ build() {
 		log "$name $version: cached"
 		return 0
 	fi
+	note_first_build
 	mkdir -p "$(dirname "$out")"
 	# We hold the lock: temp dirs left by a killed earlier run are stale.
 	rm -rf "$(dirname "$out")/.build-$name".*
 	local start
 	BUILD_TMPDIR="$(mktemp -d "$(dirname "$out")/.build-$name.XXXXXX")"
-	log "building $name $version (about $estimate)..."
+	log "building $name $version (usually $estimate on 2 cores)..."
 	start=$SECONDS
-	(cd "$moddir" && go_env nice -n 10 go build -trimpath -ldflags "$ldflags" -o "$BUILD_TMPDIR/$name" "$pkg") >&2 ||
-		die "building $name $version failed"
+	with_progress "$name $version" "$estimate" go_build_in "$moddir" \
+		-trimpath -ldflags "$ldflags" -o "$BUILD_TMPDIR/$name" "$pkg" ||
+		die "building $name $version failed after $(duration $((SECONDS - start)))"
 	chmod 0755 "$BUILD_TMPDIR/$name"
 	mv -f "$BUILD_TMPDIR/$name" "$out" # same filesystem: atomic
 	rm -rf "$BUILD_TMPDIR"
 	BUILD_TMPDIR=
-	log "built $name $version in $((SECONDS - start))s: $out"
+	log "built $name $version in $(duration $((SECONDS - start))): $out"
 }
 
 # --- etcd (fast; tools/etcd/main.go calls etcdmain.Main) ----------------------
@@ -123,7 +181,7 @@ ETCD_MOD="$ROOT/tools/etcd"
 if [[ ! -x "$ETCD_DIR/etcd" ]]; then
 	check_pin "$ETCD_MOD" go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
 fi
-build etcd "$ETCD_VERSION" "$ETCD_MOD" . "$ETCD_DIR/etcd" "1 min" "-s -w"
+build etcd "$ETCD_VERSION" "$ETCD_MOD" . "$ETCD_DIR/etcd" "1-4 min" "-s -w"
 
 # --- kubernetes: kube-apiserver + kubectl ----------------------------------
 KUBE_MOD="$ROOT/tools/kubernetes"
@@ -145,7 +203,7 @@ if [[ ! -x "$KUBERNETES_DIR/kube-apiserver" || ! -x "$KUBERNETES_DIR/kubectl" ]]
 		kube_ldflags+=" -X $p.gitTreeState=clean -X $p.buildDate=$kube_date"
 	done
 	build kube-apiserver "$KUBERNETES_VERSION" "$KUBE_MOD" k8s.io/kubernetes/cmd/kube-apiserver \
-		"$KUBERNETES_DIR/kube-apiserver" "8 min" "$kube_ldflags"
+		"$KUBERNETES_DIR/kube-apiserver" "8-10 min" "$kube_ldflags"
 	build kubectl "$KUBERNETES_VERSION" "$KUBE_MOD" k8s.io/kubernetes/cmd/kubectl \
 		"$KUBERNETES_DIR/kubectl" "1 min after kube-apiserver" "$kube_ldflags"
 else
@@ -162,7 +220,105 @@ if [[ ! -x "$VAULT_DIR/vault" ]]; then
 	vault_date="$(module_time "$VAULT_MOD" github.com/hashicorp/vault)"
 	vault_ldflags="-s -w -X github.com/hashicorp/vault/version.BuildDate=$vault_date"
 fi
-build vault "$VAULT_VERSION" "$VAULT_MOD" github.com/hashicorp/vault "$VAULT_DIR/vault" "6 min" "${vault_ldflags:-}"
+build vault "$VAULT_VERSION" "$VAULT_MOD" github.com/hashicorp/vault "$VAULT_DIR/vault" "20-23 min" "${vault_ldflags:-}"
+
+# --- GitLab Runner's Vault code (tools/gitlab-vault-secrets) -----------------
+# Its own module, so neither the plugin nor the acceptance tests pull the
+# runner's dependencies. The runner module is served as a pseudo-version.
+GITLAB_RUNNER_VERSION=v1.11.1-0.20260903214710-fc1f1862bd91 # gitlab.com/gitlab-org/gitlab-runner
+GITLAB_VAULT_SECRETS_DIR="$CACHE_ROOT/gitlab-vault-secrets-$GITLAB_RUNNER_VERSION"
+GITLAB_MOD="$ROOT/tools/gitlab-vault-secrets"
+if [[ ! -x "$GITLAB_VAULT_SECRETS_DIR/gitlab-vault-secrets" ]]; then
+	check_pin "$GITLAB_MOD" gitlab.com/gitlab-org/gitlab-runner "$GITLAB_RUNNER_VERSION"
+fi
+build gitlab-vault-secrets "$GITLAB_RUNNER_VERSION" "$GITLAB_MOD" . \
+	"$GITLAB_VAULT_SECRETS_DIR/gitlab-vault-secrets" "under 1 min" "-s -w"
+
+# --- python3-hvac and node-vault (tests/acceptance/clients_test.go) ---------
+# Fetched as packages, not built: Debian's python3-hvac and its dependencies
+# unpacked (dpkg-deb -x, nothing installed) and run with Debian's python3
+# through a wrapper; node-vault installed with npm ci from tools/node-vault's
+# lock file. Each lands in a temp dir that is renamed into place when
+# complete. Hosts without apt-get/dpkg-deb or node/npm skip them (a note on
+# stderr, no line on stdout).
+HVAC_DEB_VERSION=0.11.2-1 # Debian bookworm's python3-hvac
+NODE_VAULT_VERSION=0.12.0 # npm; must match tools/node-vault/package.json
+HVAC_DIR="$CACHE_ROOT/hvac-${HVAC_DEB_VERSION%-*}"
+NODE_VAULT_DIR="$CACHE_ROOT/node-vault-$NODE_VAULT_VERSION"
+
+# fetch_into NAME FINAL_DIR FUNCTION: runs FUNCTION TMPDIR, then renames
+# TMPDIR to FINAL_DIR.
+fetch_into() {
+	local name="$1" final="$2" fn="$3" start=$SECONDS
+	lock_cache
+	[[ -d "$final" ]] && return 0
+	rm -rf "$CACHE_ROOT/.fetch-$name".*
+	BUILD_TMPDIR="$(mktemp -d "$CACHE_ROOT/.fetch-$name.XXXXXX")"
+	log "fetching $name..."
+	"$fn" "$BUILD_TMPDIR" || die "fetching $name failed"
+	mv "$BUILD_TMPDIR" "$final"
+	BUILD_TMPDIR=
+	log "fetched $name in $(duration $((SECONDS - start))): $final"
+}
+
+hvac_python() { # the interpreter Debian's packages are built for
+	if [[ -x /usr/bin/python3 ]]; then echo /usr/bin/python3; else command -v python3; fi
+}
+
+fetch_hvac() {
+	local tmp="$1" python deb
+	python="$(hvac_python)"
+	local debs=(python3-hvac="$HVAC_DEB_VERSION" python3-requests python3-urllib3 python3-idna
+		python3-certifi python3-chardet python3-charset-normalizer python3-six python3-pyhcl)
+	local apt_opts=()
+	# As root, apt's download sandbox user cannot write the temp dir.
+	if [[ $EUID -eq 0 ]]; then apt_opts=(-o APT::Sandbox::User=root); fi
+	if ! (cd "$tmp" && apt-get "${apt_opts[@]}" -qq download "${debs[@]}") >&2; then
+		[[ $EUID -eq 0 ]] || return 1
+		log "apt-get download failed; refreshing the package lists (apt-get update) and retrying"
+		apt-get -qq update >&2 || return 1
+		(cd "$tmp" && apt-get "${apt_opts[@]}" -qq download "${debs[@]}") >&2 || return 1
+	fi
+	for deb in "$tmp"/*.deb; do dpkg-deb -x "$deb" "$tmp/root" || return 1; done
+	rm -f "$tmp"/*.deb
+	cat >"$tmp/python3" <<-WRAPPER
+		#!/bin/sh
+		# python3 with Debian's python3-hvac $HVAC_DEB_VERSION and its dependencies (build-tools.sh)
+		PYTHONPATH="$HVAC_DIR/root/usr/lib/python3/dist-packages\${PYTHONPATH:+:\$PYTHONPATH}" exec "$python" -s "\$@"
+	WRAPPER
+	chmod 0755 "$tmp/python3"
+	PYTHONPATH="$tmp/root/usr/lib/python3/dist-packages" "$python" -s -c 'import hvac, requests' >&2
+}
+
+fetch_node_vault() {
+	local tmp="$1" node
+	node="$(command -v node)"
+	cp "$ROOT/tools/node-vault/package.json" "$ROOT/tools/node-vault/package-lock.json" "$tmp/" &&
+		npm ci --prefix "$tmp" --ignore-scripts --no-audit --no-fund --loglevel=error >&2 || return 1
+	grep -q "\"version\": \"$NODE_VAULT_VERSION\"" "$tmp/node_modules/node-vault/package.json" ||
+		{ log "tools/node-vault does not install node-vault $NODE_VAULT_VERSION"; return 1; }
+	cat >"$tmp/node" <<-WRAPPER
+		#!/bin/sh
+		# node with node-vault $NODE_VAULT_VERSION (build-tools.sh)
+		NODE_PATH="$NODE_VAULT_DIR/node_modules" exec "$node" "\$@"
+	WRAPPER
+	chmod 0755 "$tmp/node"
+}
+
+if [[ -x "$HVAC_DIR/python3" ]]; then
+	log "python3-hvac $HVAC_DEB_VERSION: cached"
+elif command -v apt-get >/dev/null 2>&1 && command -v dpkg-deb >/dev/null 2>&1 && [[ -n "$(hvac_python)" ]]; then
+	fetch_into "python3-hvac-$HVAC_DEB_VERSION" "$HVAC_DIR" fetch_hvac
+else
+	log "python3-hvac: skipped (needs apt-get, dpkg-deb and python3: a Debian-like host)"
+fi
+if [[ -x "$NODE_VAULT_DIR/node" ]]; then
+	log "node-vault $NODE_VAULT_VERSION: cached"
+elif command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+	fetch_into "node-vault-$NODE_VAULT_VERSION" "$NODE_VAULT_DIR" fetch_node_vault
+else
+	log "node-vault: skipped (needs node and npm)"
+fi
 
 # --- external-secrets: the operator, unmodified, and its CRDs -----------------
 # Its main package is the module root; every provider SDK is compiled in
@@ -196,3 +352,6 @@ printf 'KUBECTL_BIN=%s\n' "$KUBERNETES_DIR/kubectl"
 printf 'ETCD_BIN=%s\n' "$ETCD_DIR/etcd"
 printf 'EXTERNAL_SECRETS_BIN=%s\n' "$EXTERNAL_SECRETS_DIR/external-secrets"
 printf 'EXTERNAL_SECRETS_CRDS=%s\n' "$EXTERNAL_SECRETS_DIR/crds"
+printf 'GITLAB_VAULT_SECRETS_BIN=%s\n' "$GITLAB_VAULT_SECRETS_DIR/gitlab-vault-secrets"
+if [[ -x "$HVAC_DIR/python3" ]]; then printf 'HVAC_PYTHON=%s\n' "$HVAC_DIR/python3"; fi
+if [[ -x "$NODE_VAULT_DIR/node" ]]; then printf 'NODE_VAULT_NODE=%s\n' "$NODE_VAULT_DIR/node"; fi

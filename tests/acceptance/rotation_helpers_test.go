@@ -42,12 +42,18 @@ type sentRequest struct {
 
 func newTokenRecorder(t *testing.T) *tokenRecorder {
 	t.Helper()
-	target, err := url.Parse(st.Kube.URL)
+	return newTokenRecorderFor(t, st.Kube)
+}
+
+// newTokenRecorderFor is a tokenRecorder in front of kube.
+func newTokenRecorderFor(t *testing.T, kube *stack.KubeAPIServer) *tokenRecorder {
+	t.Helper()
+	target, err := url.Parse(kube.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(st.Kube.PKI.CAPEM)
+	pool.AppendCertsFromPEM(kube.PKI.CAPEM)
 	proxy := httputil.NewSingleHostReverseProxy(target)
 	proxy.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
 	r := &tokenRecorder{tokens: map[string]string{}}

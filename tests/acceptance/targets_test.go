@@ -164,7 +164,12 @@ func applyGeneratedRBAC(t *testing.T, namespaces ...string) {
 }
 
 func createLabelledPod(ctx context.Context, ns, name string, lbls map[string]string) error {
-	cs, err := st.Kube.AdminClient()
+	return createLabelledPodIn(ctx, st.Kube, ns, name, lbls)
+}
+
+// createLabelledPodIn is createLabelledPod in kube's cluster.
+func createLabelledPodIn(ctx context.Context, kube *stack.KubeAPIServer, ns, name string, lbls map[string]string) error {
+	cs, err := kube.AdminClient()
 	if err != nil {
 		return err
 	}

@@ -36,7 +36,23 @@ rules:
 - level: Metadata
 `
 
-func startKubeAPIServer(ctx context.Context, bin, dir, etcdURL string) (*KubeAPIServer, error) {
+// startKubeAPIServer starts kube-apiserver under dir; extraArgs are appended
+// to the standard flags (a later flag wins).
+func startKubeAPIServer(ctx context.Context, bin, dir, etcdURL string, extraArgs ...string) (*KubeAPIServer, error) {
+	k, err := newKubeAPIServer(dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := k.start(ctx, bin, etcdURL, extraArgs...); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// newKubeAPIServer prepares dir (PKI, port, admin token, token and audit
+// policy files) without starting anything, so its URL and CA are known
+// before it runs.
+func newKubeAPIServer(dir string) (*KubeAPIServer, error) {
 	pki, err := newPKI(filepath.Join(dir, "pki"))
 	if err != nil {
 		return nil, fmt.Errorf("pki: %w", err)
@@ -57,45 +73,54 @@ func startKubeAPIServer(ctx context.Context, bin, dir, etcdURL string) (*KubeAPI
 		PKI:          pki,
 		Dir:          dir,
 	}
-	tokenFile := filepath.Join(dir, "tokens.csv")
-	if err := os.WriteFile(tokenFile, []byte(k.AdminToken+`,admin,admin-uid,"system:masters"`+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(k.tokenFile(), []byte(k.AdminToken+`,admin,admin-uid,"system:masters"`+"\n"), 0o600); err != nil {
 		return nil, err
 	}
-	policyFile := filepath.Join(dir, "audit-policy.yaml")
-	if err := os.WriteFile(policyFile, []byte(auditPolicy), 0o644); err != nil {
+	if err := os.WriteFile(k.policyFile(), []byte(auditPolicy), 0o644); err != nil {
 		return nil, err
 	}
-	k.Proc, err = StartProcess("kube-apiserver", filepath.Join(dir, "kube-apiserver.log"), nil, bin,
-		"--etcd-servers="+etcdURL,
+	return k, nil
+}
+
+func (k *KubeAPIServer) tokenFile() string  { return filepath.Join(k.Dir, "tokens.csv") }
+func (k *KubeAPIServer) policyFile() string { return filepath.Join(k.Dir, "audit-policy.yaml") }
+
+// start runs kube-apiserver with the standard flags plus extraArgs and
+// waits until it is ready.
+func (k *KubeAPIServer) start(ctx context.Context, bin, etcdURL string, extraArgs ...string) error {
+	args := []string{
+		"--etcd-servers=" + etcdURL,
 		"--bind-address=127.0.0.1",
 		"--advertise-address=127.0.0.1",
 		// Loopback may not be advertised through the kubernetes Service's
 		// endpoints; nothing here needs them.
 		"--endpoint-reconciler-type=none",
-		"--secure-port="+strconv.Itoa(port),
-		"--tls-cert-file="+pki.CertFile,
-		"--tls-private-key-file="+pki.KeyFile,
-		"--cert-dir="+filepath.Join(dir, "certs"),
-		"--service-account-issuer="+Issuer,
-		"--service-account-key-file="+pki.SAKeyFile,
-		"--service-account-signing-key-file="+pki.SAKeyFile,
+		"--secure-port=" + strconv.Itoa(k.Port),
+		"--tls-cert-file=" + k.PKI.CertFile,
+		"--tls-private-key-file=" + k.PKI.KeyFile,
+		"--cert-dir=" + filepath.Join(k.Dir, "certs"),
+		"--service-account-issuer=" + Issuer,
+		"--service-account-key-file=" + k.PKI.SAKeyFile,
+		"--service-account-signing-key-file=" + k.PKI.SAKeyFile,
 		"--authorization-mode=RBAC",
-		"--token-auth-file="+tokenFile,
+		"--token-auth-file=" + k.tokenFile(),
 		"--service-cluster-ip-range=10.0.0.0/24",
-		"--audit-policy-file="+policyFile,
-		"--audit-log-path="+k.AuditLogPath,
+		"--audit-policy-file=" + k.policyFile(),
+		"--audit-log-path=" + k.AuditLogPath,
 		"--audit-log-format=json",
 		"--audit-log-mode=blocking",
 		"--v=1",
-	)
+	}
+	var err error
+	k.Proc, err = StartProcess("kube-apiserver", filepath.Join(k.Dir, "kube-apiserver.log"), nil, bin, append(args, extraArgs...)...)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err = k.waitReady(ctx, 500*time.Millisecond); err != nil {
 		k.Proc.Stop(5 * time.Second)
-		return nil, fmt.Errorf("kube-apiserver not ready: %w\n%s", err, k.Proc.Tail(40))
+		return fmt.Errorf("kube-apiserver not ready: %w\n%s", err, k.Proc.Tail(40))
 	}
-	return k, nil
+	return nil
 }
 
 // waitReady polls /readyz every interval, for up to 2 minutes, until it

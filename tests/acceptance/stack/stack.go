@@ -58,6 +58,10 @@ type Stack struct {
 	secondOnce sync.Once
 	secondErr  error
 
+	// extra are the clusters StartExtraCluster started, by name.
+	extraMu sync.Mutex
+	extra   map[string]*KubeCluster
+
 	log     Logger
 	started time.Time
 }
@@ -137,6 +141,9 @@ func (s *Stack) Stop(keepLogs bool) {
 	if s.Vault != nil {
 		s.Vault.Stop()
 	}
+	for _, c := range s.extraClusters() {
+		c.Stop() // before the first cluster's etcd, which they use
+	}
 	s.Second.Stop()
 	s.First.Stop()
 	if s.Dir == "" {
@@ -172,6 +179,9 @@ func (s *Stack) LogFiles() []string {
 	}
 	if s.Second != nil {
 		out = append(out, s.Second.LogFiles()...)
+	}
+	for _, c := range s.extraClusters() {
+		out = append(out, c.LogFiles()...)
 	}
 	return out
 }

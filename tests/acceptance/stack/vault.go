@@ -13,9 +13,12 @@ import (
 
 // Vault is a `vault server` (not -dev) with file or single-node raft
 // storage, so it can be restarted with its data. It listens on loopback
-// without TLS.
+// without TLS (Addr, what the tests and the CLI use) and with TLS (TLSAddr:
+// an API server trusts the mount as a token issuer only over https).
 type Vault struct {
 	Addr       string // http://127.0.0.1:PORT
+	TLSAddr    string // https://127.0.0.1:PORT, certificate from TLS
+	TLS        *ServingCert
 	RootToken  string
 	UnsealKey  string
 	Bin        string
@@ -33,12 +36,22 @@ func newVault(bin, dir, storage string, log Logger) (*Vault, error) {
 	if err != nil {
 		return nil, err
 	}
+	tlsPort, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	serving, err := newServingCert(filepath.Join(dir, "tls"), "vault")
+	if err != nil {
+		return nil, err
+	}
 	storageCfg, err := vaultStorageConfig(storage, filepath.Join(dir, "data"))
 	if err != nil {
 		return nil, err
 	}
 	v := &Vault{
 		Addr:       "http://127.0.0.1:" + strconv.Itoa(port),
+		TLSAddr:    "https://127.0.0.1:" + strconv.Itoa(tlsPort),
+		TLS:        serving,
 		Bin:        bin,
 		Dir:        dir,
 		ConfigPath: filepath.Join(dir, "vault.hcl"),
@@ -56,12 +69,17 @@ listener "tcp" {
   address     = "127.0.0.1:%d"
   tls_disable = true
 }
+listener "tcp" {
+  address       = "127.0.0.1:%d"
+  tls_cert_file = %q
+  tls_key_file  = %q
+}
 plugin_directory = %q
 api_addr         = %q
 disable_mlock    = true
 log_level        = "trace"
 ui               = false
-`, storageCfg, port, v.PluginDir, v.Addr)
+`, storageCfg, port, tlsPort, serving.CertFile, serving.KeyFile, v.PluginDir, v.Addr)
 	if err := os.WriteFile(v.ConfigPath, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
