@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -410,4 +411,36 @@ func tokenRequestsFor(t *testing.T, namespace, sa string) int {
 		}
 	}
 	return n
+}
+
+// leaseIssueTime looks a lease up and returns when it was issued.
+func leaseIssueTime(t *testing.T, leaseID string) time.Time {
+	t.Helper()
+	sec, err := vaultClient(t).Logical().WriteWithContext(testCtx(t, 30*time.Second), "sys/leases/lookup", map[string]any{"lease_id": leaseID})
+	if err != nil || sec == nil {
+		t.Fatalf("lease lookup %s: %v", leaseID, err)
+	}
+	issued, err := time.Parse(time.RFC3339Nano, str(sec.Data["issue_time"]))
+	if err != nil {
+		t.Fatalf("lease %s: issue_time %v: %v", leaseID, sec.Data["issue_time"], err)
+	}
+	return issued
+}
+
+// issueBursts groups issue times less than a second apart and returns the
+// size of each group, in time order.
+func issueBursts(issued map[string]time.Time) []int {
+	times := make([]time.Time, 0, len(issued))
+	for _, at := range issued {
+		times = append(times, at)
+	}
+	slices.SortFunc(times, func(a, b time.Time) int { return a.Compare(b) })
+	var bursts []int
+	for i, at := range times {
+		if i == 0 || at.Sub(times[i-1]) >= time.Second {
+			bursts = append(bursts, 0)
+		}
+		bursts[len(bursts)-1]++
+	}
+	return bursts
 }
