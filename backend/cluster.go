@@ -38,6 +38,11 @@ type clusterConfig struct {
 	KubeconfigCACert string  `json:"kubeconfig_ca_cert,omitempty"`
 	QPS              float32 `json:"qps,omitempty"`
 	Burst            int     `json:"burst,omitempty"`
+
+	// KubeconfigExecCommand is the credential plugin command of
+	// kubeconfig/ answers: vault, bao, or an absolute path to one of them.
+	KubeconfigExecCommand string `json:"kubeconfig_exec_command,omitempty"`
+
 	// EndpointID names where the plugin connects (host, CA, TLS server
 	// name, proxy); it changes whenever one of them does. Leases and WAL
 	// entries record it, so revoke reaches the API server that issued them.
@@ -297,6 +302,11 @@ func (cfg *clusterConfig) validate(old *clusterConfig, jwtSent bool) error {
 	}
 	if cfg.KubeconfigHost != "" {
 		if err := validateHTTPSURL("kubeconfig_host", cfg.KubeconfigHost); err != nil {
+			return err
+		}
+	}
+	if cfg.KubeconfigExecCommand != "" {
+		if err := validateExecCommand("kubeconfig_exec_command", cfg.KubeconfigExecCommand, true); err != nil {
 			return err
 		}
 	}

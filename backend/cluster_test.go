@@ -186,3 +186,34 @@ func TestPodTokenStaysInCluster(t *testing.T) {
 		t.Fatalf("stored in-cluster configuration changed: %+v, %v", cfg, err)
 	}
 }
+
+func TestClusterKubeconfigExecCommand(t *testing.T) {
+	cases := []struct {
+		command, want string // want "" means stored
+	}{
+		{"vault", ""},
+		{"bao", ""},
+		{"/usr/local/bin/bao", ""},
+		{"/bin/sh", "kubeconfig_exec_command must be"},
+		{"curl", "kubeconfig_exec_command must be"},
+		{"/tmp/bao", "must not point under /tmp/"},
+		{"/usr/local/bin/../../../tmp/vault", "kubeconfig_exec_command must be"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.command, func(t *testing.T) {
+			b, s, _ := newConfiguredBackend(t)
+			write := map[string]interface{}{"kubeconfig_exec_command": tc.command}
+			if tc.want != "" {
+				mustBadRequest(t, b, s, logical.UpdateOperation, "clusters/"+testCluster, write, tc.want)
+				if got := mustOK(t, b, s, logical.ReadOperation, "clusters/"+testCluster, nil).Data["kubeconfig_exec_command"]; got != "" {
+					t.Errorf("a refused write stored %q", got)
+				}
+				return
+			}
+			mustOK(t, b, s, logical.UpdateOperation, "clusters/"+testCluster, write)
+			if got := mustOK(t, b, s, logical.ReadOperation, "clusters/"+testCluster, nil).Data["kubeconfig_exec_command"]; got != tc.command {
+				t.Errorf("read kubeconfig_exec_command %q, want %q", got, tc.command)
+			}
+		})
+	}
+}

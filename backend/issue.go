@@ -2,7 +2,6 @@ package backend
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -50,25 +49,13 @@ func (ir *issueRequest) leaseNamespaces() []string {
 // the caller's to fix.
 func parseIssueRequest(name string, role *roleEntry, d *framework.FieldData, mountMax time.Duration) (*issueRequest, error) {
 	ir := &issueRequest{roleName: name, role: role, ttl: role.TTL, audiences: role.Audiences, namespace: role.ServiceAccountNamespace}
-	_, nsAsked := d.GetOk("kubernetes_namespace")
-	_, nssAsked := d.GetOk("kubernetes_namespaces")
-	crb, crbAsked := d.GetOk("cluster_role_binding")
-	if !role.ephemeral() && (nsAsked || nssAsked || crbAsked) {
-		return nil, fmt.Errorf("role %q uses the existing service account %s/%s: kubernetes_namespace, kubernetes_namespaces and cluster_role_binding do not apply", name, role.ServiceAccountNamespace, role.ServiceAccountName)
-	}
-	if nsAsked && nssAsked {
-		return nil, errors.New("give kubernetes_namespace or kubernetes_namespaces, not both")
-	}
-	if err := parseTargetParams(name, role, d); err != nil {
+	crb, err := parseScopeParams(name, role, d)
+	if err != nil {
 		return nil, err
 	}
-	if crbAsked {
-		if err := parseClusterRoleBinding(ir, crb.(bool)); err != nil {
-			return nil, err
-		}
-	}
-	if nssAsked && ir.clusterRoleBinding {
-		return nil, errors.New("cluster_role_binding=true binds cluster-wide, so it already spans every namespace: drop kubernetes_namespaces, or drop cluster_role_binding to bind in each listed namespace")
+	ir.clusterRoleBinding = crb
+	if err := parseTargetParams(name, role, d); err != nil {
+		return nil, err
 	}
 
 	if v, ok := d.GetOk("ttl"); ok {
@@ -105,17 +92,6 @@ func parseIssueRequest(name string, role *roleEntry, d *framework.FieldData, mou
 		}
 	}
 	return ir, nil
-}
-
-func parseClusterRoleBinding(ir *issueRequest, asked bool) error {
-	if !asked {
-		return nil
-	}
-	if !ir.role.AllowClusterRoleBinding {
-		return errors.New("cluster_role_binding is not allowed by this role (allow_cluster_role_binding)")
-	}
-	ir.clusterRoleBinding = true
-	return nil
 }
 
 // tokenExpirySkew keeps the lease ending before the token does, so Vault,

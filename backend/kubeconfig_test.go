@@ -2,6 +2,8 @@ package backend
 
 import (
 	"encoding/json"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -163,4 +165,119 @@ func BenchmarkBuildKubeconfig(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+func TestValidateExecCommand(t *testing.T) {
+	cases := []struct {
+		command   string
+		allowPath bool
+		want      string // "" means accepted
+	}{
+		{"vault", false, ""},
+		{"bao", false, ""},
+		{"vault", true, ""},
+		{"/usr/local/bin/bao", true, ""},
+		{"/opt/openbao-2.6/bin/bao", true, ""},
+		{"/usr/bin/vault", false, "an absolute path can only be set by the cluster entry"},
+		{"sh", false, `must be "vault" or "bao"`},
+		{"sh", true, "clean absolute path"},
+		{"/bin/sh", true, "clean absolute path"},
+		{"Vault", true, "clean absolute path"},
+		{"vault ", true, "clean absolute path"},
+		{"bin/vault", true, "clean absolute path"},
+		{"./vault", true, "clean absolute path"},
+		{"/usr/bin/../../tmp/vault", true, "clean absolute path"},
+		{"/usr/bin//vault", true, "clean absolute path"},
+		{"/usr/bin/vault-wrapper", true, "clean absolute path"},
+		{"/usr/bin/vault/", true, "clean absolute path"},
+		{"/usr/bin/vault;rm", true, "clean absolute path"},
+		{"/usr/bin/va ult", true, "clean absolute path"},
+		{"/usr/bin/vault\n", true, "clean absolute path"},
+		{"/tmp/vault", true, "must not point under /tmp/"},
+		{"/var/tmp/x/bao", true, "must not point under /var/tmp/"},
+		{"/dev/shm/vault", true, "must not point under /dev/shm/"},
+		{"/" + strings.Repeat("a/", 200) + "vault", true, "at most 256"},
+	}
+	for _, tc := range cases {
+		t.Run(fmt.Sprintf("%q path=%v", tc.command, tc.allowPath), func(t *testing.T) {
+			err := validateExecCommand("exec_command", tc.command, tc.allowPath)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("error %v, want one saying %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestExecCLIEnvFor(t *testing.T) {
+	vaultEnv := execCLIEnv{cli: "vault", addr: "VAULT_ADDR", token: "VAULT_TOKEN", namespace: []string{"VAULT_NAMESPACE"}}
+	baoEnv := execCLIEnv{cli: "bao", addr: "BAO_ADDR", token: "BAO_TOKEN", namespace: []string{"BAO_NAMESPACE", "VAULT_NAMESPACE"}}
+	cases := []struct {
+		command string
+		want    execCLIEnv
+	}{
+		{"vault", vaultEnv},
+		{"/usr/local/bin/vault", vaultEnv},
+		{"bao", baoEnv},
+		{"/opt/openbao/bin/bao", baoEnv},
+	}
+	for _, tc := range cases {
+		t.Run(tc.command, func(t *testing.T) {
+			got := execCLIEnvFor(tc.command)
+			if got.cli != tc.want.cli || got.addr != tc.want.addr || got.token != tc.want.token || !slices.Equal(got.namespace, tc.want.namespace) {
+				t.Errorf("got %+v, want %+v", got, tc.want)
+			}
+			env := got.namespaceEnv("team")
+			if len(env) != len(tc.want.namespace) {
+				t.Fatalf("namespaceEnv = %+v", env)
+			}
+			for i, v := range env {
+				if v.Name != tc.want.namespace[i] || v.Value != "team" {
+					t.Errorf("namespaceEnv[%d] = %+v", i, v)
+				}
+			}
+		})
+	}
+}
+
+// An exec user's environment is checked like its command and arguments.
+func TestBuildKubeconfigRefusesControlCharactersInExecEnv(t *testing.T) {
+	_, _, err := buildKubeconfig(kubeconfigParams{
+		ClusterName: "c", Server: "https://k8s.example.com", UserName: "u",
+		Exec: &clientcmdapiv1.ExecConfig{Command: "vault", Env: []clientcmdapiv1.ExecEnvVar{{Name: "VAULT_NAMESPACE", Value: "a\nb"}}},
+	})
+	if err == nil || !strings.Contains(err.Error(), "control characters") {
+		t.Fatalf("err = %v, want a refusal of control characters", err)
+	}
+}
+
+// Whatever a caller or a clusters/ writer sends, an accepted command is
+// vault or bao: bare, or (from a cluster entry) a clean absolute path
+// ending in one of them, outside the world-writable directories.
+func FuzzValidateExecCommand(f *testing.F) {
+	for _, seed := range []string{"vault", "bao", "/usr/local/bin/bao", "/tmp/vault", "/bin/sh", "/a/../vault", "vault\x00", "/usr/bin/vault/"} {
+		f.Add(seed, true)
+		f.Add(seed, false)
+	}
+	f.Fuzz(func(t *testing.T, command string, allowPath bool) {
+		if validateExecCommand("exec_command", command, allowPath) != nil {
+			return
+		}
+		if command == "vault" || command == "bao" {
+			return
+		}
+		base := command[strings.LastIndex(command, "/")+1:]
+		switch {
+		case !allowPath:
+			t.Fatalf("a request's %q was accepted", command)
+		case base != "vault" && base != "bao", !strings.HasPrefix(command, "/"), strings.Contains(command, "/../"), strings.Contains(command, "//"), strings.HasSuffix(command, "/."):
+			t.Fatalf("%q was accepted", command)
+		case strings.HasPrefix(command, "/tmp/"), strings.HasPrefix(command, "/var/tmp/"), strings.HasPrefix(command, "/dev/shm/"):
+			t.Fatalf("%q under a world-writable directory was accepted", command)
+		case strings.ContainsFunc(command, func(r rune) bool { return r <= ' ' || r > '~' }):
+			t.Fatalf("%q with a control or non-ASCII character was accepted", command)
+		}
+	})
 }

@@ -20,6 +20,42 @@ import (
 // a binding (and a Role) to create, check and revoke.
 const maxRequestNamespaces = 32
 
+// parseScopeParams is the one place that decides, for every mode, what
+// kubernetes_namespace, kubernetes_namespaces and cluster_role_binding may
+// say, and returns whether a cluster-wide binding was asked for. A role of
+// an existing service account issues for that account only: it accepts
+// the values that restate it (its own namespace, cluster_role_binding=false:
+// what Terraform's vault_kubernetes_service_account_token always sends) and
+// refuses any other, so no request field changes what it issues.
+func parseScopeParams(roleName string, role *roleEntry, d *framework.FieldData) (clusterRoleBinding bool, err error) {
+	ns := d.Get("kubernetes_namespace").(string)
+	_, listAsked := d.GetOk("kubernetes_namespaces")
+	// kubeconfig/ has no cluster_role_binding: GetOk is false there.
+	v, _ := d.GetOk("cluster_role_binding")
+	crb, _ := v.(bool)
+	if !role.ephemeral() {
+		account := role.ServiceAccountNamespace + "/" + role.ServiceAccountName
+		switch {
+		case listAsked:
+			return false, fmt.Errorf("role %q issues tokens of the existing service account %s: kubernetes_namespaces does not apply", roleName, account)
+		case ns != "" && ns != role.ServiceAccountNamespace:
+			return false, fmt.Errorf("role %q issues tokens of the existing service account %s: kubernetes_namespace may only restate %q (or be left out), not %q", roleName, account, role.ServiceAccountNamespace, clip(ns))
+		case crb:
+			return false, fmt.Errorf("role %q issues tokens of the existing service account %s, whose own RBAC applies: cluster_role_binding=true does not apply (false, or left out, is accepted)", roleName, account)
+		}
+		return false, nil
+	}
+	switch {
+	case ns != "" && listAsked:
+		return false, errors.New("give kubernetes_namespace or kubernetes_namespaces, not both")
+	case crb && !role.AllowClusterRoleBinding:
+		return false, errors.New("cluster_role_binding is not allowed by this role (allow_cluster_role_binding)")
+	case crb && listAsked:
+		return false, errors.New("cluster_role_binding=true binds cluster-wide, so it already spans every namespace: drop kubernetes_namespaces, or drop cluster_role_binding to bind in each listed namespace")
+	}
+	return crb, nil
+}
+
 // requestedNamespaces is what an ephemeral request asks for, checked
 // without the API server: kubernetes_namespaces (every entry well formed
 // and distinct, at most maxRequestNamespaces) or kubernetes_namespace (or

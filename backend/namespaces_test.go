@@ -315,7 +315,7 @@ func TestMultiNamespaceBadInput(t *testing.T) {
 	}
 	t.Run("on a role of an existing service account", func(t *testing.T) {
 		b, s, fk := newConfiguredBackend(t)
-		mustBadRequest(t, b, s, logical.ReadOperation, "creds/"+testRole, map[string]interface{}{"kubernetes_namespaces": "team-a,team-b"}, "do not apply")
+		mustBadRequest(t, b, s, logical.ReadOperation, "creds/"+testRole, map[string]interface{}{"kubernetes_namespaces": "team-a,team-b"}, "kubernetes_namespaces does not apply")
 		if len(fk.managedSecrets(t)) != 0 || len(fk.tokenRequests()) != 0 || len(walEntries(t, s)) != 0 {
 			t.Error("a refused request created something")
 		}

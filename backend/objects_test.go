@@ -234,7 +234,7 @@ func TestEphemeralBadRequests(t *testing.T) {
 	}
 	t.Run("namespace on a service-account role", func(t *testing.T) {
 		b, s, _ := newConfiguredBackend(t)
-		mustBadRequest(t, b, s, logical.ReadOperation, "creds/"+testRole, map[string]interface{}{"kubernetes_namespace": "team-a"}, "do not apply")
+		mustBadRequest(t, b, s, logical.ReadOperation, "creds/"+testRole, map[string]interface{}{"kubernetes_namespace": "team-a"}, `may only restate "scanner-namespace"`)
 	})
 	t.Run("selector matches", func(t *testing.T) {
 		b, s, _ := ephemeralBackend(t, roles["selector"])

@@ -80,6 +80,10 @@ func clusterFields() map[string]*framework.FieldSchema {
 			Type:        framework.TypeString,
 			Description: "PEM CA bundle that issued kubeconfigs carry. Default: kubernetes_ca_cert.",
 		},
+		"kubeconfig_exec_command": {
+			Type:        framework.TypeString,
+			Description: "The credential plugin that kubeconfig/ answers run: vault, bao (OpenBao), or an absolute path whose last element is one of them (not under /tmp, /var/tmp or /dev/shm). Default: vault; a kubeconfig/ request's exec_command overrides it with vault or bao.",
+		},
 		"qps": {
 			Type:        framework.TypeFloat,
 			Description: fmt.Sprintf("Requests per second the plugin may send to this API server (client-side limit). Default %d.", defaultQPS),
@@ -274,6 +278,7 @@ func applyClusterFields(cfg, old *clusterConfig, d *framework.FieldData) error {
 	str("proxy_url", &cfg.ProxyURL)
 	str("kubeconfig_host", &cfg.KubeconfigHost)
 	pemField("kubeconfig_ca_cert", &cfg.KubeconfigCACert)
+	str("kubeconfig_exec_command", &cfg.KubeconfigExecCommand)
 	_, jwtSent := d.GetOk("service_account_jwt")
 	str("service_account_jwt", &cfg.JWT)
 	if v, ok := d.GetOk("use_issuer"); ok {
@@ -337,6 +342,7 @@ func (b *backend) clusterRead(ctx context.Context, req *logical.Request, d *fram
 		"proxy_url":               redactedURL(cfg.ProxyURL),
 		"kubeconfig_host":         cfg.KubeconfigHost,
 		"kubeconfig_ca_cert":      cfg.KubeconfigCACert,
+		"kubeconfig_exec_command": cfg.KubeconfigExecCommand,
 		"qps":                     effectiveQPS(cfg.QPS),
 		"burst":                   effectiveBurst(cfg.Burst),
 

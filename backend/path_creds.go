@@ -17,7 +17,11 @@ lease, or its expiry, deletes the Secret and so invalidates the token, also
 for leases shorter than Kubernetes' 10-minute token minimum. Optional
 parameters (query string on GET, body on write): ttl, audiences; for
 ephemeral roles kubernetes_namespace or kubernetes_namespaces (one per-lease
-service account in the first, bound in each), and cluster_role_binding; for
+service account in the first, bound in each), and cluster_role_binding; a
+role of an existing service account accepts kubernetes_namespace equal to
+its service_account_namespace and cluster_role_binding=false, which restate
+it (Terraform's vault_kubernetes_service_account_token sends both), and
+refuses any other value; for
 roles scoped to targets, targets or target_selector: the credential can
 reach exactly the pods they resolve to at issue, listed in the response's
 targets.
@@ -52,7 +56,7 @@ func pathCreds(b *backend) []*framework.Path {
 			},
 			"kubernetes_namespace": {
 				Type:        framework.TypeString,
-				Description: "Ephemeral roles: the namespace for the per-lease service account; must be allowed by the role. Default: the role's only allowed namespace.",
+				Description: "Ephemeral roles: the namespace for the per-lease service account; must be allowed by the role. Default: the role's only allowed namespace. Roles of an existing service account accept only its own namespace.",
 			},
 			"kubernetes_namespaces": {
 				Type:        framework.TypeCommaStringSlice,
@@ -68,7 +72,7 @@ func pathCreds(b *backend) []*framework.Path {
 			},
 			"cluster_role_binding": {
 				Type:        framework.TypeBool,
-				Description: "Ephemeral ClusterRole roles with allow_cluster_role_binding: bind cluster-wide instead of in kubernetes_namespace.",
+				Description: "Ephemeral ClusterRole roles with allow_cluster_role_binding: bind cluster-wide instead of in kubernetes_namespace. false is accepted by every role.",
 			},
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{

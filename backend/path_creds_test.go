@@ -384,3 +384,90 @@ func TestCredsBadInputControl(t *testing.T) {
 		}
 	}
 }
+
+// terraformBody is what Terraform's vault_kubernetes_service_account_token
+// data source writes to creds/<role>: kubernetes_namespace (required),
+// cluster_role_binding (false when unset) and ttl ("" when unset).
+func terraformBody(namespace string, clusterRoleBinding bool, ttl string) map[string]interface{} {
+	return map[string]interface{}{"kubernetes_namespace": namespace, "cluster_role_binding": clusterRoleBinding, "ttl": ttl}
+}
+
+// Terraform's exact request, in every mode: values that restate the role
+// issue as a plain read would; values that would change what is issued get
+// a 400 that creates nothing.
+func TestCredsTerraformRequest(t *testing.T) {
+	existingSA := func(t *testing.T) (*backend, logical.Storage, *fakeKube, string) {
+		b, s, fk := newConfiguredBackend(t)
+		return b, s, fk, testRole
+	}
+	ephemeral := func(fields map[string]interface{}) func(*testing.T) (*backend, logical.Storage, *fakeKube, string) {
+		return func(t *testing.T) (*backend, logical.Storage, *fakeKube, string) {
+			b, s, fk := ephemeralBackend(t, fields)
+			return b, s, fk, "eph"
+		}
+	}
+	targets := func(t *testing.T) (*backend, logical.Storage, *fakeKube, string) {
+		b, s, fk := targetBackend(t, map[string]interface{}{"target_profiles": "exec", "allowed_kubernetes_namespaces": "team-a"})
+		return b, s, fk, "scan"
+	}
+	cases := []struct {
+		name  string
+		setup func(*testing.T) (*backend, logical.Storage, *fakeKube, string)
+		body  map[string]interface{}
+		// wantErr is the 400's text; "" means the request issues.
+		wantErr string
+		// wantNS is the issued service account's namespace.
+		wantNS string
+		// wantKind is the binding kind an ephemeral lease gets.
+		wantKind string
+	}{
+		{name: "existing account, its own namespace", setup: existingSA, body: terraformBody(testNamespace, false, ""), wantNS: testNamespace},
+		{name: "existing account, a ttl", setup: existingSA, body: terraformBody(testNamespace, false, "5m"), wantNS: testNamespace},
+		{name: "existing account, another namespace", setup: existingSA, body: terraformBody("team-a", false, ""), wantErr: `may only restate "scanner-namespace"`},
+		{name: "existing account, the namespace in other case", setup: existingSA, body: terraformBody("Scanner-Namespace", false, ""), wantErr: `may only restate "scanner-namespace"`},
+		{name: "existing account, the namespace with a space", setup: existingSA, body: terraformBody(testNamespace+" ", false, ""), wantErr: `may only restate "scanner-namespace"`},
+		{name: "existing account, cluster_role_binding=true", setup: existingSA, body: terraformBody(testNamespace, true, ""), wantErr: "cluster_role_binding=true does not apply"},
+		{name: "existing account, kubernetes_namespaces", setup: existingSA, body: map[string]interface{}{"kubernetes_namespaces": testNamespace}, wantErr: "kubernetes_namespaces does not apply"},
+		{name: "existing Role, an allowed namespace", setup: ephemeral(map[string]interface{}{"kubernetes_role_name": "pod-reader", "allowed_kubernetes_namespaces": "team-a,team-b"}), body: terraformBody("team-b", false, ""), wantNS: "team-b", wantKind: kindRoleBinding},
+		{name: "existing Role, a namespace not allowed", setup: ephemeral(map[string]interface{}{"kubernetes_role_name": "pod-reader", "allowed_kubernetes_namespaces": "team-a"}), body: terraformBody("team-b", false, ""), wantErr: `namespace "team-b" is not allowed`},
+		{name: "existing Role, cluster_role_binding=true", setup: ephemeral(map[string]interface{}{"kubernetes_role_name": "pod-reader", "allowed_kubernetes_namespaces": "team-a"}), body: terraformBody("team-a", true, ""), wantErr: "not allowed by this role"},
+		{name: "generated rules", setup: ephemeral(map[string]interface{}{"generated_role_rules": podReaderRules, "allowed_kubernetes_namespaces": "*"}), body: terraformBody("team-a", false, ""), wantNS: "team-a", wantKind: kindRoleBinding},
+		{name: "ClusterRole that allows a cluster-wide binding, false", setup: ephemeral(map[string]interface{}{"kubernetes_role_name": "view", "kubernetes_role_type": "ClusterRole", "allowed_kubernetes_namespaces": "team-a", "allow_cluster_role_binding": true}), body: terraformBody("team-a", false, ""), wantNS: "team-a", wantKind: kindRoleBinding},
+		{name: "ClusterRole that allows a cluster-wide binding, true", setup: ephemeral(map[string]interface{}{"kubernetes_role_name": "view", "kubernetes_role_type": "ClusterRole", "allowed_kubernetes_namespaces": "team-a", "allow_cluster_role_binding": true}), body: terraformBody("team-a", true, ""), wantNS: "team-a", wantKind: kindClusterRoleBinding},
+		{name: "scoped to targets: Terraform cannot name them", setup: targets, body: terraformBody("team-a", false, ""), wantErr: "name the pods to scan"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b, s, fk, role := tc.setup(t)
+			if tc.wantErr != "" {
+				mustBadRequest(t, b, s, logical.UpdateOperation, "creds/"+role, tc.body, tc.wantErr)
+				if left := leaseKubeObjects(t, fk); len(left) != 0 || len(fk.tokenRequests()) != 0 || len(walEntries(t, s)) != 0 {
+					t.Errorf("a refused request created %v, %d TokenRequests, %d WAL entries", left, len(fk.tokenRequests()), len(walEntries(t, s)))
+				}
+				return
+			}
+			resp := mustOK(t, b, s, logical.UpdateOperation, "creds/"+role, tc.body)
+			if got := resp.Data["service_account_namespace"]; got != tc.wantNS {
+				t.Errorf("service_account_namespace = %v, want %s", got, tc.wantNS)
+			}
+			// Terraform reads these three fields and the lease.
+			for _, k := range []string{"service_account_name", "service_account_namespace", "service_account_token"} {
+				if v, _ := resp.Data[k].(string); v == "" {
+					t.Errorf("response field %s is empty", k)
+				}
+			}
+			wantTTL := defaultRoleTTL
+			if tc.body["ttl"] == "5m" {
+				wantTTL = 5 * time.Minute
+			}
+			if resp.Secret == nil || resp.Secret.TTL != wantTTL {
+				t.Errorf("lease %+v, want TTL %s (an empty ttl is the role's)", resp.Secret, wantTTL)
+			}
+			if tc.wantKind != "" {
+				if n := leaseKubeObjects(t, fk)[tc.wantKind]; n != 1 {
+					t.Errorf("%s objects = %d, want 1 (objects %v)", tc.wantKind, n, leaseKubeObjects(t, fk))
+				}
+			}
+		})
+	}
+}

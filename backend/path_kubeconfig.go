@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -13,7 +15,7 @@ import (
 )
 
 const (
-	kubeconfigHelpSynopsis    = "A token-free kubeconfig whose user runs the vault CLI as its credential plugin."
+	kubeconfigHelpSynopsis    = "A token-free kubeconfig whose user runs the vault (or bao) CLI as its credential plugin."
 	kubeconfigHelpDescription = `
 Reading kubeconfig/<role> returns a kubeconfig (fields kubeconfig, YAML, and
 kubeconfig_json) with the role's cluster and namespace and a user whose exec
@@ -25,10 +27,18 @@ so every process that uses it fetches its own short-lived credential when it
 starts, and again when that credential's lease ends or the API server answers
 401. It holds no token and issues no lease; it is safe to hand out. The
 process needs VAULT_ADDR and a VAULT_TOKEN (or ~/.vault-token) allowed to
-read creds/<role>. Optional parameters, passed on to creds/<role> and checked
-as creds checks them: ttl, kubernetes_namespace or kubernetes_namespaces
-(ephemeral roles), targets or target_selector (roles scoped to targets;
-resolved again at every fetch).
+read creds/<role> (BAO_ADDR and BAO_TOKEN for bao). Optional parameters,
+passed on to creds/<role> and checked as creds checks them: ttl,
+kubernetes_namespace or kubernetes_namespaces (ephemeral roles), targets or
+target_selector (roles scoped to targets; resolved again at every fetch).
+
+exec_command picks the CLI: vault or bao (OpenBao), found on the reader's
+PATH; the cluster's kubeconfig_exec_command may name either, or an absolute
+path to either, as the default. The exec environment sets VAULT_NAMESPACE
+(for bao BAO_NAMESPACE and VAULT_NAMESPACE): to vault_namespace, the namespace the mount lives
+in, with the creds/ path relative to it; without it, empty, with the path
+from the root namespace (namespaces included), so a namespace the reader
+set for other work is never prefixed twice.
 `
 )
 
@@ -60,6 +70,14 @@ func pathKubeconfig(b *backend) []*framework.Path {
 			"target_selector": {
 				Type:        framework.TypeString,
 				Description: "Roles scoped to targets, passed to creds/<role>: a label selector resolved again at each fetch, so later credentials may cover other pods.",
+			},
+			"exec_command": {
+				Type:        framework.TypeString,
+				Description: "The CLI the kubeconfig runs: vault or bao (OpenBao), found on the reader's PATH. Default: the cluster's kubeconfig_exec_command, else vault.",
+			},
+			"vault_namespace": {
+				Type:        framework.TypeString,
+				Description: "The Vault or OpenBao namespace this mount lives in (as in X-Vault-Namespace), which the kubeconfig sets as VAULT_NAMESPACE (for bao also BAO_NAMESPACE) with the creds/ path relative to it. Default: the namespace variable set empty and the path from the root namespace, which the server resolves alike.",
 			},
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
@@ -117,7 +135,16 @@ func (b *backend) execKubeconfig(ctx context.Context, req *logical.Request, d *f
 		return nil, err
 	}
 
-	credsPath := req.MountPoint + "creds/" + name
+	command, err := b.execCommand(ctx, req.Storage, role.Cluster, d)
+	if err != nil {
+		return nil, err
+	}
+	cliEnv := execCLIEnvFor(command)
+	namespace, mountPath, err := splitMountNamespace(req.MountPoint, d.Get("vault_namespace").(string))
+	if err != nil {
+		return nil, userError{err}
+	}
+	credsPath := mountPath + "creds/" + name
 	// -format=table: with VAULT_FORMAT=json in the environment, -field
 	// would print the document as a quoted JSON string.
 	args := []string{"read", "-format=table", "-field=exec_credential", credsPath}
@@ -139,10 +166,13 @@ func (b *backend) execKubeconfig(ctx context.Context, req *logical.Request, d *f
 	}
 	params := client.endpoint.kubeconfigParams(role.Cluster, credsPath, role.kubeconfigNamespace(ir.namespace))
 	params.Exec = &clientcmdapiv1.ExecConfig{
-		APIVersion:      "client.authentication.k8s.io/v1",
-		Command:         "vault",
-		Args:            args,
-		InstallHint:     "The vault CLI must be on PATH, with VAULT_ADDR and VAULT_TOKEN (or ~/.vault-token) allowed to read " + credsPath + ".",
+		APIVersion: "client.authentication.k8s.io/v1",
+		Command:    command,
+		Args:       args,
+		// Always set, empty for the root namespace: a namespace the reader
+		// set for other work would otherwise be prefixed to the path.
+		Env:             cliEnv.namespaceEnv(namespace),
+		InstallHint:     fmt.Sprintf("The %s CLI must be installed (%s), with %s and %s (or the token `%s login` stored) allowed to read %s.", cliEnv.cli, command, cliEnv.addr, cliEnv.token, cliEnv.cli, credsPath),
 		InteractiveMode: clientcmdapiv1.NeverExecInteractiveMode,
 	}
 	kubeconfigYAML, kubeconfigJSON, err := buildKubeconfig(params)
@@ -157,4 +187,51 @@ func (b *backend) execKubeconfig(ctx context.Context, req *logical.Request, d *f
 		resp.AddWarning(w)
 	}
 	return resp, nil
+}
+
+// execCommand is the credential plugin the kubeconfig runs: the request's
+// exec_command (vault or bao), else the cluster's kubeconfig_exec_command,
+// else vault.
+func (b *backend) execCommand(ctx context.Context, s logical.Storage, cluster string, d *framework.FieldData) (string, error) {
+	if requested := d.Get("exec_command").(string); requested != "" {
+		if err := validateExecCommand("exec_command", requested, false); err != nil {
+			return "", userError{err}
+		}
+		return requested, nil
+	}
+	cfg, err := getCluster(ctx, s, cluster)
+	if err != nil || cfg == nil || cfg.KubeconfigExecCommand == "" {
+		return vaultCommand, err
+	}
+	// Checked when written; checked again so an entry stored by hand or by
+	// an older version never names another program.
+	if err := validateExecCommand("the cluster's kubeconfig_exec_command", cfg.KubeconfigExecCommand, true); err != nil {
+		return "", err
+	}
+	return cfg.KubeconfigExecCommand, nil
+}
+
+// maxNamespacePathBytes bounds vault_namespace.
+const maxNamespacePathBytes = 256
+
+var namespacePathPattern = regexp.MustCompile(`^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$`)
+
+// splitMountNamespace splits the mount's path into the namespace the
+// caller names and the path within it. Vault and OpenBao give a plugin its
+// mount's path from the root namespace (req.MountPoint, namespaces
+// included) but not where the namespace ends, so only the caller can say;
+// what it says must be a leading part of that path.
+func splitMountNamespace(mountPoint, requested string) (namespace, mountPath string, err error) {
+	ns := strings.Trim(requested, "/")
+	if ns == "" {
+		return "", mountPoint, nil
+	}
+	if len(ns) > maxNamespacePathBytes || !namespacePathPattern.MatchString(ns) || slices.Contains(strings.Split(ns, "/"), "..") {
+		return "", "", fmt.Errorf("vault_namespace must be a namespace path such as team-a or team-a/ci (letters, digits, '.', '_', '-', at most %d bytes), got %q", maxNamespacePathBytes, clip(requested))
+	}
+	rest, ok := strings.CutPrefix(mountPoint, ns+"/")
+	if !ok || rest == "" {
+		return "", "", fmt.Errorf("vault_namespace %q is not a namespace this mount lives in: its path from the root namespace is %q", clip(requested), mountPoint)
+	}
+	return ns, rest, nil
 }

@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"slices"
@@ -141,16 +142,23 @@ func TestKubeconfigPath(t *testing.T) {
 	fk.clientset.ClearActions()
 	built := fk.built.Load()
 
+	vaultRootNS := []clientcmdapi.ExecEnvVar{{Name: "VAULT_NAMESPACE", Value: ""}}
 	cases := []struct {
 		name, mount string
 		data        map[string]interface{}
 		wantArgs    []string
 		wantWarning string
+		// wantCommand and wantEnv: "" and nil mean vault in the root namespace.
+		wantCommand string
+		wantEnv     []clientcmdapi.ExecEnvVar
 	}{
-		{"defaults", "scanner/", nil, []string{"read", "-format=table", "-field=exec_credential", "scanner/creds/cluster-a"}, ""},
-		{"other mount, ttl", "team/k8s/", map[string]interface{}{"ttl": "10m"}, []string{"read", "-format=table", "-field=exec_credential", "team/k8s/creds/cluster-a", "ttl=10m0s"}, ""},
-		{"ttl in seconds", "scanner/", map[string]interface{}{"ttl": 90}, []string{"read", "-format=table", "-field=exec_credential", "scanner/creds/cluster-a", "ttl=1m30s"}, ""},
-		{"ttl above max_ttl", "scanner/", map[string]interface{}{"ttl": "2h"}, []string{"read", "-format=table", "-field=exec_credential", "scanner/creds/cluster-a", "ttl=2h0m0s"}, "above the role's max_ttl"},
+		{name: "defaults", mount: "scanner/", wantArgs: []string{"read", "-format=table", "-field=exec_credential", "scanner/creds/cluster-a"}},
+		{name: "other mount, ttl", mount: "team/k8s/", data: map[string]interface{}{"ttl": "10m"}, wantArgs: []string{"read", "-format=table", "-field=exec_credential", "team/k8s/creds/cluster-a", "ttl=10m0s"}},
+		{name: "ttl in seconds", mount: "scanner/", data: map[string]interface{}{"ttl": 90}, wantArgs: []string{"read", "-format=table", "-field=exec_credential", "scanner/creds/cluster-a", "ttl=1m30s"}},
+		{name: "ttl above max_ttl", mount: "scanner/", data: map[string]interface{}{"ttl": "2h"}, wantArgs: []string{"read", "-format=table", "-field=exec_credential", "scanner/creds/cluster-a", "ttl=2h0m0s"}, wantWarning: "above the role's max_ttl"},
+		{name: "bao", mount: "scanner/", data: map[string]interface{}{"exec_command": "bao"}, wantArgs: []string{"read", "-format=table", "-field=exec_credential", "scanner/creds/cluster-a"}, wantCommand: "bao", wantEnv: []clientcmdapi.ExecEnvVar{{Name: "BAO_NAMESPACE", Value: ""}, {Name: "VAULT_NAMESPACE", Value: ""}}},
+		{name: "mount in a namespace", mount: "team/k8s/", data: map[string]interface{}{"vault_namespace": "team"}, wantArgs: []string{"read", "-format=table", "-field=exec_credential", "k8s/creds/cluster-a"}, wantEnv: []clientcmdapi.ExecEnvVar{{Name: "VAULT_NAMESPACE", Value: "team"}}},
+		{name: "mount in a child namespace, bao", mount: "team/ci/k8s/", data: map[string]interface{}{"vault_namespace": "/team/ci/", "exec_command": "bao"}, wantArgs: []string{"read", "-format=table", "-field=exec_credential", "k8s/creds/cluster-a"}, wantCommand: "bao", wantEnv: []clientcmdapi.ExecEnvVar{{Name: "BAO_NAMESPACE", Value: "team/ci"}, {Name: "VAULT_NAMESPACE", Value: "team/ci"}}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -186,9 +194,20 @@ func TestKubeconfigPath(t *testing.T) {
 						t.Fatalf("user must authenticate by exec only: %+v", user)
 					}
 					ex := user.Exec
-					if ex.APIVersion != "client.authentication.k8s.io/v1" || ex.Command != "vault" ||
-						ex.InteractiveMode != clientcmdapi.NeverExecInteractiveMode || ex.ProvideClusterInfo || len(ex.Env) != 0 {
-						t.Errorf("exec = %+v", ex)
+					wantCommand, wantEnv := cmp.Or(tc.wantCommand, "vault"), tc.wantEnv
+					if wantEnv == nil {
+						wantEnv = vaultRootNS
+					}
+					if ex.APIVersion != "client.authentication.k8s.io/v1" || ex.Command != wantCommand ||
+						ex.InteractiveMode != clientcmdapi.NeverExecInteractiveMode || ex.ProvideClusterInfo {
+						t.Errorf("exec = %+v, want command %s", ex, wantCommand)
+					}
+					if !slices.Equal(ex.Env, wantEnv) {
+						t.Errorf("exec env = %+v, want %+v", ex.Env, wantEnv)
+					}
+					addrVar := map[string]string{"vault": "VAULT_ADDR", "bao": "BAO_ADDR"}[wantCommand]
+					if !strings.Contains(ex.InstallHint, addrVar) || !strings.Contains(ex.InstallHint, wantCommand+" CLI") {
+						t.Errorf("install hint %q does not name the %s CLI and %s", ex.InstallHint, wantCommand, addrVar)
 					}
 					if !slices.Equal(ex.Args, tc.wantArgs) {
 						t.Errorf("exec args = %q, want %q", ex.Args, tc.wantArgs)
@@ -292,7 +311,7 @@ func TestKubeconfigPathBadInput(t *testing.T) {
 		{name: "garbage ttl", data: map[string]interface{}{"ttl": "abc"}, want: `field "ttl"`},
 		{name: "audiences are not for a kubeconfig", data: map[string]interface{}{"audiences": "vault"}, want: "unknown field(s) audiences"},
 		{name: "unknown field", data: map[string]interface{}{"tll": "5m"}, want: "unknown field(s) tll"},
-		{name: "namespace on a service-account role", data: map[string]interface{}{"kubernetes_namespace": "team-a"}, want: "do not apply"},
+		{name: "namespace on a service-account role", data: map[string]interface{}{"kubernetes_namespace": "team-a"}, want: `may only restate "scanner-namespace"`},
 		{
 			name: "role's cluster missing", want: `uses cluster "cluster-a", which is not configured`,
 			setup: func(t *testing.T, b *backend, s logical.Storage) {
@@ -308,6 +327,13 @@ func TestKubeconfigPathBadInput(t *testing.T) {
 		{name: "ephemeral, one of several namespaces outside the list", role: "eph", ephemeral: map[string]interface{}{"kubernetes_role_name": "pod-reader", "allowed_kubernetes_namespaces": "team-a"}, data: map[string]interface{}{"kubernetes_namespaces": "team-a,team-b"}, want: `namespace "team-b" is not allowed`},
 		{name: "ephemeral, duplicate namespaces", role: "eph", ephemeral: map[string]interface{}{"kubernetes_role_name": "pod-reader", "allowed_kubernetes_namespaces": "*"}, data: map[string]interface{}{"kubernetes_namespaces": "team-a,team-a"}, want: "more than once"},
 		{name: "ephemeral, both namespace parameters", role: "eph", ephemeral: map[string]interface{}{"kubernetes_role_name": "pod-reader", "allowed_kubernetes_namespaces": "*"}, data: map[string]interface{}{"kubernetes_namespaces": "team-a", "kubernetes_namespace": "team-a"}, want: "not both"},
+		{name: "a shell as the command", data: map[string]interface{}{"exec_command": "sh"}, want: `exec_command must be "vault" or "bao"`},
+		{name: "a path as the command", data: map[string]interface{}{"exec_command": "/usr/bin/vault"}, want: "only be set by the cluster entry"},
+		{name: "a planted vault", data: map[string]interface{}{"exec_command": "/tmp/vault"}, want: "only be set by the cluster entry"},
+		{name: "a namespace the mount is not in", data: map[string]interface{}{"vault_namespace": "other"}, want: `not a namespace this mount lives in: its path from the root namespace is "scanner/"`},
+		{name: "the mount itself as the namespace", data: map[string]interface{}{"vault_namespace": "scanner"}, want: "not a namespace this mount lives in"},
+		{name: "a namespace with a traversal", data: map[string]interface{}{"vault_namespace": "../scanner"}, want: "must be a namespace path"},
+		{name: "a namespace with a newline", data: map[string]interface{}{"vault_namespace": "team\nx"}, want: "must be a namespace path"},
 		{name: "ephemeral, selector without a namespace", role: "eph", ephemeral: map[string]interface{}{"kubernetes_role_name": "pod-reader", "allowed_kubernetes_namespace_selector": "team=a"}, want: "needs kubernetes_namespace"},
 	}
 	for _, tc := range cases {
@@ -342,4 +368,83 @@ func TestKubeconfigPathBadInput(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestSplitMountNamespace(t *testing.T) {
+	cases := []struct {
+		mount, requested, wantNS, wantPath, wantErr string
+	}{
+		{mount: "scanner/", wantPath: "scanner/"},
+		{mount: "team/scanner/", wantPath: "team/scanner/"},
+		{mount: "team/scanner/", requested: "team", wantNS: "team", wantPath: "scanner/"},
+		{mount: "team/scanner/", requested: "team/", wantNS: "team", wantPath: "scanner/"},
+		{mount: "team/ci/scanner/", requested: "team", wantNS: "team", wantPath: "ci/scanner/"},
+		{mount: "team/ci/scanner/", requested: "team/ci", wantNS: "team/ci", wantPath: "scanner/"},
+		{mount: "team/scanner/", requested: "tea", wantErr: "not a namespace this mount lives in"},
+		{mount: "team/scanner/", requested: "team/scanner", wantErr: "not a namespace this mount lives in"},
+		{mount: "team/scanner/", requested: "team//x", wantErr: "must be a namespace path"},
+		{mount: "team/scanner/", requested: "team/../team", wantErr: "must be a namespace path"},
+		{mount: "a/scanner/", requested: strings.Repeat("a/", 200) + "a", wantErr: "must be a namespace path"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.mount+" "+tc.requested, func(t *testing.T) {
+			ns, path, err := splitMountNamespace(tc.mount, tc.requested)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || ns != tc.wantNS || path != tc.wantPath {
+				t.Fatalf("got %q %q %v, want %q %q", ns, path, err, tc.wantNS, tc.wantPath)
+			}
+		})
+	}
+}
+
+// The command comes from the request (vault or bao), else from the
+// cluster entry (which may name an absolute path), else vault; the
+// environment variable names follow the command.
+func TestKubeconfigExecCommandSources(t *testing.T) {
+	cases := []struct {
+		name, clusterCommand string
+		data                 map[string]interface{}
+		wantCommand, wantEnv string
+	}{
+		{name: "default", wantCommand: "vault", wantEnv: "VAULT_NAMESPACE"},
+		{name: "cluster names bao", clusterCommand: "bao", wantCommand: "bao", wantEnv: "BAO_NAMESPACE"},
+		{name: "cluster names a path", clusterCommand: "/opt/openbao/bin/bao", wantCommand: "/opt/openbao/bin/bao", wantEnv: "BAO_NAMESPACE"},
+		{name: "request overrides the cluster", clusterCommand: "/opt/openbao/bin/bao", data: map[string]interface{}{"exec_command": "vault"}, wantCommand: "vault", wantEnv: "VAULT_NAMESPACE"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b, s, _ := newConfiguredBackend(t)
+			if tc.clusterCommand != "" {
+				mustOK(t, b, s, logical.UpdateOperation, "clusters/"+testCluster, map[string]interface{}{"kubeconfig_exec_command": tc.clusterCommand})
+			}
+			_, _, user, _ := loadExecKubeconfig(t, mustKubeconfig(t, b, s, "scanner/", testRole, tc.data).Data["kubeconfig"].(string))
+			if user.Exec.Command != tc.wantCommand || len(user.Exec.Env) == 0 || user.Exec.Env[0].Name != tc.wantEnv {
+				t.Errorf("exec command %q env %+v, want %q and %s", user.Exec.Command, user.Exec.Env, tc.wantCommand, tc.wantEnv)
+			}
+		})
+	}
+	t.Run("a stored entry naming another program is refused", func(t *testing.T) {
+		b, s, _ := newConfiguredBackend(t)
+		cfg, err := getCluster(context.Background(), s, testCluster)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.KubeconfigExecCommand = "/bin/sh"
+		entry, err := logical.StorageEntryJSON(clusterStoragePrefix+testCluster, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Put(context.Background(), entry); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := kubeconfigRequest(t, b, s, "scanner/", testRole, nil)
+		if err == nil && resp != nil && !resp.IsError() {
+			t.Fatalf("a kubeconfig running /bin/sh was returned: %v", resp.Data["kubeconfig"])
+		}
+	})
 }

@@ -117,6 +117,125 @@ func TestThreatCredsCallerTargetsConfined(t *testing.T) {
 	}
 }
 
+// A creds/ caller of a role bound to an existing service account cannot use
+// the fields Terraform sends (kubernetes_namespace, cluster_role_binding,
+// kubernetes_namespaces) to change what is issued: every value other than
+// the role's own is refused on GET and POST, on creds/ and kubeconfig/,
+// before the API server is called; the values that restate the role issue
+// a token of exactly the role's service account, bound to one Secret.
+func TestThreatCredsCallerCannotWidenAnExistingAccount(t *testing.T) {
+	long := strings.Repeat("n", 10<<10)
+	refused := []struct {
+		name string
+		data map[string]interface{}
+		want string
+	}{
+		{"another namespace", map[string]interface{}{"kubernetes_namespace": "kube-system"}, "may only restate"},
+		{"the namespace with a suffix", map[string]interface{}{"kubernetes_namespace": testNamespace + "-x"}, "may only restate"},
+		{"a path in the namespace", map[string]interface{}{"kubernetes_namespace": testNamespace + "/../kube-system"}, "may only restate"},
+		{"10 KiB namespace", map[string]interface{}{"kubernetes_namespace": long}, "may only restate"},
+		{"cluster-wide binding", map[string]interface{}{"kubernetes_namespace": testNamespace, "cluster_role_binding": true}, "cluster_role_binding=true does not apply"},
+		{"cluster-wide binding as a string", map[string]interface{}{"cluster_role_binding": "true"}, "cluster_role_binding=true does not apply"},
+		{"the namespace as a list", map[string]interface{}{"kubernetes_namespaces": testNamespace}, "kubernetes_namespaces does not apply"},
+		{"several namespaces", map[string]interface{}{"kubernetes_namespaces": testNamespace + ",kube-system"}, "kubernetes_namespaces does not apply"},
+	}
+	for _, op := range []logical.Operation{logical.ReadOperation, logical.UpdateOperation} {
+		for _, tc := range refused {
+			t.Run(string(op)+" "+tc.name, func(t *testing.T) {
+				b, s, fk := newConfiguredBackend(t)
+				fk.clientset.ClearActions()
+				path := "creds/" + testRole
+				if _, list := tc.data["kubernetes_namespaces"]; op == logical.ReadOperation && !list && tc.data["cluster_role_binding"] == nil {
+					// kubeconfig/ takes kubernetes_namespace, not cluster_role_binding.
+					path = "kubeconfig/" + testRole
+				}
+				resp, err := b.HandleRequest(context.Background(), &logical.Request{Operation: op, Path: path, Storage: s, Data: tc.data, MountPoint: "scanner/"})
+				if err != nil || resp == nil || !resp.IsError() || !containsFold(resp.Error().Error(), tc.want) {
+					t.Fatalf("%s %s: want a 400 mentioning %q, got %v %v", op, path, tc.want, resp, err)
+				}
+				if msg := resp.Error().Error(); strings.Contains(msg, long[:300]) {
+					t.Errorf("the error echoes the whole input (%d bytes)", len(msg))
+				}
+				if acts := fk.clientset.Actions(); len(acts) != 0 {
+					t.Errorf("a refused request called the API server: %v", acts)
+				}
+				if len(walEntries(t, s)) != 0 {
+					t.Error("a refused request left a WAL entry")
+				}
+			})
+		}
+	}
+	t.Run("restating the role issues exactly its account", func(t *testing.T) {
+		b, s, fk := newConfiguredBackend(t)
+		resp := mustOK(t, b, s, logical.UpdateOperation, "creds/"+testRole, map[string]interface{}{"kubernetes_namespace": testNamespace, "cluster_role_binding": false, "ttl": ""})
+		claims, err := parseTokenClaims(resp.Data["service_account_token"].(string))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := "system:serviceaccount:" + testNamespace + ":" + testSA; claims.Sub != want {
+			t.Errorf("token subject %q, want %q", claims.Sub, want)
+		}
+		if left := leaseKubeObjects(t, fk); len(left) != 1 || left[kindSecret] != 1 {
+			t.Errorf("objects %v, want one bound Secret", left)
+		}
+	})
+}
+
+// A kubeconfig/ answer is often read, and its command run, by someone
+// else: a caller cannot make it name any program but vault or bao on the
+// reader's PATH, nor slip a second command or variable in through the
+// namespace, and what it does pass on stays separate arguments.
+func TestThreatKubeconfigCallerCannotChooseAProgram(t *testing.T) {
+	refused := []map[string]interface{}{
+		{"exec_command": "sh"},
+		{"exec_command": "/bin/sh"},
+		{"exec_command": "/tmp/vault"},
+		{"exec_command": "./vault"},
+		{"exec_command": "vault; id"},
+		{"exec_command": "vault\nid"},
+		{"exec_command": "VAULT"},
+		{"exec_command": "python3"},
+		{"vault_namespace": "scanner\nBAO_ADDR=http://evil"},
+		{"vault_namespace": "x y"},
+		{"vault_namespace": "../.."},
+	}
+	for _, data := range refused {
+		t.Run(fmt.Sprint(data), func(t *testing.T) {
+			b, s, fk := newConfiguredBackend(t)
+			fk.clientset.ClearActions()
+			resp, err := kubeconfigRequest(t, b, s, "team/scanner/", testRole, data)
+			if err != nil || resp == nil || !resp.IsError() {
+				t.Fatalf("want a 400, got %v %v", resp, err)
+			}
+			if acts := fk.clientset.Actions(); len(acts) != 0 {
+				t.Errorf("a refused request called the API server: %v", acts)
+			}
+		})
+	}
+	t.Run("accepted answers run vault or bao with separate arguments", func(t *testing.T) {
+		b, s, _ := ephemeralBackend(t, map[string]interface{}{"kubernetes_role_name": "pod-reader", "allowed_kubernetes_namespaces": "*"})
+		for _, data := range []map[string]interface{}{
+			{"exec_command": "bao", "vault_namespace": "team", "kubernetes_namespace": "team-a"},
+			{"exec_command": "vault", "ttl": "5m", "kubernetes_namespace": "team-b"},
+		} {
+			_, _, user, _ := loadExecKubeconfig(t, mustKubeconfig(t, b, s, "team/scanner/", "eph", data).Data["kubeconfig"].(string))
+			if c := user.Exec.Command; c != "vault" && c != "bao" {
+				t.Errorf("command %q", c)
+			}
+			for _, env := range user.Exec.Env {
+				if env.Name != "VAULT_NAMESPACE" && env.Name != "BAO_NAMESPACE" {
+					t.Errorf("exec env sets %s", env.Name)
+				}
+			}
+			for _, a := range user.Exec.Args {
+				if strings.ContainsAny(a, " ;|&$`\n") {
+					t.Errorf("argument %q holds shell syntax", a)
+				}
+			}
+		}
+	})
+}
+
 // ---- issuer mode: helpers ----
 
 // issuerWire is a mount whose cluster-a is in issuer mode and is a TLS API
@@ -762,6 +881,24 @@ func TestThreatClusterWriterRepointsIssuerCluster(t *testing.T) {
 	}
 	if legitAuds := audiences(legit); len(legitAuds) != 1 || !legitAuds[trusted] {
 		t.Errorf("the real API server received audiences %v", sortedKeys(legitAuds))
+	}
+}
+
+// A clusters/ writer chooses the command of every kubeconfig/ answer for
+// the cluster, which other people run: only vault or bao, by name or by a
+// clean absolute path outside world-writable directories; a refused write
+// leaves the entry as it was, and the credential is not needed for it.
+func TestThreatClusterWriterExecCommandConfined(t *testing.T) {
+	for _, command := range []string{"/bin/sh", "sh", "/usr/bin/env", "/tmp/vault", "/dev/shm/bao", "/var/tmp/vault", "/usr/bin/vault/../../bin/sh", "bin/vault", "/usr/bin/vault\n/bin/sh", "/usr/bin/vault-helper"} {
+		t.Run(command, func(t *testing.T) {
+			b, s, _ := newConfiguredBackend(t)
+			mustOK(t, b, s, logical.UpdateOperation, "clusters/"+testCluster, map[string]interface{}{"kubeconfig_exec_command": "bao"})
+			mustBadRequest(t, b, s, logical.UpdateOperation, "clusters/"+testCluster, map[string]interface{}{"kubeconfig_exec_command": command}, "kubeconfig_exec_command must")
+			_, _, user, _ := loadExecKubeconfig(t, mustKubeconfig(t, b, s, "scanner/", testRole, nil).Data["kubeconfig"].(string))
+			if user.Exec.Command != "bao" {
+				t.Errorf("after a refused write the command is %q, want the stored bao", user.Exec.Command)
+			}
+		})
 	}
 }
 

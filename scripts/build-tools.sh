@@ -14,6 +14,8 @@
 #   KUBE_APISERVER_BIN=.../kubernetes-<v>/kube-apiserver
 #   KUBECTL_BIN=.../kubernetes-<v>/kubectl
 #   ETCD_BIN=.../etcd-<v>/etcd
+#   EXTERNAL_SECRETS_BIN=.../external-secrets-<v>/external-secrets
+#   EXTERNAL_SECRETS_CRDS=.../external-secrets-<v>/crds   (its CRD manifests)
 #   GITLAB_VAULT_SECRETS_BIN=.../gitlab-vault-secrets-<v>/gitlab-vault-secrets
 #   HVAC_PYTHON=.../hvac-<v>/python3         (Debian hosts: apt-get and dpkg)
 #   NODE_VAULT_NODE=.../node-vault-<v>/node  (hosts with node and npm)
@@ -33,6 +35,7 @@ set -euo pipefail
 VAULT_VERSION=v1.21.0       # github.com/hashicorp/vault (v1.21.3/.4 don't build)
 KUBERNETES_VERSION=v1.37.2  # k8s.io/kubernetes; staging modules at v0.37.2
 ETCD_VERSION=v3.6.16        # go.etcd.io/etcd/server/v3
+EXTERNAL_SECRETS_VERSION=v0.16.2 # github.com/external-secrets/external-secrets (later ones don't build)
 VSO_VERSION=v0.10.0         # github.com/hashicorp/vault-secrets-operator (the only version served)
 # -----------------------------------------------------------------------------
 
@@ -44,6 +47,7 @@ CACHE_ROOT="$(cd "$CACHE_ROOT" && pwd)"
 VAULT_DIR="$CACHE_ROOT/vault-$VAULT_VERSION"
 KUBERNETES_DIR="$CACHE_ROOT/kubernetes-$KUBERNETES_VERSION"
 ETCD_DIR="$CACHE_ROOT/etcd-$ETCD_VERSION"
+EXTERNAL_SECRETS_DIR="$CACHE_ROOT/external-secrets-$EXTERNAL_SECRETS_VERSION"
 VSO_DIR="$CACHE_ROOT/vault-secrets-operator-$VSO_VERSION"
 
 log() { printf '%s\n' "$*" >&2; }
@@ -321,6 +325,32 @@ else
 	log "node-vault: skipped (needs node and npm)"
 fi
 
+# --- external-secrets: the operator, unmodified, and its CRDs -----------------
+# Its main package is the module root; every provider SDK is compiled in
+# (v0.16.2 has no build tags to leave them out). The CRDs the controller
+# watches are copied from the module next to the binary.
+ESO_MOD="$ROOT/tools/external-secrets"
+ESO_MODULE=github.com/external-secrets/external-secrets
+if [[ ! -x "$EXTERNAL_SECRETS_DIR/external-secrets" || ! -d "$EXTERNAL_SECRETS_DIR/crds" ]]; then
+	check_pin "$ESO_MOD" "$ESO_MODULE" "$EXTERNAL_SECRETS_VERSION"
+fi
+build external-secrets "$EXTERNAL_SECRETS_VERSION" "$ESO_MOD" "$ESO_MODULE" \
+	"$EXTERNAL_SECRETS_DIR/external-secrets" "15 min" "-s -w"
+if [[ ! -d "$EXTERNAL_SECRETS_DIR/crds" ]]; then
+	lock_cache
+	eso_src="$(cd "$ESO_MOD" && go_env go mod download "$ESO_MODULE" &&
+		go_env go list -m -f '{{.Dir}}' "$ESO_MODULE")" ||
+		die "cannot locate the $ESO_MODULE module"
+	rm -rf "$EXTERNAL_SECRETS_DIR"/.crds.*
+	eso_tmp="$(mktemp -d "$EXTERNAL_SECRETS_DIR/.crds.XXXXXX")"
+	cp "$eso_src"/config/crds/bases/*external-secrets.io_*.yaml "$eso_tmp"/ ||
+		die "copying the external-secrets CRDs failed"
+	chmod 0644 "$eso_tmp"/*.yaml
+	chmod 0755 "$eso_tmp"
+	mv "$eso_tmp" "$EXTERNAL_SECRETS_DIR/crds"
+	log "external-secrets $EXTERNAL_SECRETS_VERSION: CRDs in $EXTERNAL_SECRETS_DIR/crds"
+fi
+
 # --- vault-secrets-operator (VSO): the consumer tested by vso_test.go ---------
 # Built unmodified from its module root (its main package); its CRDs are
 # copied next to the binary, since the tests install them.
@@ -359,6 +389,8 @@ printf 'VAULT_BIN=%s\n' "$VAULT_DIR/vault"
 printf 'KUBE_APISERVER_BIN=%s\n' "$KUBERNETES_DIR/kube-apiserver"
 printf 'KUBECTL_BIN=%s\n' "$KUBERNETES_DIR/kubectl"
 printf 'ETCD_BIN=%s\n' "$ETCD_DIR/etcd"
+printf 'EXTERNAL_SECRETS_BIN=%s\n' "$EXTERNAL_SECRETS_DIR/external-secrets"
+printf 'EXTERNAL_SECRETS_CRDS=%s\n' "$EXTERNAL_SECRETS_DIR/crds"
 printf 'GITLAB_VAULT_SECRETS_BIN=%s\n' "$GITLAB_VAULT_SECRETS_DIR/gitlab-vault-secrets"
 if [[ -x "$HVAC_DIR/python3" ]]; then printf 'HVAC_PYTHON=%s\n' "$HVAC_DIR/python3"; fi
 if [[ -x "$NODE_VAULT_DIR/node" ]]; then printf 'NODE_VAULT_NODE=%s\n' "$NODE_VAULT_DIR/node"; fi

@@ -140,3 +140,34 @@ func buildExecLoop(t *testing.T) string {
 	}
 	return bin
 }
+
+// baoStandIn writes, in a directory of its own, a program named bao that
+// stands in for OpenBao's CLI (which cannot be built here): it reads only
+// the BAO_* variables, as bao does first, records its arguments and whether
+// BAO_NAMESPACE was set in log, and runs the vault binary with them. It
+// returns the directory to put on PATH and the log's path.
+func baoStandIn(t *testing.T) (dir, log string) {
+	t.Helper()
+	dir, log = t.TempDir(), filepath.Join(t.TempDir(), "bao.log")
+	script := `#!/bin/sh
+printf 'args=%s namespace_set=%s namespace=%s\n' "$*" "${BAO_NAMESPACE+yes}" "$BAO_NAMESPACE" >> '` + log + `'
+VAULT_ADDR="$BAO_ADDR" VAULT_TOKEN="$BAO_TOKEN" VAULT_NAMESPACE="$BAO_NAMESPACE" exec '` + st.Vault.Bin + `' "$@"
+`
+	if err := os.WriteFile(filepath.Join(dir, "bao"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir, log
+}
+
+// baoEnv is execEnv for a bao user: BAO_ADDR and BAO_TOKEN only, and on
+// PATH the stand-in's directory, not the vault binary's.
+func baoEnv(t *testing.T, token, dir string) []string {
+	t.Helper()
+	return []string{
+		"BAO_ADDR=" + st.Vault.Addr,
+		"BAO_TOKEN=" + token,
+		"VAULT_FORMAT=json",
+		"PATH=" + dir + string(os.PathListSeparator) + os.Getenv("PATH"),
+		"HOME=" + t.TempDir(),
+	}
+}

@@ -3,6 +3,9 @@ package acceptance
 import (
 	"encoding/json"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -202,4 +205,54 @@ watch:
 	if maxLive > 2 || maxSecrets > 2 {
 		t.Errorf("at most %d live leases and %d bound Secrets at once; want at most 2 (expired ones revoked)", maxLive, maxSecrets)
 	}
+}
+
+// kubeconfig/<role> exec_command=bao: the kubeconfig runs bao (a stand-in
+// that, like OpenBao's CLI, reads BAO_ADDR and BAO_TOKEN) with the same
+// arguments and BAO_NAMESPACE pinned empty (the mount is in the root
+// namespace); kubectl works with only BAO_* in its environment and no vault
+// on PATH, one lease per run.
+func TestExecCredentialBaoCommand(t *testing.T) {
+	t.Parallel()
+	ensureTargetPod(t)
+	role := "execcred-bao"
+	writeRole(t, role)
+	revokeRoleLeasesAtEnd(t, role)
+	token := execClientToken(t, role)
+
+	done := step(t, "vault read -field=kubeconfig %s/kubeconfig/%s exec_command=bao", stack.Mount, role)
+	kc := writeExecKubeconfig(t, role, "exec_command=bao")
+	raw, err := os.ReadFile(kc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"command: bao", "name: BAO_NAMESPACE", "BAO_ADDR"} {
+		if !strings.Contains(string(raw), want) {
+			t.Fatalf("kubeconfig lacks %q:\n%s", want, raw)
+		}
+	}
+	done()
+
+	done = step(t, "kubectl get pods with only BAO_ADDR and BAO_TOKEN")
+	dir, log := baoStandIn(t)
+	if _, err := exec.LookPath(filepath.Join(dir, "vault")); err == nil {
+		t.Fatal("the stand-in's directory holds vault")
+	}
+	before := roleLeases(t, role)
+	r := kubectlExec(t, baoEnv(t, token, dir), kc, "get", "pods", "-o", "name")
+	if r.ExitCode != 0 || strings.TrimSpace(r.Stdout) != "pod/"+stack.TargetPod {
+		t.Fatalf("kubectl get pods: %s", r)
+	}
+	if added := newLeases(before, roleLeases(t, role)); len(added) != 1 {
+		t.Fatalf("new leases %v, want one", added)
+	}
+	got, err := os.ReadFile(log)
+	if err != nil {
+		t.Fatalf("bao never ran: %v", err)
+	}
+	want := "args=read -format=table -field=exec_credential " + stack.Mount + "/creds/" + role + " namespace_set=yes namespace=\n"
+	if string(got) != want {
+		t.Errorf("bao ran as\n%q\nwant\n%q", got, want)
+	}
+	done()
 }

@@ -171,6 +171,7 @@ func (s *Stack) LogFiles() []string {
 	for _, p := range []string{
 		filepath.Join(s.Dir, "vault", "vault.log"),
 		filepath.Join(s.Dir, "vault", "audit.log"),
+		s.externalSecretsLog(),
 	} {
 		if fileExists(p) {
 			out = append(out, p)
