@@ -155,7 +155,7 @@ func esoGet(t *testing.T, seen *tokenSet) {
 	done()
 
 	done = step(t, "deleting the ExternalSecret and its generator revokes nothing")
-	if res, err := st.KubectlAdmin(testCtx(t, time.Minute), "delete", "externalsecret,vaultdynamicsecret", "scan-get", "-n", esoNamespace, "--wait"); err != nil || res.ExitCode != 0 {
+	if res, err := st.KubectlAdmin(testCtx(t, time.Minute), "delete", "externalsecret,vaultdynamicsecrets.generators.external-secrets.io", "scan-get", "-n", esoNamespace, "--wait"); err != nil || res.ExitCode != 0 {
 		t.Fatalf("kubectl delete: %v %s", err, res)
 	}
 	// A revoked token dies within about 10 s (the API server's token cache).

@@ -40,6 +40,10 @@ const (
 	vsoLoginRenewedTTL = 15 * time.Second
 )
 
+// vdsResource is VSO's VaultDynamicSecret by its full name: external-secrets
+// has a kind of the same name, and both may be installed.
+const vdsResource = "vaultdynamicsecrets.secrets.hashicorp.com"
+
 // vsoKubeManifest is what an operator installs for VSO's Kubernetes auth:
 // the namespace, the service account VSO logs in as, and a token reviewer
 // for Vault with system:auth-delegator.
@@ -292,7 +296,7 @@ func applyVDS(t *testing.T, name, manifest string) {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		res, err := st.KubectlAdmin(ctx, "delete", "vaultdynamicsecret", name, "-n", vsoNamespace, "--ignore-not-found", "--timeout=45s")
+		res, err := st.KubectlAdmin(ctx, "delete", vdsResource, name, "-n", vsoNamespace, "--ignore-not-found", "--timeout=45s")
 		if err != nil || res.ExitCode != 0 {
 			t.Logf("cleanup: delete VaultDynamicSecret %s: %v %s", name, err, res)
 		}
@@ -350,7 +354,7 @@ func waitVSOSynced(t *testing.T, name, role string) vsoSecret {
 	waitRoleLeases(t, role, 2, time.Minute)
 	var gens string
 	_, err := stack.Poll(testCtx(t, time.Minute), 30*time.Second, 250*time.Millisecond, func() (bool, error) {
-		res, err := st.KubectlAdmin(testCtx(t, time.Minute), "get", "vaultdynamicsecret", name, "-n", vsoNamespace,
+		res, err := st.KubectlAdmin(testCtx(t, time.Minute), "get", vdsResource, name, "-n", vsoNamespace,
 			"-o", "jsonpath={.metadata.generation} {.status.lastGeneration}")
 		if err != nil || res.ExitCode != 0 {
 			return false, fmt.Errorf("kubectl get vaultdynamicsecret %s: %v %s", name, err, res)

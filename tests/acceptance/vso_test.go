@@ -207,7 +207,7 @@ func testVSODeleteRevokes(t *testing.T) {
 
 			done = step(t, "delete the VaultDynamicSecret (revoked: %v)", tc.revoked)
 			deleted := time.Now()
-			res, err := st.KubectlAdmin(testCtx(t, time.Minute), "delete", "vaultdynamicsecret", tc.name, "-n", vsoNamespace, "--timeout=45s")
+			res, err := st.KubectlAdmin(testCtx(t, time.Minute), "delete", vdsResource, tc.name, "-n", vsoNamespace, "--timeout=45s")
 			if err != nil || res.ExitCode != 0 {
 				t.Fatalf("kubectl delete vaultdynamicsecret: %v %s", err, res)
 			}
@@ -419,7 +419,7 @@ spec:
 			t.Cleanup(func() {
 				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 				defer cancel()
-				if res, err := st.KubectlAdmin(ctx, "delete", "vaultdynamicsecret", tc.name, "-n", ns, "--ignore-not-found", "--timeout=45s"); err != nil || res.ExitCode != 0 {
+				if res, err := st.KubectlAdmin(ctx, "delete", vdsResource, tc.name, "-n", ns, "--ignore-not-found", "--timeout=45s"); err != nil || res.ExitCode != 0 {
 					t.Logf("cleanup: delete VaultDynamicSecret %s/%s: %v %s", ns, tc.name, err, res)
 				}
 			})
