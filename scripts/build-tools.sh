@@ -366,7 +366,7 @@ if [[ ! -x "$VSO_DIR/vault-secrets-operator" || ! -d "$VSO_DIR/crds" ]]; then
 		vso_ldflags+=" -X $VSO_PKG/internal/version.$kv"
 	done
 	build vault-secrets-operator "$VSO_VERSION" "$VSO_MOD" "$VSO_PKG" \
-		"$VSO_DIR/vault-secrets-operator" "3-8 min" "$vso_ldflags"
+		"$VSO_DIR/vault-secrets-operator" "2-8 min" "$vso_ldflags"
 	vso_reports="$("$VSO_DIR/vault-secrets-operator" -version -output=json | sed -n 's/.*"gitVersion": *"\([^"]*\)".*/\1/p')"
 	[[ "$vso_reports" == "$VSO_VERSION" ]] ||
 		die "$VSO_DIR/vault-secrets-operator reports version '$vso_reports', want $VSO_VERSION"
