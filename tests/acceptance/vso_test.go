@@ -243,9 +243,9 @@ func testVSODeleteRevokes(t *testing.T) {
 
 // (4) VSO's own Vault login bounds the credential: under a 20 s login the
 // 90 s credential dies when the login expires (Vault revokes the leases a
-// token created when it expires). VSO then logs in again and writes a new
-// credential, which meets the same end. testVSOGetRotates is the setting
-// that avoids it: a login that outlives the lease.
+// token created when it expires). By then VSO has logged in again and
+// written a new credential. testVSORenewedLoginKeepsCredential and
+// testVSOGetRotates show the setting that avoids it.
 func testVSOLoginCapsCredential(t *testing.T) {
 	t.Parallel()
 	const role, ttl = "vso-login", 90 * time.Second
