@@ -14,9 +14,11 @@ PLATFORMS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64
 # acceptance tests can watch rollback delete what a killed plugin left.
 SHORTWAL_BIN := $(CURDIR)/bin/$(PLUGIN)-shortwal
 
-# Loads the pinned Vault, kube-apiserver, kubectl and etcd (built and cached
-# on first use) into the environment of the recipe line that uses it.
+# Loads the pinned tools (built and cached on first use) into the
+# environment of the recipe line that uses it: all of them for the tests,
+# only Vault, kube-apiserver, kubectl and etcd for the demo and benchmarks.
 WITH_TOOLS := set -a; eval "$$(scripts/build-tools.sh)"; PLUGIN_BINARY=$(BIN); PLUGIN_VERSION=$(VERSION); PLUGIN_SHORTWAL_BINARY=$(SHORTWAL_BIN); set +a;
+WITH_CORE_TOOLS := set -a; eval "$$(scripts/build-tools.sh --core)"; PLUGIN_BINARY=$(BIN); PLUGIN_VERSION=$(VERSION); set +a;
 
 .PHONY: all build build-shortwal test unit acceptance fuzz tools demo dev bench fmt vet lint release clean
 
@@ -52,16 +54,16 @@ acceptance: build build-shortwal
 	$(WITH_TOOLS) cd tests/acceptance && go vet ./... && go test -count=1 -v -timeout 60m ./...
 
 demo: build
-	$(WITH_TOOLS) cd tests/acceptance && go run ./cmd/demo
+	$(WITH_CORE_TOOLS) cd tests/acceptance && go run ./cmd/demo
 
 dev: build
-	$(WITH_TOOLS) cd tests/acceptance && go run ./cmd/demo -keep
+	$(WITH_CORE_TOOLS) cd tests/acceptance && go run ./cmd/demo -keep
 
 # The in-process benchmarks, then the load generator against a local stack
 # (docs/performance.md; BENCH_FLAGS=-quick for a short smoke run).
 bench: build
 	go test -run '^$$' -bench . -benchmem ./backend/
-	$(WITH_TOOLS) cd tools/bench && go run . $(BENCH_FLAGS)
+	$(WITH_CORE_TOOLS) cd tools/bench && go run . $(BENCH_FLAGS)
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -8,6 +8,8 @@
 # Usage:
 #   scripts/build-tools.sh                  # progress on stderr, paths on stdout
 #   set -a; eval "$(scripts/build-tools.sh)"; set +a
+#   scripts/build-tools.sh --core           # only Vault, Kubernetes and etcd
+#                                           # (make demo / make dev; the first four lines below)
 #
 # Prints exactly (absolute paths):
 #   VAULT_BIN=.../vault-<v>/vault
@@ -30,6 +32,13 @@
 # below AND in tools/<name>/go.mod (see tools/README.md); the script refuses to
 # run if the two disagree.
 set -euo pipefail
+
+SCOPE=all
+case "${1:-}" in
+--core) SCOPE=core ;;
+"") ;;
+*) printf 'usage: %s [--core]\n' "$0" >&2; exit 2 ;;
+esac
 
 # --- Pinned versions: the one place to change them. -------------------------
 VAULT_VERSION=v1.21.0       # github.com/hashicorp/vault (v1.21.3/.4 don't build)
@@ -227,6 +236,17 @@ if [[ ! -x "$VAULT_DIR/vault" ]]; then
 fi
 build vault "$VAULT_VERSION" "$VAULT_MOD" github.com/hashicorp/vault "$VAULT_DIR/vault" "20-23 min" "${vault_ldflags:-}"
 
+print_core_paths() {
+	printf 'VAULT_BIN=%s\n' "$VAULT_DIR/vault"
+	printf 'KUBE_APISERVER_BIN=%s\n' "$KUBERNETES_DIR/kube-apiserver"
+	printf 'KUBECTL_BIN=%s\n' "$KUBERNETES_DIR/kubectl"
+	printf 'ETCD_BIN=%s\n' "$ETCD_DIR/etcd"
+}
+if [[ "$SCOPE" == core ]]; then
+	print_core_paths
+	exit 0
+fi
+
 # --- GitLab Runner's Vault code (tools/gitlab-vault-secrets) -----------------
 # Its own module, so neither the plugin nor the acceptance tests pull the
 # runner's dependencies. The runner module is served as a pseudo-version.
@@ -385,10 +405,7 @@ else
 	log "vault-secrets-operator $VSO_VERSION: cached"
 fi
 
-printf 'VAULT_BIN=%s\n' "$VAULT_DIR/vault"
-printf 'KUBE_APISERVER_BIN=%s\n' "$KUBERNETES_DIR/kube-apiserver"
-printf 'KUBECTL_BIN=%s\n' "$KUBERNETES_DIR/kubectl"
-printf 'ETCD_BIN=%s\n' "$ETCD_DIR/etcd"
+print_core_paths
 printf 'EXTERNAL_SECRETS_BIN=%s\n' "$EXTERNAL_SECRETS_DIR/external-secrets"
 printf 'EXTERNAL_SECRETS_CRDS=%s\n' "$EXTERNAL_SECRETS_DIR/crds"
 printf 'GITLAB_VAULT_SECRETS_BIN=%s\n' "$GITLAB_VAULT_SECRETS_DIR/gitlab-vault-secrets"
