@@ -1,7 +1,6 @@
 package acceptance
 
 import (
-	"net"
 	"net/http"
 	"os"
 	"slices"
@@ -33,7 +32,7 @@ const (
 // stopped before their leases are revoked.
 func TestExternalSecretsVaultDynamicSecret(t *testing.T) {
 	t.Parallel()
-	bin, crds, err := stack.ResolveExternalSecrets(testCtx(t, 30*time.Minute))
+	bin, crds, err := stack.ResolveExternalSecrets(testCtx(t, 30*time.Minute), t)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,12 +70,12 @@ func TestExternalSecretsVaultDynamicSecret(t *testing.T) {
 	// Registered last, so it runs first: nothing issues a lease after the
 	// cleanups above revoke them.
 	t.Cleanup(eso.Stop)
-	addrs, err := stack.ListeningAddrs(eso.Proc.Pid())
+	addrs, err := stack.ListenAddrs(eso.Proc.Pid())
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, a := range addrs {
-		if host, _, _ := net.SplitHostPort(a); !net.ParseIP(host).IsLoopback() {
+		if !a.Addr().IsLoopback() {
 			t.Errorf("external-secrets listens on %s: only loopback listeners are allowed", a)
 		}
 	}

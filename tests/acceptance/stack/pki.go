@@ -30,6 +30,47 @@ func newPKI(dir string) (*PKI, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
+	srv, err := newServingPKI("vault-plugin-scanner-test-ca", "kube-apiserver",
+		[]string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
+		[]net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("10.0.0.1")})
+	if err != nil {
+		return nil, err
+	}
+	saKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, err
+	}
+	p := &PKI{
+		CAPEM:     srv.caPEM,
+		CAFile:    filepath.Join(dir, "ca.crt"),
+		CertFile:  filepath.Join(dir, "apiserver.crt"),
+		KeyFile:   filepath.Join(dir, "apiserver.key"),
+		SAKeyFile: filepath.Join(dir, "sa.key"),
+		CertPool:  x509.NewCertPool(),
+	}
+	p.CertPool.AddCert(srv.caCert)
+	files := map[string][]byte{
+		p.CAFile:    srv.caPEM,
+		p.CertFile:  srv.certPEM,
+		p.KeyFile:   srv.keyPEM,
+		p.SAKeyFile: pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(saKey)}),
+	}
+	for path, data := range files {
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// servingPKI is a fresh P-256 CA and one serving certificate it signed,
+// PEM-encoded: what each TLS server of the stack presents.
+type servingPKI struct {
+	caCert                 *x509.Certificate
+	caPEM, certPEM, keyPEM []byte
+}
+
+func newServingPKI(caName, serverName string, dnsNames []string, ips []net.IP) (*servingPKI, error) {
 	now := time.Now()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -37,7 +78,7 @@ func newPKI(dir string) (*PKI, error) {
 	}
 	caTmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "vault-plugin-scanner-test-ca"},
+		Subject:               pkix.Name{CommonName: caName},
 		NotBefore:             now.Add(-time.Hour),
 		NotAfter:              now.Add(7 * 24 * time.Hour),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
@@ -52,51 +93,32 @@ func newPKI(dir string) (*PKI, error) {
 	if err != nil {
 		return nil, err
 	}
-	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
 	}
-	srvTmpl := &x509.Certificate{
+	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: "kube-apiserver"},
+		Subject:      pkix.Name{CommonName: serverName},
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(7 * 24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("10.0.0.1")},
+		DNSNames:     dnsNames,
+		IPAddresses:  ips,
 	}
-	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, caCert, &srvKey.PublicKey, caKey)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
 	if err != nil {
 		return nil, err
 	}
-	saKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	keyDER, err := x509.MarshalECPrivateKey(key)
 	if err != nil {
 		return nil, err
 	}
-	p := &PKI{
-		CAFile:    filepath.Join(dir, "ca.crt"),
-		CertFile:  filepath.Join(dir, "apiserver.crt"),
-		KeyFile:   filepath.Join(dir, "apiserver.key"),
-		SAKeyFile: filepath.Join(dir, "sa.key"),
-	}
-	p.CAPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
-	srvKeyDER, err := x509.MarshalECPrivateKey(srvKey)
-	if err != nil {
-		return nil, err
-	}
-	files := map[string][]byte{
-		p.CAFile:    p.CAPEM,
-		p.CertFile:  pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srvDER}),
-		p.KeyFile:   pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: srvKeyDER}),
-		p.SAKeyFile: pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(saKey)}),
-	}
-	for path, data := range files {
-		if err := os.WriteFile(path, data, 0o600); err != nil {
-			return nil, err
-		}
-	}
-	p.CertPool = x509.NewCertPool()
-	p.CertPool.AddCert(caCert)
-	return p, nil
+	return &servingPKI{
+		caCert:  caCert,
+		caPEM:   pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
+		certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		keyPEM:  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
+	}, nil
 }

@@ -71,23 +71,11 @@ func ResolveTools(ctx context.Context, log Logger) (Tools, error) {
 		if !fileExists(script) {
 			return t, fmt.Errorf("tool paths not set (VAULT_BIN, KUBE_APISERVER_BIN, KUBECTL_BIN, ETCD_BIN) and %s does not exist", script)
 		}
-		log.Logf("tools: running %s (builds pinned Vault, kube-apiserver, kubectl, etcd on first use: 30-40 min on 2 cores, progress every 30 s)", script)
+		log.Logf("tools: running %s (builds the pinned tools on first use: 30-45 min on 2 cores, progress every 30 s)", script)
 		start := time.Now()
-		cmd := exec.CommandContext(ctx, "bash", script)
-		cmd.Dir = root
-		var out bytes.Buffer
-		cmd.Stdout = &out
-		cmd.Stderr = os.Stderr
-		if err := cmd.Run(); err != nil {
-			return t, fmt.Errorf("%s: %w", script, err)
-		}
-		vals := map[string]string{}
-		sc := bufio.NewScanner(&out)
-		for sc.Scan() {
-			line := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(sc.Text()), "export "))
-			if k, v, ok := strings.Cut(line, "="); ok {
-				vals[k] = strings.Trim(v, `"'`)
-			}
+		vals, err := runBuildTools(ctx)
+		if err != nil {
+			return t, err
 		}
 		for _, e := range toolEnv {
 			if *e.get(&t) == "" {
@@ -146,4 +134,53 @@ func ResolvePlugin() (Plugin, error) {
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
+}
+
+// runBuildTools runs scripts/build-tools.sh (which builds what is not
+// cached, its progress on stderr) and returns the NAME=path lines it prints.
+func runBuildTools(ctx context.Context) (map[string]string, error) {
+	root, err := RepoRoot()
+	if err != nil {
+		return nil, err
+	}
+	script := filepath.Join(root, "scripts", "build-tools.sh")
+	cmd := exec.CommandContext(ctx, "bash", script)
+	cmd.Dir = root
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("%s: %w", script, err)
+	}
+	vals := map[string]string{}
+	sc := bufio.NewScanner(&out)
+	for sc.Scan() {
+		line := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(sc.Text()), "export "))
+		if k, v, ok := strings.Cut(line, "="); ok {
+			vals[k] = strings.Trim(v, `"'`)
+		}
+	}
+	return vals, nil
+}
+
+// resolveConsumer returns a consumer's binary and its CRD directory from
+// the environment variables binVar and dirVar or, when either is unset,
+// from what scripts/build-tools.sh prints.
+func resolveConsumer(ctx context.Context, log Logger, binVar, dirVar string) (bin, dir string, err error) {
+	bin, dir = os.Getenv(binVar), os.Getenv(dirVar)
+	if bin == "" || dir == "" {
+		log.Logf("tools: %s or %s unset: running scripts/build-tools.sh", binVar, dirVar)
+		vals, err := runBuildTools(ctx)
+		if err != nil {
+			return "", "", fmt.Errorf("%s or %s unset, and %w", binVar, dirVar, err)
+		}
+		bin, dir = vals[binVar], vals[dirVar]
+	}
+	if fi, err := os.Stat(bin); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
+		return "", "", fmt.Errorf("%s=%q: not an executable file (%v)", binVar, bin, err)
+	}
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return "", "", fmt.Errorf("%s=%q: not a directory (%v)", dirVar, dir, err)
+	}
+	return bin, dir, nil
 }

@@ -1,13 +1,9 @@
 package stack
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -29,47 +25,7 @@ type VSO struct {
 // and VSO_CRDS or, when either is unset, from scripts/build-tools.sh (which
 // builds it on first use).
 func ResolveVSO(ctx context.Context, log Logger) (bin, crds string, err error) {
-	bin, crds = os.Getenv("VSO_BIN"), os.Getenv("VSO_CRDS")
-	if bin == "" || crds == "" {
-		vals, err := runBuildTools(ctx, log)
-		if err != nil {
-			return "", "", err
-		}
-		bin, crds = vals["VSO_BIN"], vals["VSO_CRDS"]
-	}
-	if fi, err := os.Stat(bin); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
-		return "", "", fmt.Errorf("VSO_BIN=%q: not an executable file (%v)", bin, err)
-	}
-	if fi, err := os.Stat(crds); err != nil || !fi.IsDir() {
-		return "", "", fmt.Errorf("VSO_CRDS=%q: not a directory (%v)", crds, err)
-	}
-	return bin, crds, nil
-}
-
-// runBuildTools runs scripts/build-tools.sh and returns its NAME=path lines.
-func runBuildTools(ctx context.Context, log Logger) (map[string]string, error) {
-	root, err := RepoRoot()
-	if err != nil {
-		return nil, err
-	}
-	script := filepath.Join(root, "scripts", "build-tools.sh")
-	log.Logf("tools: running %s", script)
-	cmd := exec.CommandContext(ctx, "bash", script)
-	cmd.Dir = root
-	var out bytes.Buffer
-	cmd.Stdout = &out
-	cmd.Stderr = os.Stderr
-	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("%s: %w", script, err)
-	}
-	vals := map[string]string{}
-	sc := bufio.NewScanner(&out)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(strings.TrimSpace(sc.Text()), "="); ok {
-			vals[k] = v
-		}
-	}
-	return vals, nil
+	return resolveConsumer(ctx, log, "VSO_BIN", "VSO_CRDS")
 }
 
 // StartVSO installs the operator's CRDs in the first cluster (server-side
