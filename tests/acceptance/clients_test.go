@@ -1,7 +1,6 @@
 package acceptance
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"os"
@@ -176,24 +175,6 @@ func (l libraryClient) revoke(t *testing.T, vaultToken string, c libraryCreds, a
 	if _, err := vaultClient(t).Sys().LookupWithContext(testCtx(t, time.Minute), c.LeaseID); err == nil {
 		t.Errorf("%s: lease %s still exists", args[0], c.LeaseID)
 	}
-}
-
-// policyAtEnd writes a Vault policy, deletes it when the test ends, and
-// returns its name.
-func policyAtEnd(t *testing.T, name, rules string) string {
-	t.Helper()
-	c := vaultClient(t)
-	if err := c.Sys().PutPolicyWithContext(testCtx(t, time.Minute), name, rules); err != nil {
-		t.Fatalf("write policy %s: %v", name, err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := c.Sys().DeletePolicyWithContext(ctx, name); err != nil {
-			t.Logf("cleanup: delete policy %s: %v", name, err)
-		}
-	})
-	return name
 }
 
 // clientTool is the path scripts/build-tools.sh printed as name (make

@@ -373,17 +373,11 @@ func setupESOVaultAuth(t *testing.T, policyRoles []string) {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		if res, err := st.Vault.CLI(ctx, "auth", "disable", esoAuthMount); err != nil || res.ExitCode != 0 {
-			t.Errorf("cleanup: vault auth disable %s: %v %s", esoAuthMount, err, res)
-		}
-		if err := vaultClient(t).Sys().DeletePolicyWithContext(ctx, esoPolicy); err != nil {
-			t.Errorf("cleanup: delete policy %s: %v", esoPolicy, err)
-		}
 		if res, err := st.KubectlAdmin(ctx, "delete", "clusterrolebinding", "--ignore-not-found", esoReviewerBinding); err != nil || res.ExitCode != 0 {
 			t.Logf("cleanup: delete clusterrolebinding %s: %v %s", esoReviewerBinding, err, res)
 		}
 	})
-	mustVault(t, "auth", "enable", "-path="+esoAuthMount, "kubernetes")
+	authMethodAtEnd(t, esoAuthMount, "kubernetes")
 	mustVault(t, "write", "auth/"+esoAuthMount+"/config",
 		"kubernetes_host="+st.Kube.URL,
 		"kubernetes_ca_cert=@"+st.Kube.PKI.CAFile,
@@ -393,9 +387,7 @@ func setupESOVaultAuth(t *testing.T, policyRoles []string) {
 	for _, role := range policyRoles {
 		policy.WriteString("path \"" + stack.Mount + "/creds/" + role + "\" {\n  capabilities = [\"read\", \"create\", \"update\"]\n}\n")
 	}
-	if err := vaultClient(t).Sys().PutPolicyWithContext(testCtx(t, time.Minute), esoPolicy, policy.String()); err != nil {
-		t.Fatalf("write policy %s: %v", esoPolicy, err)
-	}
+	policyAtEnd(t, esoPolicy, policy.String())
 }
 
 // tokenRequestsFor counts the successful TokenRequests for namespace/sa in

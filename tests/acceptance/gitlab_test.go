@@ -1,7 +1,6 @@
 package acceptance
 
 import (
-	"context"
 	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
@@ -16,8 +15,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	vaultapi "github.com/hashicorp/vault/api"
 
 	"github.com/vault-plugin-scanner/vault-plugin-scanner/tests/acceptance/stack"
 )
@@ -213,7 +210,6 @@ type gitlabAuditEntry struct {
 // creds/gitlab-ci. It returns the instance's signing key.
 func setupGitLabJWTAuth(t *testing.T) *rsa.PrivateKey {
 	t.Helper()
-	ctx := testCtx(t, time.Minute)
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		t.Fatal(err)
@@ -222,24 +218,8 @@ func setupGitLabJWTAuth(t *testing.T) *rsa.PrivateKey {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := vaultClient(t)
-	if err := c.Sys().EnableAuthWithOptionsWithContext(ctx, gitlabAuthPath, &vaultapi.EnableAuthOptions{Type: "jwt"}); err != nil {
-		t.Fatalf("enable jwt auth at %s: %v", gitlabAuthPath, err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := c.Sys().DisableAuthWithContext(ctx, gitlabAuthPath); err != nil {
-			t.Logf("cleanup: disable auth %s: %v", gitlabAuthPath, err)
-		}
-		if err := c.Sys().DeletePolicyWithContext(ctx, gitlabPolicy); err != nil {
-			t.Logf("cleanup: delete policy %s: %v", gitlabPolicy, err)
-		}
-	})
-	writes := []struct {
-		path string
-		data map[string]any
-	}{
+	authMethodAtEnd(t, gitlabAuthPath, "jwt")
+	writeAll(t, []vaultWrite{
 		{"auth/" + gitlabAuthPath + "/config", map[string]any{
 			"jwt_validation_pubkeys": []string{string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}))},
 			"bound_issuer":           gitlabIssuer,
@@ -253,16 +233,8 @@ func setupGitLabJWTAuth(t *testing.T) *rsa.PrivateKey {
 			"token_ttl":       gitlabTokenTTL.String(),
 			"token_max_ttl":   gitlabTokenTTL.String(),
 		}},
-	}
-	for _, w := range writes {
-		if _, err := c.Logical().WriteWithContext(ctx, w.path, w.data); err != nil {
-			t.Fatalf("write %s: %v", w.path, err)
-		}
-	}
-	if err := c.Sys().PutPolicyWithContext(ctx, gitlabPolicy,
-		`path "`+stack.Mount+`/creds/`+gitlabRole+`" { capabilities = ["read"] }`); err != nil {
-		t.Fatalf("write policy %s: %v", gitlabPolicy, err)
-	}
+	})
+	policyAtEnd(t, gitlabPolicy, `path "`+stack.Mount+`/creds/`+gitlabRole+`" { capabilities = ["read"] }`)
 	return key
 }
 

@@ -286,3 +286,55 @@ func writeRole(t *testing.T, name string, extra ...string) {
 }
 
 func secs(d time.Duration) string { return fmt.Sprintf("%.1fs", d.Seconds()) }
+
+// policyAtEnd writes a Vault policy, deletes it when the test ends, and
+// returns its name.
+func policyAtEnd(t *testing.T, name, rules string) string {
+	t.Helper()
+	c := vaultClient(t)
+	if err := c.Sys().PutPolicyWithContext(testCtx(t, time.Minute), name, rules); err != nil {
+		t.Fatalf("write policy %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := c.Sys().DeletePolicyWithContext(ctx, name); err != nil {
+			t.Logf("cleanup: delete policy %s: %v", name, err)
+		}
+	})
+	return name
+}
+
+// authMethodAtEnd enables a Vault auth method of kind at path and disables
+// it when the test ends, which revokes every login made through it and the
+// leases those logins created.
+func authMethodAtEnd(t *testing.T, path, kind string) {
+	t.Helper()
+	c := vaultClient(t)
+	if err := c.Sys().EnableAuthWithOptionsWithContext(testCtx(t, time.Minute), path, &vaultapi.EnableAuthOptions{Type: kind}); err != nil {
+		t.Fatalf("vault auth enable -path=%s %s: %v", path, kind, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := c.Sys().DisableAuthWithContext(ctx, path); err != nil {
+			t.Logf("cleanup: vault auth disable %s: %v", path, err)
+		}
+	})
+}
+
+// vaultWrite is one write of a Vault set-up, done in order by writeAll.
+type vaultWrite struct {
+	path string
+	data map[string]any
+}
+
+func writeAll(t *testing.T, writes []vaultWrite) {
+	t.Helper()
+	c := vaultClient(t)
+	for _, w := range writes {
+		if _, err := c.Logical().WriteWithContext(testCtx(t, time.Minute), w.path, w.data); err != nil {
+			t.Fatalf("vault write %s: %v", w.path, err)
+		}
+	}
+}

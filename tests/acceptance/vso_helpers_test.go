@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	vaultapi "github.com/hashicorp/vault/api"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -159,26 +158,10 @@ func setupVSOAuth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	vc := vaultClient(t)
-	if err := vc.Sys().EnableAuthWithOptionsWithContext(ctx, vsoAuthMount, &vaultapi.EnableAuthOptions{Type: "kubernetes"}); err != nil {
-		t.Fatalf("vault auth enable -path=%s kubernetes: %v", vsoAuthMount, err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := vaultClient(t).Sys().DisableAuthWithContext(ctx, vsoAuthMount); err != nil {
-			t.Logf("cleanup: vault auth disable %s: %v", vsoAuthMount, err)
-		}
-		for _, p := range []string{vsoPolicy, vsoRevokePolicy} {
-			if err := vaultClient(t).Sys().DeletePolicyWithContext(ctx, p); err != nil {
-				t.Logf("cleanup: vault policy delete %s: %v", p, err)
-			}
-		}
-	})
-	writes := []struct {
-		path string
-		data map[string]any
-	}{
+	authMethodAtEnd(t, vsoAuthMount, "kubernetes")
+	policyAtEnd(t, vsoPolicy, vsoPolicyHCL)
+	policyAtEnd(t, vsoRevokePolicy, vsoRevokePolicyHCL)
+	writeAll(t, []vaultWrite{
 		{"auth/" + vsoAuthMount + "/config", map[string]any{
 			"kubernetes_host":    st.Kube.URL,
 			"kubernetes_ca_cert": string(st.Kube.PKI.CAPEM),
@@ -212,17 +195,7 @@ func setupVSOAuth(t *testing.T) {
 			"token_ttl":                        "10m",
 			"token_max_ttl":                    "30m",
 		}},
-	}
-	for name, hcl := range map[string]string{vsoPolicy: vsoPolicyHCL, vsoRevokePolicy: vsoRevokePolicyHCL} {
-		if err := vc.Sys().PutPolicyWithContext(ctx, name, hcl); err != nil {
-			t.Fatalf("vault policy write %s: %v", name, err)
-		}
-	}
-	for _, w := range writes {
-		if _, err := vc.Logical().WriteWithContext(ctx, w.path, w.data); err != nil {
-			t.Fatalf("vault write %s: %v", w.path, err)
-		}
-	}
+	})
 }
 
 // vaultConnectionManifest is a VaultConnection named vso-vault in
