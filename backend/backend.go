@@ -68,6 +68,9 @@ type backend struct {
 	// rotationGrace is how long a replaced credential keeps working; tests
 	// shorten it.
 	rotationGrace time.Duration
+	// issuerKeyWarmUp is how long the issuer's next key is published
+	// before a rotation may make it sign (issuer.go); tests shorten it.
+	issuerKeyWarmUp time.Duration
 
 	// ownership caches the mount's ownership key (see ownership.go) once
 	// read or created; nil until then.
@@ -116,6 +119,8 @@ func newBackend(version string) *backend {
 		roles:          newRoleCache(),
 		rotation:       newRotationState(),
 		rotationGrace:  defaultRotationGrace,
+
+		issuerKeyWarmUp: issuerDocumentMaxAge * time.Second,
 	}
 	b.Backend = &framework.Backend{
 		Help:           strings.TrimSpace(backendHelp),

@@ -53,6 +53,7 @@ func newTestBackendLogging(t testing.TB, logger hclog.Logger, opts ...fakeKubeOp
 	config.System = &logical.StaticSystemView{DefaultLeaseTTLVal: time.Hour, MaxLeaseTTLVal: 24 * time.Hour}
 	b := newBackend("v0.0.0-test")
 	b.newKubeAPI = fk.factory()
+	b.issuerKeyWarmUp = 0 // tests that want it set it
 	if err := b.Setup(context.Background(), config); err != nil {
 		t.Fatal(err)
 	}

@@ -58,7 +58,11 @@ const (
 	issuerAudiencePrefix = "vault-plugin-scanner:"
 
 	// issuerDocumentMaxAge is the Cache-Control max-age of the published
-	// documents: short, so a new key is seen soon.
+	// documents: short, so a new key is seen soon. It is also how long a
+	// next key is published before it may sign (backend.issuerKeyWarmUp):
+	// a verifier that honours the max-age (kube-apiserver's OIDC key set
+	// does) does not fetch the keys again for an unknown kid until its copy
+	// expires, and would refuse tokens of a key it has not seen.
 	issuerDocumentMaxAge = 60
 
 	algRS256 = "RS256"
@@ -266,7 +270,13 @@ func (ks *issuerKeySet) nextRotation(cfg *issuerConfig) time.Time {
 
 // rotate makes next current, current previous (published until every token
 // it signed has expired) and a new next, and drops expired previous keys.
-func (ks *issuerKeySet) rotate(cfg *issuerConfig, now time.Time) error {
+// It refuses while the next key has been published for less than warmUp.
+func (ks *issuerKeySet) rotate(cfg *issuerConfig, now time.Time, warmUp time.Duration) error {
+	if next := ks.withState(keyNext); next != nil && now.Before(next.CreatedAt.Add(warmUp)) {
+		signsFrom := next.CreatedAt.Add(warmUp).UTC()
+		return userError{fmt.Errorf("the next key %s has been published only since %s, and API servers may keep an earlier copy of the key set for %s: it may sign from %s, rotate then",
+			next.ID, next.CreatedAt.Format(time.RFC3339), warmUp, signsFrom.Format(time.RFC3339))}
+	}
 	fresh, err := newSigningKey(cfg.SigningAlgorithm, keyNext, now)
 	if err != nil {
 		return err
@@ -554,7 +564,7 @@ func (b *backend) rotateIssuerKeys(ctx context.Context, s logical.Storage, now t
 	if cfg == nil || keys == nil {
 		return nil, nil, errIssuerNotConfigured
 	}
-	if err := keys.rotate(cfg, now); err != nil {
+	if err := keys.rotate(cfg, now, b.issuerKeyWarmUp); err != nil {
 		return nil, nil, err
 	}
 	if err := keys.save(ctx, s); err != nil {

@@ -3,6 +3,7 @@ package backend
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -309,7 +310,7 @@ func TestIssuerInvalidate(t *testing.T) {
 	}
 	// Another node rotates: storage changes behind this node's cache.
 	keys, _ := getIssuerKeySet(ctx, s)
-	if err := keys.rotate(defaultIssuerConfig(), time.Now()); err != nil {
+	if err := keys.rotate(defaultIssuerConfig(), time.Now(), 0); err != nil {
 		t.Fatal(err)
 	}
 	if err := keys.save(ctx, s); err != nil {
@@ -325,5 +326,50 @@ func TestIssuerInvalidate(t *testing.T) {
 	b.Invalidate(ctx, issuerKeysStorageKey)
 	if got := header(); got == k1 || got != keys.withState(keyCurrent).ID {
 		t.Errorf("after Invalidate the signing key is %s, want %s", got, keys.withState(keyCurrent).ID)
+	}
+}
+
+// A next key signs only once it has been published for the documents'
+// max-age: an API server that fetched the key set just before the key
+// existed does not fetch it again for an unknown kid until its copy
+// expires. Rotating earlier is a 400 that changes nothing.
+func TestIssuerRotateWaitsForWarmUp(t *testing.T) {
+	b, s, _ := newTestBackend(t)
+	configureIssuer(t, b, s, nil)
+	ctx := context.Background()
+	keys, err := getIssuerKeySet(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := keys.withState(keyNext)
+	warmUp := issuerDocumentMaxAge * time.Second
+	for _, tc := range []struct {
+		name   string
+		after  time.Duration
+		wantOK bool
+	}{
+		{"right after the key was made", 0, false},
+		{"a second before its warm-up ends", warmUp - time.Second, false},
+		{"when its warm-up ends", warmUp, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ks, _ := getIssuerKeySet(ctx, s)
+			err := ks.rotate(defaultIssuerConfig(), next.CreatedAt.Add(tc.after), warmUp)
+			if tc.wantOK != (err == nil) {
+				t.Fatalf("rotate %s after the next key was made: %v, want ok=%v", tc.after, err, tc.wantOK)
+			}
+			if err != nil && (!errors.As(err, new(userError)) || !strings.Contains(err.Error(), "may sign from")) {
+				t.Errorf("refusal %v: want a user error saying when the key may sign", err)
+			}
+			if err == nil && ks.withState(keyCurrent).ID != next.ID {
+				t.Errorf("current key %s, want the warmed-up next key %s", ks.withState(keyCurrent).ID, next.ID)
+			}
+		})
+	}
+
+	b.issuerKeyWarmUp = warmUp
+	mustBadRequest(t, b, s, logical.UpdateOperation, "issuer/rotate", nil, "may sign from")
+	if got := currentKey(t, b, s).ID; got == next.ID {
+		t.Errorf("a refused rotation made %s current", got)
 	}
 }

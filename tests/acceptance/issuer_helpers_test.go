@@ -68,8 +68,9 @@ func ensureIssuerConfig(t *testing.T) {
 
 // issuerKey is one entry of issuer/config's keys.
 type issuerKey struct {
-	KID   string `json:"kid"`
-	State string `json:"state"`
+	KID       string    `json:"kid"`
+	State     string    `json:"state"`
+	CreatedAt time.Time `json:"created_at"`
 }
 
 // issuerKeys reads issuer/config and returns its keys and the raw read
