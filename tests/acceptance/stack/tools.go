@@ -51,7 +51,7 @@ func RepoRoot() (string, error) {
 
 // ResolveTools takes tool paths from VAULT_BIN, KUBE_APISERVER_BIN,
 // KUBECTL_BIN and ETCD_BIN. If any is unset it runs scripts/build-tools.sh
-// (which builds the pinned versions into a cache the first time: 30-40 min on 2 cores)
+// (which builds the pinned versions into a cache the first time: 40-55 min on 2 cores)
 // and reads its KEY=VALUE lines. Every resolved path must be an executable.
 func ResolveTools(ctx context.Context, log Logger) (Tools, error) {
 	var t Tools
