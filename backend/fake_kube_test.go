@@ -115,7 +115,10 @@ func newFakeKube(t testing.TB, opts ...fakeKubeOption) *fakeKube {
 		}
 		return fk
 	}
-	fk.clientset = fake.NewClientset(seed[0].(runtime.Object), seed[1].(runtime.Object))
+	// The simple tracker: the plugin never applies or reads managed fields,
+	// and NewClientset's tracker builds a REST mapper of the whole scheme on
+	// every create, which made a fuzz run manage a few executions a second.
+	fk.clientset = fake.NewSimpleClientset(seed[0].(runtime.Object), seed[1].(runtime.Object))
 	// Created objects get UIDs, as from the API server.
 	fk.clientset.PrependReactor("create", "*", func(action k8stesting.Action) (bool, runtime.Object, error) {
 		if obj, ok := action.(k8stesting.CreateAction).GetObject().(metav1.Object); ok && obj.GetUID() == "" && action.GetSubresource() == "" {
