@@ -171,3 +171,14 @@ func baoEnv(t *testing.T, token, dir string) []string {
 		"HOME=" + t.TempDir(),
 	}
 }
+
+// execRoleClientToken prepares an exec-kubeconfig test: the target pod,
+// the role (its leases revoked when the test ends) and execClientToken's
+// token for it.
+func execRoleClientToken(t *testing.T, role string) string {
+	t.Helper()
+	ensureTargetPod(t)
+	writeRole(t, role)
+	revokeRoleLeasesAtEnd(t, role)
+	return execClientToken(t, role)
+}

@@ -41,11 +41,8 @@ func leaseTTL(t *testing.T, leaseID string) time.Duration {
 // does not break the plugin's output.
 func TestExecCredentialKubectl(t *testing.T) {
 	t.Parallel()
-	ensureTargetPod(t)
 	role := "execcred-kubectl"
-	writeRole(t, role)
-	revokeRoleLeasesAtEnd(t, role)
-	token := execClientToken(t, role)
+	token := execRoleClientToken(t, role)
 
 	done := step(t, "vault read -field=kubeconfig %s/kubeconfig/%s ttl=5m", stack.Mount, role)
 	kc := writeExecKubeconfig(t, role, "ttl=5m")
@@ -214,11 +211,8 @@ watch:
 // on PATH, one lease per run.
 func TestExecCredentialBaoCommand(t *testing.T) {
 	t.Parallel()
-	ensureTargetPod(t)
 	role := "execcred-bao"
-	writeRole(t, role)
-	revokeRoleLeasesAtEnd(t, role)
-	token := execClientToken(t, role)
+	token := execRoleClientToken(t, role)
 
 	done := step(t, "vault read -field=kubeconfig %s/kubeconfig/%s exec_command=bao", stack.Mount, role)
 	kc := writeExecKubeconfig(t, role, "exec_command=bao")

@@ -28,11 +28,8 @@ func writeKuberc(t *testing.T, policy string) string {
 // refuse before the command runs, so no lease is issued.
 func TestKubercCredentialPluginPolicy(t *testing.T) {
 	t.Parallel()
-	ensureTargetPod(t)
 	role := "kuberc"
-	writeRole(t, role)
-	revokeRoleLeasesAtEnd(t, role)
-	token := execClientToken(t, role)
+	token := execRoleClientToken(t, role)
 	vaultKC := writeExecKubeconfig(t, role)
 	baoKC := writeExecKubeconfig(t, role, "exec_command=bao")
 	baoDir, _ := baoStandIn(t)
