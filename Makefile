@@ -37,8 +37,13 @@ lint:
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	go vet ./...
 
+# The plugin's own tests, then the checks that live in their own modules:
+# the issuer against Kubernetes' JWT authenticator code (every signing
+# algorithm) and the GitLab Runner driver.
 unit:
 	go test -race -count=1 ./...
+	cd tools/authncheck && go vet ./... && go test -count=1 ./...
+	cd tools/gitlab-vault-secrets && go vet ./... && go test -count=1 ./...
 
 # A short run of each fuzz target on top of the committed seeds.
 FUZZTIME ?= 10s
