@@ -51,7 +51,7 @@ func RepoRoot() (string, error) {
 
 // ResolveTools takes tool paths from VAULT_BIN, KUBE_APISERVER_BIN,
 // KUBECTL_BIN and ETCD_BIN. If any is unset it runs scripts/build-tools.sh
-// (which builds the pinned versions into a cache the first time: 40-55 min on 2 cores)
+// (which builds the pinned versions into a cache the first time: 20-55 min on 2 cores)
 // and reads its KEY=VALUE lines. Every resolved path must be an executable.
 func ResolveTools(ctx context.Context, log Logger) (Tools, error) {
 	var t Tools
@@ -71,7 +71,7 @@ func ResolveTools(ctx context.Context, log Logger) (Tools, error) {
 		if !fileExists(script) {
 			return t, fmt.Errorf("tool paths not set (VAULT_BIN, KUBE_APISERVER_BIN, KUBECTL_BIN, ETCD_BIN) and %s does not exist", script)
 		}
-		log.Logf("tools: running %s (builds the pinned tools on first use: 30-45 min on 2 cores, progress every 30 s)", script)
+		log.Logf("tools: running %s (builds the pinned tools on first use: 20-55 min on 2 cores, progress every 30 s)", script)
 		start := time.Now()
 		vals, err := runBuildTools(ctx)
 		if err != nil {
