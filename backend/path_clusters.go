@@ -171,6 +171,25 @@ func pathClusters(b *backend) []*framework.Path {
 	}
 }
 
+// clusterActionPath is the route of clusters/<name>/<action> (check, rbac,
+// rotate-root, authentication-config): the cluster's name is its one field;
+// ops and the help are the action's own.
+func clusterActionPath(action, operationSuffix string, ops map[logical.Operation]framework.OperationHandler, synopsis, description string) *framework.Path {
+	return &framework.Path{
+		Pattern: "clusters/" + namePathPattern + "/" + action + "$",
+		DisplayAttrs: &framework.DisplayAttributes{
+			OperationPrefix: operationPrefix,
+			OperationSuffix: operationSuffix,
+		},
+		Fields: map[string]*framework.FieldSchema{
+			"name": {Type: framework.TypeString, Description: "Name of the cluster.", Required: true},
+		},
+		Operations:      ops,
+		HelpSynopsis:    synopsis,
+		HelpDescription: description,
+	}
+}
+
 func (b *backend) clusterExists(ctx context.Context, req *logical.Request, d *framework.FieldData) (bool, error) {
 	name := d.Get("name").(string)
 	if validateVaultName("cluster", name) != nil {

@@ -41,25 +41,13 @@ cluster read).
 )
 
 func pathClusterAuthConfig(b *backend) *framework.Path {
-	return &framework.Path{
-		Pattern: "clusters/" + namePathPattern + "/authentication-config$",
-		DisplayAttrs: &framework.DisplayAttributes{
-			OperationPrefix: operationPrefix,
-			OperationSuffix: "cluster-authentication-config",
+	return clusterActionPath("authentication-config", "cluster-authentication-config", map[logical.Operation]framework.OperationHandler{
+		logical.ReadOperation: &framework.PathOperation{
+			Callback:     b.entry(clusterName, false, b.clusterAuthConfig),
+			Summary:      "Return the AuthenticationConfiguration a cluster's API server needs to trust the plugin's tokens.",
+			DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "read"},
 		},
-		Fields: map[string]*framework.FieldSchema{
-			"name": {Type: framework.TypeString, Description: "Name of the cluster.", Required: true},
-		},
-		Operations: map[logical.Operation]framework.OperationHandler{
-			logical.ReadOperation: &framework.PathOperation{
-				Callback:     b.entry(clusterName, false, b.clusterAuthConfig),
-				Summary:      "Return the AuthenticationConfiguration a cluster's API server needs to trust the plugin's tokens.",
-				DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "read"},
-			},
-		},
-		HelpSynopsis:    clusterAuthConfigHelpSynopsis,
-		HelpDescription: clusterAuthConfigHelpDescription,
-	}
+	}, clusterAuthConfigHelpSynopsis, clusterAuthConfigHelpDescription)
 }
 
 // The parts of AuthenticationConfiguration the snippet uses, spelled as

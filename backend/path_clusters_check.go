@@ -40,25 +40,13 @@ appear only in missing_permissions.
 )
 
 func pathClusterCheck(b *backend) *framework.Path {
-	return &framework.Path{
-		Pattern: "clusters/" + namePathPattern + "/check$",
-		DisplayAttrs: &framework.DisplayAttributes{
-			OperationPrefix: operationPrefix,
-			OperationSuffix: "cluster",
+	return clusterActionPath("check", "cluster", map[logical.Operation]framework.OperationHandler{
+		logical.ReadOperation: &framework.PathOperation{
+			Callback:     b.entry(clusterName, false, b.checkCluster),
+			Summary:      "Check connectivity and permissions.",
+			DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "check"},
 		},
-		Fields: map[string]*framework.FieldSchema{
-			"name": {Type: framework.TypeString, Description: "Name of the cluster.", Required: true},
-		},
-		Operations: map[logical.Operation]framework.OperationHandler{
-			logical.ReadOperation: &framework.PathOperation{
-				Callback:     b.entry(clusterName, false, b.checkCluster),
-				Summary:      "Check connectivity and permissions.",
-				DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "check"},
-			},
-		},
-		HelpSynopsis:    clusterCheckHelpSynopsis,
-		HelpDescription: clusterCheckHelpDescription,
-	}
+	}, clusterCheckHelpSynopsis, clusterCheckHelpDescription)
 }
 
 // requiredPermission is one right the issue or revoke flow relies on. It is

@@ -56,25 +56,13 @@ notes, and complete is false.
 const maxRBACPermissions = maxCheckReviews
 
 func pathClusterRBAC(b *backend) *framework.Path {
-	return &framework.Path{
-		Pattern: "clusters/" + namePathPattern + "/rbac$",
-		DisplayAttrs: &framework.DisplayAttributes{
-			OperationPrefix: operationPrefix,
-			OperationSuffix: "cluster-rbac",
+	return clusterActionPath("rbac", "cluster-rbac", map[logical.Operation]framework.OperationHandler{
+		logical.ReadOperation: &framework.PathOperation{
+			Callback:     b.entry(clusterName, false, b.clusterRBAC),
+			Summary:      "Return the RBAC manifests the plugin needs for the roles of a cluster.",
+			DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "read"},
 		},
-		Fields: map[string]*framework.FieldSchema{
-			"name": {Type: framework.TypeString, Description: "Name of the cluster.", Required: true},
-		},
-		Operations: map[logical.Operation]framework.OperationHandler{
-			logical.ReadOperation: &framework.PathOperation{
-				Callback:     b.entry(clusterName, false, b.clusterRBAC),
-				Summary:      "Return the RBAC manifests the plugin needs for the roles of a cluster.",
-				DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "read"},
-			},
-		},
-		HelpSynopsis:    clusterRBACHelpSynopsis,
-		HelpDescription: clusterRBACHelpDescription,
-	}
+	}, clusterRBACHelpSynopsis, clusterRBACHelpDescription)
 }
 
 // selfRotation stands for self-rotation among the roles that need a right;

@@ -12,26 +12,15 @@ import (
 // clusters/<name>/rotate-root: route, handler and help.
 
 func pathRotateRoot(b *backend) *framework.Path {
-	return &framework.Path{
-		Pattern: "clusters/" + namePathPattern + "/rotate-root$",
-		DisplayAttrs: &framework.DisplayAttributes{
-			OperationPrefix: operationPrefix,
-			OperationSuffix: "cluster-root",
+	return clusterActionPath("rotate-root", "cluster-root", map[logical.Operation]framework.OperationHandler{
+		logical.UpdateOperation: &framework.PathOperation{
+			Callback:                    b.entry(clusterName, true, b.rotateRootHandler),
+			Summary:                     "Replace the plugin's own credential with a fresh token for the same service account.",
+			DisplayAttrs:                &framework.DisplayAttributes{OperationVerb: "rotate"},
+			ForwardPerformanceStandby:   true,
+			ForwardPerformanceSecondary: true,
 		},
-		Fields: map[string]*framework.FieldSchema{
-			"name": {Type: framework.TypeString, Description: "Name of the cluster.", Required: true},
-		},
-		Operations: map[logical.Operation]framework.OperationHandler{
-			logical.UpdateOperation: &framework.PathOperation{
-				Callback:                    b.entry(clusterName, true, b.rotateRootHandler),
-				Summary:                     "Replace the plugin's own credential with a fresh token for the same service account.",
-				DisplayAttrs:                &framework.DisplayAttributes{OperationVerb: "rotate"},
-				ForwardPerformanceStandby:   true,
-				ForwardPerformanceSecondary: true,
-			},
-		},
-		HelpSynopsis: "Rotate the plugin's own token-requester credential.",
-		HelpDescription: `
+	}, "Rotate the plugin's own token-requester credential.", `
 With the stored credential, requests a token for the plugin's own service
 account (named by the stored JWT's claims), bound to a new Secret in that
 account's namespace and valid for service_account_jwt_ttl; checks that it
@@ -40,8 +29,7 @@ previous rotation, which kills the previous token. A token the plugin did not
 create is left to the operator. The response carries the new credential's
 credential_id and expires_at, never the token. A cluster in issuer mode
 stores no credential: rotate the issuer's keys with issuer/rotate instead.
-`,
-	}
+`)
 }
 
 func (b *backend) rotateRootHandler(ctx context.Context, req *logical.Request, d *framework.FieldData, name string) (*logical.Response, error) {
