@@ -339,8 +339,10 @@ type endpoint struct {
 	ID               string
 	KubeconfigHost   string
 	KubeconfigCACert string
-	TLSServerName    string
-	restConfig       *rest.Config
+	// KubeconfigExecCommand is the cluster's kubeconfig_exec_command.
+	KubeconfigExecCommand string
+	TLSServerName         string
+	restConfig            *rest.Config
 }
 
 func (c *clusterConfig) resolve(env inClusterEnv, userAgent string, timeout time.Duration) (*endpoint, error) {
@@ -390,6 +392,7 @@ func (c *clusterConfig) resolve(env inClusterEnv, userAgent string, timeout time
 	ep.restConfig = rc
 
 	ep.KubeconfigHost, ep.KubeconfigCACert = c.KubeconfigHost, c.KubeconfigCACert
+	ep.KubeconfigExecCommand = c.KubeconfigExecCommand
 	if ep.KubeconfigHost == "" {
 		ep.KubeconfigHost = host
 	} else {

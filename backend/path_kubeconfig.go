@@ -135,7 +135,7 @@ func (b *backend) execKubeconfig(ctx context.Context, req *logical.Request, d *f
 		return nil, err
 	}
 
-	command, err := b.execCommand(ctx, req.Storage, role.Cluster, d)
+	command, err := execCommand(client.endpoint, d)
 	if err != nil {
 		return nil, err
 	}
@@ -190,25 +190,24 @@ func (b *backend) execKubeconfig(ctx context.Context, req *logical.Request, d *f
 }
 
 // execCommand is the credential plugin the kubeconfig runs: the request's
-// exec_command (vault or bao), else the cluster's kubeconfig_exec_command,
-// else vault.
-func (b *backend) execCommand(ctx context.Context, s logical.Storage, cluster string, d *framework.FieldData) (string, error) {
+// exec_command (vault or bao), else the cluster's kubeconfig_exec_command
+// (from the endpoint the client was built from), else vault.
+func execCommand(ep *endpoint, d *framework.FieldData) (string, error) {
 	if requested := d.Get("exec_command").(string); requested != "" {
 		if err := validateExecCommand("exec_command", requested, false); err != nil {
 			return "", userError{err}
 		}
 		return requested, nil
 	}
-	cfg, err := getCluster(ctx, s, cluster)
-	if err != nil || cfg == nil || cfg.KubeconfigExecCommand == "" {
-		return vaultCommand, err
+	if ep.KubeconfigExecCommand == "" {
+		return vaultCommand, nil
 	}
 	// Checked when written; checked again so an entry stored by hand or by
 	// an older version never names another program.
-	if err := validateExecCommand("the cluster's kubeconfig_exec_command", cfg.KubeconfigExecCommand, true); err != nil {
+	if err := validateExecCommand("the cluster's kubeconfig_exec_command", ep.KubeconfigExecCommand, true); err != nil {
 		return "", err
 	}
-	return cfg.KubeconfigExecCommand, nil
+	return ep.KubeconfigExecCommand, nil
 }
 
 // maxNamespacePathBytes bounds vault_namespace.

@@ -428,6 +428,20 @@ func TestKubeconfigExecCommandSources(t *testing.T) {
 			}
 		})
 	}
+	t.Run("a changed cluster command applies to the next read (the cached client is rebuilt)", func(t *testing.T) {
+		b, s, _ := newConfiguredBackend(t)
+		command := func() string {
+			_, _, user, _ := loadExecKubeconfig(t, mustKubeconfig(t, b, s, "scanner/", testRole, nil).Data["kubeconfig"].(string))
+			return user.Exec.Command
+		}
+		if got := command(); got != "vault" {
+			t.Fatalf("exec command %q before the change, want vault", got)
+		}
+		mustOK(t, b, s, logical.UpdateOperation, "clusters/"+testCluster, map[string]interface{}{"kubeconfig_exec_command": "bao"})
+		if got := command(); got != "bao" {
+			t.Errorf("exec command %q after the cluster named bao", got)
+		}
+	})
 	t.Run("a stored entry naming another program is refused", func(t *testing.T) {
 		b, s, _ := newConfiguredBackend(t)
 		cfg, err := getCluster(context.Background(), s, testCluster)
